@@ -1,0 +1,89 @@
+"""Warren: Go-style select workers for RabbitMQ side effects.
+
+# Layering: _select (no broker) <- _amqp_thread (the only pika code) <- _amqp (reconnects,
+# events) <- _publisher (the worker) <- _runner/_cli (processes). This module only
+# re-exports; everything public is listed in __all__.
+"""
+
+from ._backoff import Backoff
+from ._config import DEFAULT_URL, OVERFLOW_POLICIES, Overflow, PublisherConfig
+from ._events import (
+    Blocked,
+    ChannelClosed,
+    ConnectFailed,
+    Confirmed,
+    Connected,
+    ConnectionEvent,
+    ConnectionLost,
+    GaveUp,
+    Nacked,
+    Returned,
+    Unblocked,
+)
+from ._exceptions import (
+    AccessRefused,
+    BrokerError,
+    BufferFull,
+    ConfigError,
+    ConnectionGaveUp,
+    InvalidJob,
+    JobDropped,
+    JobReturned,
+    PublishError,
+    PublisherClosed,
+    WarrenError,
+)
+from ._metrics import Metrics
+from ._publisher import Publisher, PublisherStatistics
+from ._redact import redact_url
+from ._select import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
+from ._topology import Binding, Exchange, Queue, Topology
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_URL",
+    "OVERFLOW_POLICIES",
+    "AccessRefused",
+    "Backoff",
+    "Binding",
+    "Blocked",
+    "BrokerError",
+    "BufferFull",
+    "ChannelClosed",
+    "Closed",
+    "ConfigError",
+    "ConnectFailed",
+    "Confirmed",
+    "Connected",
+    "ConnectionEvent",
+    "ConnectionGaveUp",
+    "ConnectionLost",
+    "Default",
+    "Exchange",
+    "GaveUp",
+    "InvalidJob",
+    "JobDropped",
+    "JobReturned",
+    "Metrics",
+    "Nacked",
+    "Overflow",
+    "PublishError",
+    "Publisher",
+    "PublisherClosed",
+    "PublisherConfig",
+    "PublisherStatistics",
+    "Queue",
+    "Received",
+    "Returned",
+    "Send",
+    "Sent",
+    "Timeout",
+    "Topology",
+    "Unblocked",
+    "WarrenError",
+    "__version__",
+    "redact_url",
+    "select",
+    "select_nowait",
+]

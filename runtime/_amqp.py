@@ -1,0 +1,186 @@
+"""The connection bridge: keeps one broker connection alive and reports on an event stream.
+
+``AmqpConnection.run()`` connects (rotating through the configured URLs), runs each pika
+connection in its own thread (``_amqp_thread.PikaSession``), and after every loss backs off
+and connects again. Everything that happens becomes an event on the stream given to it; the
+worker that owns it ``select``-s over that stream. It stops when cancelled, when closed on
+purpose, after ACCESS_REFUSED (reported as ``ConnectFailed(fatal=True)``), or after
+``reconnect_max_attempts`` consecutive failed attempts (reported as ``GaveUp``).
+
+Events cross from the pika thread in batches: the thread appends to a list and wakes the event
+loop once per batch with the backend's own non-blocking thread-safe call (asyncio's
+``call_soon_threadsafe``, trio's ``TrioToken.run_sync_soon``), so the pika thread never waits
+for the event loop and a burst of confirms costs one wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, final
+
+import anyio
+from anyio import BrokenResourceError, ClosedResourceError
+
+from ._amqp_thread import PikaSession
+from ._backoff import Backoff
+from ._config import PublisherConfig
+from ._events import ConnectFailed, ConnectionEvent, ConnectionLost, GaveUp
+from ._redact import redact_url
+from ._topology import Topology
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from ._job import Job
+
+log = logging.getLogger("warren.amqp")
+
+
+def _call_soon_threadsafe() -> Callable[[Callable[[], None]], None]:
+    """The running backend's non-blocking "run this soon in the event loop" from any thread."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            run_sync_soon: Callable[[Callable[[], None]], None]
+            run_sync_soon = trio.lowlevel.current_trio_token().run_sync_soon
+            return run_sync_soon
+        except RuntimeError:
+            pass  # trio is imported, but this is asyncio
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+@final
+class AmqpConnection:
+    """One logical broker connection with reconnects. Owned by one worker; see module doc."""
+
+    def __init__(
+        self,
+        config: PublisherConfig,
+        events: MemoryObjectSendStream[ConnectionEvent],
+        *,
+        name: str,
+        topology: Topology | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._config = config
+        self._events = events
+        self._name = name
+        self._topology = topology or Topology()
+        self._backoff = backoff or Backoff(base=config.backoff_base, cap=config.backoff_cap)
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._pending: list[ConnectionEvent] = []
+        self._wake_scheduled = False
+        self._call_soon: Callable[[Callable[[], None]], None] | None = None
+        self._current: PikaSession | None = None
+        self._current_no = 0
+        self._closing = False
+
+    def publish(self, session: int, jobs: list[Job]) -> bool:
+        """Hand ``jobs`` to connection ``session``; False if that connection is gone.
+
+        The caller keeps owning the jobs until they are confirmed: if the connection dies,
+        a ``ConnectionLost`` for ``session`` follows and the caller sends them again.
+        """
+        current = self._current
+        if current is None or self._current_no != session:
+            return False
+        return current.publish_threadsafe(jobs)
+
+    async def aclose(self) -> None:
+        """Close the connection on purpose; ``run()`` returns without reconnecting."""
+        self._closing = True
+        if self._current is not None:
+            self._current.close_threadsafe()
+
+    async def run(self) -> None:
+        """Connect and reconnect until cancelled, closed, refused, or out of attempts."""
+        self._call_soon = _call_soon_threadsafe()
+        urls = self._config.urls
+        failures = 0
+        last_error = "never connected"
+        index = 0
+        while not self._closing:
+            url = urls[index % len(urls)]
+            index += 1
+            self._current_no += 1
+            session = PikaSession(
+                session=self._current_no,
+                url=url,
+                attempt=failures + 1,
+                config=self._config,
+                topology=self._topology,
+                emit=self._emit_threadsafe,
+                name=self._name,
+            )
+            log.debug("connection.attempt url=%s", redact_url(url))
+            outcome = await self._run_session(session)
+            self._deliver()  # what the thread said comes before how it ended
+            if outcome is None:
+                return
+            if isinstance(outcome, ConnectionLost):
+                failures = 0 if session.ready_once else failures + 1
+            else:
+                failures += 1
+            last_error = outcome.detail
+            self._send(outcome)
+            if isinstance(outcome, ConnectFailed) and outcome.fatal:
+                return
+            limit = self._config.reconnect_max_attempts
+            if limit and failures >= limit:
+                self._send(GaveUp(failures, last_error))
+                return
+            await self._sleep(self._backoff.delay(failures + 1))
+
+    async def _run_session(self, session: PikaSession) -> ConnectionEvent | None:
+        self._current = session
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._close_when_cancelled, session)
+                # Not abandoned on cancel: the thread must end before we do. Cancellation
+                # reaches it through _close_when_cancelled closing the connection.
+                outcome = await anyio.to_thread.run_sync(session.run)
+                tg.cancel_scope.cancel()
+        finally:
+            self._current = None
+        return outcome
+
+    @staticmethod
+    async def _close_when_cancelled(session: PikaSession) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            session.close_threadsafe()
+
+    # -- thread -> event loop ---------------------------------------------------------------
+
+    def _emit_threadsafe(self, event: ConnectionEvent) -> None:
+        with self._lock:
+            self._pending.append(event)
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        assert self._call_soon is not None
+        try:
+            self._call_soon(self._deliver)
+        except RuntimeError:
+            # the event loop is closing; run() delivers what is pending when the thread ends
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+            self._wake_scheduled = False
+        for event in events:
+            self._send(event)
+
+    def _send(self, event: ConnectionEvent) -> None:
+        try:
+            self._events.send_nowait(event)
+        except (BrokenResourceError, ClosedResourceError):
+            log.debug("event dropped, its worker is gone: %r", event)

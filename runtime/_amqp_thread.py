@@ -1,0 +1,369 @@
+"""One pika connection, owned by one thread from open to close.
+
+pika is callback-driven and not thread-safe. A ``PikaSession`` runs a ``SelectConnection``'s
+ioloop in a dedicated thread (started by ``_amqp.AmqpConnection`` through
+``anyio.to_thread``). Other threads only call the ``*_threadsafe`` methods, which go through
+pika's one thread-safe call, ``add_callback_threadsafe``. Callbacks here do one thing each:
+turn what happened into an event (``_events``) and hand it to ``emit``. This module is the
+only place that imports pika, and ``_loss_from`` / ``_open_failure`` are the one boundary
+where pika's exceptions are translated.
+
+Dead links are found without waiting for TCP: a watchdog declares the connection dead when no
+byte arrived for 2 x heartbeat (the broker sends one every heartbeat / 2), or when a publish
+stayed unconfirmed for ``confirm_timeout`` while the broker was not blocking us.
+``TCP_USER_TIMEOUT`` and keepalive bound what the kernel does on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions as pe
+from pika import spec
+
+from ._config import PublisherConfig
+from ._events import (
+    Blocked,
+    ChannelClosed,
+    ConnectFailed,
+    Confirmed,
+    Connected,
+    ConnectionEvent,
+    ConnectionLost,
+    LossKind,
+    Nacked,
+    Returned,
+    Unblocked,
+)
+from ._job import Job
+from ._redact import redact_text, redact_url
+from ._topology import Topology
+
+log = logging.getLogger("warren.amqp")
+
+Emit = Callable[[ConnectionEvent], None]
+
+
+class _WatchdogAbort(Exception):
+    """Why Warren's own watchdog cut the stream."""
+
+    def __init__(self, kind: LossKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind: LossKind = kind
+
+
+def _loss_from(session: int, reason: BaseException | None) -> ConnectionLost:
+    """Map every way a pika connection can end to one event; most specific match first."""
+    if isinstance(reason, _WatchdogAbort):
+        return ConnectionLost(session, reason.kind, str(reason), clean=False)
+    if isinstance(reason, pe.ConnectionClosedByBroker):
+        return ConnectionLost(
+            session,
+            "closed_by_broker",
+            f"{reason.reply_code} {reason.reply_text}",
+            clean=True,
+            reply_code=reason.reply_code,
+        )
+    if isinstance(reason, pe.AMQPHeartbeatTimeout):
+        return ConnectionLost(session, "heartbeat_timeout", str(reason), clean=False)
+    if isinstance(reason, pe.StreamLostError):
+        return ConnectionLost(session, "stream_lost", redact_text(str(reason)), clean=False)
+    if reason is None:
+        return ConnectionLost(session, "unknown", "closed with no reason given", clean=False)
+    detail = redact_text(f"{type(reason).__name__}: {reason}")
+    return ConnectionLost(session, "unknown", detail, clean=False)
+
+
+def _open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFailed:
+    """Map a failed open; ACCESS_REFUSED is fatal, everything else is retried."""
+    errors: list[Any] = [err]
+    if isinstance(err, pe.AMQPConnectionWorkflowFailed):
+        errors = list(err.exceptions) or errors
+    last = errors[-1]
+    text = redact_text(f"{type(last).__name__}: {last}")
+    fatal = isinstance(last, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError) or (
+        "ACCESS_REFUSED" in text
+        or (isinstance(last, pe.ConnectionClosedByBroker) and last.reply_code == 403)
+    )
+    return ConnectFailed(attempt, redact_url(url), text, fatal=fatal)
+
+
+class PikaSession:
+    """A single pika connection with one confirming channel. Run ``run()`` in its own thread."""
+
+    def __init__(
+        self,
+        *,
+        session: int,
+        url: str,
+        attempt: int,
+        config: PublisherConfig,
+        topology: Topology,
+        emit: Emit,
+        name: str,
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._attempt = attempt
+        self._config = config
+        self._topology = topology
+        self._emit = emit
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop_alive = False
+        self._conn: Any = None
+        self._channel: Any = None
+        self._intentional = False
+        self._channel_loss: tuple[int, str] | None = None
+        self._opened = False
+        self._ready = False
+        self.ready_once = False  # announced Connected at least once: the attempt succeeded
+        self._blocked = False
+        self._outcome: ConnectionEvent | None = None
+        # delivery tag -> job, and (last tag of a batch, publish time) for the confirm timeout
+        self._unconfirmed: dict[int, Job] = {}
+        self._lowest_tag = 1
+        self._next_tag = 1
+        self._batches: deque[tuple[int, float]] = deque()
+        self._returned: dict[str, tuple[int, str]] = {}
+        self._rx_bytes = -1
+        self._rx_at = 0.0
+
+    # -- called from other threads -------------------------------------------------------
+
+    def publish_threadsafe(self, jobs: list[Job]) -> bool:
+        """Queue ``jobs`` for publishing; False if the connection is already gone."""
+        return self._call_threadsafe(lambda: self._publish(jobs))
+
+    def close_threadsafe(self) -> bool:
+        """Close on purpose (no reconnect follows); False if already gone."""
+        return self._call_threadsafe(self._close_intentionally)
+
+    def _call_threadsafe(self, fn: Callable[[], None]) -> bool:
+        with self._lock:
+            if not self._loop_alive:
+                return False
+            self._conn.ioloop.add_callback_threadsafe(fn)
+            return True
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def run(self) -> ConnectionEvent | None:
+        """Connect, serve until the connection ends; return how it ended (None: on purpose)."""
+        params = self._parameters()
+        with self._lock:
+            self._conn = pika.SelectConnection(
+                params,
+                on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_close,
+            )
+            self._loop_alive = True
+        try:
+            self._conn.ioloop.start()
+        finally:
+            with self._lock:
+                self._loop_alive = False
+            self._conn.ioloop.close()
+        return self._outcome
+
+    def _parameters(self) -> Any:
+        cfg = self._config
+        params = pika.URLParameters(self._url)
+        params.heartbeat = cfg.heartbeat
+        params.connection_attempts = 1
+        params.retry_delay = 0
+        params.socket_timeout = cfg.connect_timeout
+        params.stack_timeout = cfg.connect_timeout
+        params.blocked_connection_timeout = None
+        keepidle = max(1, cfg.heartbeat)
+        params.tcp_options = {
+            "TCP_USER_TIMEOUT": int(cfg.effective_tcp_user_timeout * 1000),
+            "TCP_KEEPIDLE": keepidle,
+            "TCP_KEEPINTVL": max(1, keepidle // 2),
+            "TCP_KEEPCNT": 3,
+        }
+        params.client_properties = {"connection_name": f"warren:{self._name}"}
+        return params
+
+    def _on_open(self, conn: Any) -> None:
+        self._opened = True
+        self._rx_at = time.monotonic()
+        self._schedule_watchdog()
+        conn.add_on_connection_blocked_callback(self._on_blocked)
+        conn.add_on_connection_unblocked_callback(self._on_unblocked)
+        conn.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, conn: Any, err: BaseException | str) -> None:
+        self._outcome = _open_failure(self._attempt, self._url, err)
+        conn.ioloop.stop()
+
+    def _on_close(self, conn: Any, reason: BaseException | None) -> None:
+        if self._intentional and self._channel_loss is None:
+            self._outcome = None
+        elif self._channel_loss is not None:
+            code, text = self._channel_loss
+            self._outcome = ConnectionLost(
+                self._session, "channel_closed", f"{code} {text}", clean=True, reply_code=code
+            )
+        else:
+            self._outcome = _loss_from(self._session, reason)
+        conn.ioloop.stop()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._declare)
+
+    def _declare(self, _frame: Any = None) -> None:
+        """Declare the topology one step at a time, then announce the connection."""
+        topo = self._topology
+        steps: list[Callable[[Callable[[Any], None]], None]] = []
+        for ex in topo.exchanges:
+            steps.append(
+                lambda cb, ex=ex: self._channel.exchange_declare(
+                    ex.name,
+                    exchange_type=ex.type,
+                    durable=ex.durable,
+                    arguments=dict(ex.arguments or {}),
+                    callback=cb,
+                )
+            )
+        for q in topo.queues:
+            steps.append(
+                lambda cb, q=q: self._channel.queue_declare(
+                    q.name, durable=q.durable, arguments=dict(q.arguments or {}), callback=cb
+                )
+            )
+        for b in topo.bindings:
+            steps.append(
+                lambda cb, b=b: self._channel.queue_bind(
+                    b.queue, b.exchange, routing_key=b.routing_key, callback=cb
+                )
+            )
+
+        def step(_frame: Any = None) -> None:
+            if steps:
+                steps.pop(0)(step)
+            else:
+                self._ready = True
+                self.ready_once = True
+                self._emit(Connected(self._session, redact_url(self._url)))
+
+        step()
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        self._ready = False
+        if isinstance(reason, pe.ChannelClosedByBroker):
+            self._channel_loss = (reason.reply_code, reason.reply_text)
+            self._emit(ChannelClosed(self._session, reason.reply_code, reason.reply_text))
+            if self._conn.is_open:
+                self._conn.close()
+        # Otherwise the connection is going down and _on_close reports it.
+
+    def _on_blocked(self, _conn: Any, frame: Any) -> None:
+        self._blocked = True
+        self._emit(Blocked(self._session, str(getattr(frame.method, "reason", ""))))
+
+    def _on_unblocked(self, _conn: Any, _frame: Any) -> None:
+        self._blocked = False
+        # confirms waited because of the alarm; don't count that against confirm_timeout
+        now = time.monotonic()
+        self._batches = deque((tag, now) for tag, _ in self._batches)
+        self._emit(Unblocked(self._session))
+
+    def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
+        self._returned[str(props.message_id)] = (method.reply_code, method.reply_text)
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        if method.multiple:
+            tags: range | tuple[int] = range(self._lowest_tag, tag + 1)
+        else:
+            tags = (tag,)
+        settled = [job for t in tags if (job := self._unconfirmed.pop(t, None)) is not None]
+        while self._lowest_tag < self._next_tag and self._lowest_tag not in self._unconfirmed:
+            self._lowest_tag += 1
+        while self._batches and self._batches[0][0] < self._lowest_tag:
+            self._batches.popleft()
+        if isinstance(method, spec.Basic.Nack):
+            self._emit(Nacked(self._session, tuple(settled)))
+            return
+        if self._returned:
+            confirmed = []
+            for job in settled:
+                returned = self._returned.pop(job.message_id, None)
+                if returned is None:
+                    confirmed.append(job)
+                else:
+                    self._emit(Returned(self._session, job, returned[0], returned[1]))
+            settled = confirmed
+        self._emit(Confirmed(self._session, tuple(settled)))
+
+    def _publish(self, jobs: list[Job]) -> None:
+        channel = self._channel
+        if not self._ready or channel is None or not channel.is_open:
+            return  # the publisher still owns them and re-sends after the loss it will hear of
+        persistent = 2 if self._config.persistent else 1
+        tag = self._next_tag
+        props_cls = pika.BasicProperties
+        try:
+            for job in jobs:
+                props = props_cls(
+                    message_id=job.message_id,
+                    delivery_mode=persistent,
+                    content_type=job.content_type,
+                    headers=job.headers,
+                )
+                channel.basic_publish(
+                    job.exchange, job.routing_key, job.body, props, mandatory=True
+                )
+                self._unconfirmed[tag] = job
+                tag += 1
+        except (pe.ChannelWrongStateError, pe.ConnectionWrongStateError, pe.StreamLostError):
+            log.debug("publish stopped: channel went away mid-batch")
+        finally:
+            if tag > self._next_tag:
+                self._batches.append((tag - 1, time.monotonic()))
+            self._next_tag = tag
+
+    def _close_intentionally(self) -> None:
+        self._intentional = True
+        if self._conn.is_open or self._conn.is_opening:
+            self._conn.close()
+
+    # -- watchdog ------------------------------------------------------------------------
+
+    def _schedule_watchdog(self) -> None:
+        self._conn.ioloop.call_later(max(0.05, self._config.heartbeat / 4), self._watchdog)
+
+    def _watchdog(self) -> None:
+        conn = self._conn
+        if not conn.is_open:
+            return
+        now = time.monotonic()
+        if conn.bytes_received != self._rx_bytes:
+            self._rx_bytes = conn.bytes_received
+            self._rx_at = now
+        silent = now - self._rx_at
+        if silent > self._config.dead_after:
+            conn._terminate_stream(
+                _WatchdogAbort("dead_link", f"no bytes from the broker for {silent:.1f}s")
+            )
+            return
+        if self._batches and not self._blocked:
+            age = now - self._batches[0][1]
+            if age > self._config.confirm_timeout:
+                conn._terminate_stream(
+                    _WatchdogAbort("confirm_timeout", f"publish unconfirmed for {age:.1f}s")
+                )
+                return
+        self._schedule_watchdog()

@@ -1,0 +1,178 @@
+"""Settings: frozen keyword-only dataclasses validated on construction, or read from WARREN_*.
+
+Every error names the setting (the keyword, or the environment variable it came from) and
+the bad value; secrets in URLs are redacted in those messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast, get_args
+from urllib.parse import urlsplit
+
+from ._exceptions import ConfigError
+from ._redact import redact_url
+
+Overflow = Literal["block", "drop-newest", "drop-oldest"]
+OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _check_url(setting: str, url: str) -> str:
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(setting, f"malformed URL {redact_url(url)!r}: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(setting, f"URL {redact_url(url)!r} must start with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ConfigError(setting, f"URL {redact_url(url)!r} has no host")
+    del port
+    return url
+
+
+def parse_urls(setting: str, value: str | Sequence[str]) -> tuple[str, ...]:
+    """One URL, a comma-separated list, or a sequence -> a validated tuple (cluster nodes)."""
+    raw = value.split(",") if isinstance(value, str) else list(value)
+    urls = tuple(_check_url(setting, u) for u in raw if u.strip())
+    if not urls:
+        raise ConfigError(setting, "needs at least one amqp:// URL")
+    return urls
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherConfig:
+    """How a Publisher connects, buffers and gives up. All times are in seconds.
+
+    ``heartbeat`` also sets dead-connection detection: no bytes from the broker for
+    2 x heartbeat and the connection is declared dead (pika alone waits heartbeat + 5 s more).
+    """
+
+    urls: tuple[str, ...] = (DEFAULT_URL,)
+    heartbeat: int = 10
+    connect_timeout: float = 5.0
+    confirm_timeout: float = 30.0
+    buffer_size: int = 10_000
+    overflow: Overflow = "block"
+    reconnect_max_attempts: int = 0
+    backoff_base: float = 0.2
+    backoff_cap: float = 15.0
+    max_in_flight: int = 1_000
+    max_job_bytes: int = 131_072
+    exchange: str = ""
+    persistent: bool = True
+    flush_timeout: float = 10.0
+    tcp_user_timeout: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        urls: Any = self.urls
+        object.__setattr__(self, "urls", parse_urls("urls", urls))
+        _positive_int("heartbeat", self.heartbeat)
+        _positive_int("buffer_size", self.buffer_size)
+        _positive_int("max_in_flight", self.max_in_flight)
+        _positive_int("max_job_bytes", self.max_job_bytes)
+        if not isinstance(self.reconnect_max_attempts, int) or self.reconnect_max_attempts < 0:
+            raise ConfigError(
+                "reconnect_max_attempts",
+                f"must be an integer >= 0 (0 = forever), got {self.reconnect_max_attempts!r}",
+            )
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                "overflow",
+                f"unknown policy {self.overflow!r}; choose one of {', '.join(OVERFLOW_POLICIES)}",
+            )
+        for name in ("connect_timeout", "confirm_timeout", "backoff_base", "backoff_cap"):
+            _positive_float(name, getattr(self, name))
+        _positive_float("flush_timeout", self.flush_timeout, allow_zero=True)
+        if self.backoff_cap < self.backoff_base:
+            raise ConfigError("backoff_cap", f"must be >= backoff_base ({self.backoff_base})")
+        if self.tcp_user_timeout is not None:
+            _positive_float("tcp_user_timeout", self.tcp_user_timeout)
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds without a byte from the broker after which the link is declared dead."""
+        return 2.0 * self.heartbeat
+
+    @property
+    def effective_tcp_user_timeout(self) -> float:
+        """TCP_USER_TIMEOUT: the kernel gives up on unacknowledged sends after this long."""
+        return self.tcp_user_timeout if self.tcp_user_timeout is not None else self.dead_after
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> PublisherConfig:
+        """Build from ``WARREN_*`` variables; errors name the variable."""
+        kwargs: dict[str, Any] = {}
+        for var, (name, conv) in _ENV.items():
+            if var in env and env[var].strip() != "":
+                try:
+                    kwargs[name] = conv(env[var].strip())
+                except ValueError:
+                    shown = redact_url(env[var]) if name == "urls" else env[var]
+                    raise ConfigError(var, f"cannot parse {shown!r}") from None
+        kwargs.update(overrides)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            var = _VAR_OF.get(exc.setting)
+            if var is None or exc.setting in overrides:
+                raise
+            message = str(exc).split(": ", 1)[1]
+            raise ConfigError(var, message) from None
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def _positive_float(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value < 0 if allow_zero else value <= 0):  # type: ignore[operator]
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(name, f"must be a finite number {bound}, got {value!r}")
+
+
+def _overflow(value: str) -> Overflow:
+    return cast(Overflow, value)
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "WARREN_AMQP_URL": ("urls", str),
+    "WARREN_HEARTBEAT": ("heartbeat", int),
+    "WARREN_CONNECT_TIMEOUT": ("connect_timeout", float),
+    "WARREN_CONFIRM_TIMEOUT": ("confirm_timeout", float),
+    "WARREN_BUFFER_SIZE": ("buffer_size", int),
+    "WARREN_OVERFLOW": ("overflow", _overflow),
+    "WARREN_RECONNECT_MAX_ATTEMPTS": ("reconnect_max_attempts", int),
+    "WARREN_BACKOFF_BASE": ("backoff_base", float),
+    "WARREN_BACKOFF_CAP": ("backoff_cap", float),
+    "WARREN_MAX_IN_FLIGHT": ("max_in_flight", int),
+    "WARREN_MAX_JOB_BYTES": ("max_job_bytes", int),
+    "WARREN_FLUSH_TIMEOUT": ("flush_timeout", float),
+}
+_VAR_OF = {name: var for var, (name, _) in _ENV.items()}
+
+
+def env_settings_help() -> list[tuple[str, str]]:
+    """(variable, default) for every publisher setting, for ``--help``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PublisherConfig)}
+    out = []
+    for var, (name, _) in _ENV.items():
+        default = defaults[name]
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        out.append((var, redact_url(shown) if name == "urls" else shown))
+    return out
+
+
+def parse_addr(setting: str, value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) -> (host, port)."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(setting, f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,98 @@
+"""Warren's one exception tree.
+
+What a caller catches, by branch::
+
+    WarrenError
+    ├── ConfigError              a setting is invalid (names the setting); exit code 2
+    ├── BrokerError              the broker or the link to it failed
+    │   ├── AccessRefused        credentials or vhost permissions rejected; never retried quietly
+    │   └── ConnectionGaveUp     reconnect attempts ran out; carries the jobs that die with it
+    ├── PublishError             a single job did not make it
+    │   ├── InvalidJob           refused at submit: not serializable, too large, bad field
+    │   ├── BufferFull           refused at submit: the buffer is full and the policy refuses
+    │   ├── JobReturned          the broker returned it as unroutable (mandatory flag)
+    │   └── JobDropped           accepted, then dropped (evicted, or unflushed at shutdown)
+    └── PublisherClosed          closed by us: submit after shutdown began
+
+The line between *closed by us* (``PublisherClosed``) and *broken by the world*
+(``BrokerError``) follows trio's ``ClosedResourceError`` / ``BrokenResourceError`` split.
+"""
+
+from __future__ import annotations
+
+
+class WarrenError(Exception):
+    """Base of every error Warren raises."""
+
+
+class ConfigError(WarrenError, ValueError):
+    """A setting is invalid. ``setting`` names it (the env var name when it came from one)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class BrokerError(WarrenError):
+    """The broker, or the network path to it, failed."""
+
+
+class AccessRefused(BrokerError):
+    """The broker refused the credentials or the vhost (AMQP 403 ACCESS_REFUSED)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"access refused by {url}: {detail}")
+        self.url = url
+        self.detail = detail
+
+
+class ConnectionGaveUp(BrokerError):
+    """Reconnecting failed ``attempts`` times in a row; ``jobs_lost`` buffered jobs die with it."""
+
+    def __init__(self, attempts: int, jobs_lost: int, last_error: str) -> None:
+        super().__init__(
+            f"gave up reconnecting after {attempts} attempts; {jobs_lost} buffered jobs lost;"
+            f" last error: {last_error}"
+        )
+        self.attempts = attempts
+        self.jobs_lost = jobs_lost
+        self.last_error = last_error
+
+
+class PublishError(WarrenError):
+    """A single job was not (or will not be) confirmed by the broker."""
+
+
+class InvalidJob(PublishError, ValueError):
+    """The job was refused at submit: it cannot be serialized, is too large, or a field is bad."""
+
+
+class BufferFull(PublishError):
+    """The buffer holds ``capacity`` jobs and the overflow policy refuses the new one."""
+
+    def __init__(self, capacity: int, hint: str = "") -> None:
+        super().__init__(f"buffer full ({capacity} jobs){hint}")
+        self.capacity = capacity
+
+
+class JobReturned(PublishError):
+    """The broker returned the job as unroutable (no queue bound for its routing key)."""
+
+    def __init__(self, message_id: str, reply_code: int, reply_text: str) -> None:
+        super().__init__(f"job {message_id} returned: {reply_code} {reply_text}")
+        self.message_id = message_id
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+
+class JobDropped(PublishError):
+    """The job was accepted but dropped before the broker confirmed it; ``reason`` says why."""
+
+    def __init__(self, message_id: str, reason: str) -> None:
+        super().__init__(f"job {message_id} dropped: {reason}")
+        self.message_id = message_id
+        self.reason = reason
+
+
+class PublisherClosed(WarrenError):
+    """The publisher is shutting down or closed; it accepts no more jobs."""

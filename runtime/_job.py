@@ -1,0 +1,106 @@
+"""A job: one side-effect message on its way to the broker.
+
+Jobs are small on purpose (``__slots__``, no per-job pika objects): the buffer holds up to
+``buffer_size`` of them while the broker is away, and the target is under 1 KiB per 256-byte
+job including the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any, final
+
+import anyio
+
+from ._exceptions import InvalidJob, JobDropped, JobReturned, PublishError
+
+JSON_CONTENT_TYPE = "application/json"
+BYTES_CONTENT_TYPE = "application/octet-stream"
+
+
+@final
+class Job:
+    """One message Warren owes the broker. Identity-hashed: the publisher tracks the object."""
+
+    __slots__ = (
+        "body",
+        "content_type",
+        "exchange",
+        "headers",
+        "message_id",
+        "routing_key",
+        "submitted_at",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        *,
+        body: bytes,
+        content_type: str,
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        headers: Mapping[str, Any] | None,
+        submitted_at: float,
+    ) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.message_id = message_id
+        self.headers = dict(headers) if headers else None
+        self.submitted_at = submitted_at
+        self.waiter: Outcome | None = None
+
+    def __repr__(self) -> str:
+        return f"Job({self.message_id!r}, {self.exchange!r}/{self.routing_key!r}, {len(self.body)}B)"
+
+
+@final
+class Outcome:
+    """What became of a job someone awaits: set once, by the publisher's loop."""
+
+    __slots__ = ("_done", "error")
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self.error: PublishError | None = None
+
+    def confirm(self) -> None:
+        self._done.set()
+
+    def fail(self, error: JobDropped | JobReturned) -> None:
+        self.error = error
+        self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+
+def encode_body(payload: object, *, max_bytes: int) -> tuple[bytes, str]:
+    """Turn a payload into (body, content type): bytes as they are, anything else as JSON.
+
+    Raises:
+        InvalidJob: not JSON-serializable, or larger than ``max_bytes``.
+    """
+    if isinstance(payload, bytes | bytearray | memoryview):
+        body, content_type = bytes(payload), BYTES_CONTENT_TYPE
+    else:
+        try:
+            body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(f"payload is not JSON-serializable: {exc}") from exc
+        content_type = JSON_CONTENT_TYPE
+    if len(body) > max_bytes:
+        raise InvalidJob(f"payload is {len(body)} bytes, over max_job_bytes={max_bytes}")
+    return body, content_type
+
+
+def new_message_id() -> str:
+    """A fresh message id: 32 hex characters, stable across republishing."""
+    return uuid.uuid4().hex

@@ -1,0 +1,555 @@
+"""The side-effect publisher: a worker whose loop selects over jobs and connection events.
+
+``submit()`` puts a job in a bounded buffer and returns at once; the worker loop takes jobs
+from it only while the connection can take them, and a lost connection is just another case
+of that loop. A job leaves the buffer only when the broker acks it; nacked jobs and jobs in
+flight when the connection died are sent again (same ``message_id``: at-least-once). Every
+accepted job ends up confirmed, returned (unroutable) or counted as dropped with a reason:
+``submitted == confirmed + returned + dropped(after accept) + depth`` at all times.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, final
+
+import anyio
+from anyio import ClosedResourceError, WouldBlock
+from anyio.abc import TaskGroup
+
+from ._amqp import AmqpConnection
+from ._backoff import Backoff
+from ._config import PublisherConfig
+from ._events import (
+    Blocked,
+    ChannelClosed,
+    ConnectFailed,
+    Confirmed,
+    Connected,
+    ConnectionEvent,
+    ConnectionLost,
+    GaveUp,
+    Nacked,
+    Returned,
+    Unblocked,
+)
+from ._exceptions import (
+    AccessRefused,
+    BufferFull,
+    ConnectionGaveUp,
+    InvalidJob,
+    JobDropped,
+    JobReturned,
+    PublisherClosed,
+)
+from ._job import Job, Outcome, encode_body, new_message_id
+from ._metrics import Metrics
+from ._select import Closed, Default, Received, Timeout, select
+from ._topology import Topology
+from ._worker import raise_single
+
+log = logging.getLogger("warren.publisher")
+
+_NO_DEADLINE: Final = math.inf
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PublisherStatistics:
+    """A snapshot of one publisher's counters (the metrics read the same numbers)."""
+
+    connected: bool
+    blocked: bool
+    buffer_depth: int
+    buffer_capacity: int
+    in_flight: int
+    submitted: int
+    confirmed: int
+    returned: int
+    dropped: Mapping[str, int]
+    nacked: int
+    reconnects: int
+    last_error: str | None
+    seconds_since_confirm: float | None
+
+
+@final
+class Publisher:
+    """Buffers side-effect jobs and publishes them with confirms across any number of outages.
+
+    Use as ``async with Publisher(config, metrics=Metrics(registry), name="api") as pub``.
+    Leaving the block flushes what is buffered (up to ``config.flush_timeout``), closes the
+    connection cleanly, and counts what could not be flushed as dropped (reason
+    ``shutdown``). Not thread-safe: call it from the event loop it runs in.
+
+    Raises (out of the ``async with``):
+        ConnectionGaveUp: reconnect attempts ran out; carries the number of jobs lost.
+        AccessRefused: the broker refused the credentials (not retried).
+    """
+
+    def __init__(
+        self,
+        config: PublisherConfig | None = None,
+        *,
+        metrics: Metrics,
+        name: str = "publisher",
+        topology: Topology | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config or PublisherConfig()
+        self._name = name
+        self._clock = clock
+        self._events_tx, self._events_rx = anyio.create_memory_object_stream[
+            ConnectionEvent | _Wake
+        ](math.inf)
+        # The job memory-stream is the buffer's FIFO; capacity is enforced by _depth, which
+        # also counts jobs in flight and jobs waiting to be re-sent.
+        self._jobs_tx, self._jobs_rx = anyio.create_memory_object_stream[Job](math.inf)
+        self._conn = AmqpConnection(
+            self._config, self._events_tx, name=name, topology=topology, backoff=backoff
+        )
+        self._retry: deque[Job] = deque()
+        self._inflight: dict[Job, None] = {}
+        self._depth = 0
+        self._session = 0
+        self._connected = False
+        self._blocked = False
+        self._closing = False
+        self._deadline = _NO_DEADLINE
+        self._ever_connected = False
+        self._last_error: str | None = None
+        self._last_confirm: float | None = None
+        self._room = anyio.Event()
+        self._flushed = anyio.Event()
+        self._connected_event = anyio.Event()
+        self._counts = {"submitted": 0, "confirmed": 0, "returned": 0, "nacked": 0, "reconn": 0}
+        self._dropped = {"refused": 0, "evicted": 0, "shutdown": 0, "gave_up": 0}
+        self._m = metrics.publisher(
+            name,
+            depth=lambda: self._depth,
+            capacity=self._config.buffer_size,
+            connection_up=lambda: 1.0 if self._connected else 0.0,
+            blocked=lambda: 1.0 if self._blocked else 0.0,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack
+        self._tg.start_soon(self._run, name=f"warren-publisher-{self._name}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stack is not None
+        self._begin_close()
+        try:
+            await self._stack.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:
+            raise_single(group)
+
+    async def aclose(self) -> None:
+        """Stop accepting, flush (up to ``flush_timeout``), close the connection cleanly."""
+        self._begin_close()
+        with anyio.CancelScope(shield=True):
+            await self._flushed.wait()
+
+    def _begin_close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._deadline = self._clock() + self._config.flush_timeout
+            self._jobs_tx.close()
+            self._room.set()
+            self._events_tx.send_nowait(_WAKE)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(
+        self,
+        payload: object,
+        *,
+        routing_key: str,
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Accept a job into the buffer and return its ``message_id`` at once.
+
+        ``payload`` is bytes (sent as is) or anything JSON-serializable.
+
+        Raises:
+            InvalidJob: the payload is not serializable or over ``max_job_bytes``.
+            BufferFull: the buffer is full and the policy is ``drop-newest`` or ``block``
+                (with ``block``, ``await enqueue()`` waits for room instead).
+            PublisherClosed: shutdown has begun.
+        """
+        job = self._make_job(payload, routing_key, exchange, headers, message_id)
+        self._offer(job)
+        return job.message_id
+
+    async def enqueue(
+        self,
+        payload: object,
+        *,
+        routing_key: str,
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Like ``submit``, but under the ``block`` policy wait for room instead of refusing."""
+        await self._wait_for_room()
+        return self.submit(
+            payload,
+            routing_key=routing_key,
+            exchange=exchange,
+            headers=headers,
+            message_id=message_id,
+        )
+
+    async def publish(
+        self,
+        payload: object,
+        *,
+        routing_key: str,
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> str:
+        """Enqueue, then wait until the broker confirmed the job; return its ``message_id``.
+
+        Raises:
+            JobReturned: unroutable. JobDropped: evicted, or unflushed at shutdown.
+            plus what ``submit`` raises. Cancelling the wait does not withdraw the job.
+        """
+        await self._wait_for_room()
+        job = self._make_job(payload, routing_key, exchange, headers, message_id)
+        job.waiter = outcome = Outcome()
+        self._offer(job)
+        await outcome.wait()
+        return job.message_id
+
+    async def _wait_for_room(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self._config.overflow == "block":
+            while self._depth >= self._config.buffer_size and not self._closing:
+                await self._room.wait()
+
+    def _offer(self, job: Job) -> None:
+        """Apply the overflow policy, then accept ``job``."""
+        if self._depth >= self._config.buffer_size:
+            policy = self._config.overflow
+            if policy == "drop-oldest":
+                self._evict_oldest()
+            else:
+                self._drop_count("refused")
+                hint = "; await enqueue() waits for room" if policy == "block" else ""
+                log.warning("buffer.full worker=%s capacity=%d", self._name, self._depth)
+                raise BufferFull(self._config.buffer_size, hint)
+        self._accept(job)
+
+    def _make_job(
+        self,
+        payload: object,
+        routing_key: str,
+        exchange: str | None,
+        headers: Mapping[str, Any] | None,
+        message_id: str | None,
+    ) -> Job:
+        if self._closing:
+            raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs")
+        if not isinstance(routing_key, str) or len(routing_key.encode()) > 255:
+            raise InvalidJob("routing_key must be a str of at most 255 bytes")
+        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+            raise InvalidJob("message_id must be a non-empty str")
+        body, content_type = encode_body(payload, max_bytes=self._config.max_job_bytes)
+        return Job(
+            body=body,
+            content_type=content_type,
+            exchange=self._config.exchange if exchange is None else exchange,
+            routing_key=routing_key,
+            message_id=message_id or new_message_id(),
+            headers=headers,
+            submitted_at=self._clock(),
+        )
+
+    def _accept(self, job: Job) -> None:
+        try:
+            self._jobs_tx.send_nowait(job)
+        except ClosedResourceError:
+            raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs") from None
+        self._depth += 1
+        self._counts["submitted"] += 1
+        self._m.submitted.inc()
+
+    def _evict_oldest(self) -> None:
+        if self._retry:
+            victim = self._retry.popleft()
+        else:
+            try:
+                victim = self._jobs_rx.receive_nowait()
+            except WouldBlock:
+                # everything buffered is in flight: nothing can be evicted, so refuse
+                self._drop_count("refused")
+                raise BufferFull(self._config.buffer_size, "; all buffered jobs are in flight")
+        self._settle_dropped([victim], "evicted")
+
+    # -- state ---------------------------------------------------------------------------
+
+    def statistics(self) -> PublisherStatistics:
+        """Counters and state now; cheap enough to call from a health check."""
+        c = self._counts
+        since = None if self._last_confirm is None else self._clock() - self._last_confirm
+        return PublisherStatistics(
+            connected=self._connected,
+            blocked=self._blocked,
+            buffer_depth=self._depth,
+            buffer_capacity=self._config.buffer_size,
+            in_flight=len(self._inflight),
+            submitted=c["submitted"],
+            confirmed=c["confirmed"],
+            returned=c["returned"],
+            dropped=dict(self._dropped),
+            nacked=c["nacked"],
+            reconnects=c["reconn"],
+            last_error=self._last_error,
+            seconds_since_confirm=since,
+        )
+
+    async def wait_connected(self) -> None:
+        """Return once the first connection is up (topology declared)."""
+        await self._connected_event.wait()
+
+    async def wait_flushed(self, *, poll: float = 0.01) -> None:
+        """Return once the buffer is empty (every accepted job settled)."""
+        while self._depth:
+            await anyio.sleep(poll)
+
+    # -- the worker loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
+                await self._serve()
+                await self._conn.aclose()
+        finally:
+            self._connected = False
+            self._flushed.set()
+
+    async def _serve(self) -> None:
+        max_in_flight = self._config.max_in_flight
+        jobs_open = True
+        while True:
+            if self._closing:
+                if self._depth == 0:
+                    return
+                remaining = self._deadline - self._clock()
+                if remaining <= 0:
+                    self._drop_unflushed()
+                    return
+            else:
+                remaining = math.inf
+            can_send = self._connected and not self._blocked and len(self._inflight) < max_in_flight
+            if can_send and self._retry:
+                match await select(events=self._events_rx, default=True):
+                    case Default():
+                        self._send_batch(None)
+                    case Received(_, event):
+                        self._on_event(event)
+                continue
+            timeout = None if remaining == math.inf else remaining
+            if can_send and jobs_open:
+                result = await select(events=self._events_rx, jobs=self._jobs_rx, timeout=timeout)
+            else:
+                result = await select(events=self._events_rx, timeout=timeout)
+            match result:
+                case Received("jobs", job):
+                    self._send_batch(job)
+                case Received("events", event):
+                    self._on_event(event)
+                case Closed("jobs"):
+                    jobs_open = False
+                case Timeout():
+                    pass
+                case _:  # pragma: no cover - the events stream is never closed while we run
+                    raise AssertionError(f"unexpected select result {result!r}")
+
+    def _send_batch(self, first: Job | None) -> None:
+        room = self._config.max_in_flight - len(self._inflight)
+        batch: list[Job] = []
+        if first is not None:
+            batch.append(first)
+            room -= 1
+        retry = self._retry
+        while room > 0 and retry:
+            batch.append(retry.popleft())
+            room -= 1
+        receive = self._jobs_rx.receive_nowait
+        while room > 0:
+            try:
+                batch.append(receive())
+            except (WouldBlock, anyio.EndOfStream):
+                break
+            room -= 1
+        inflight = self._inflight
+        for job in batch:
+            inflight[job] = None
+        self._conn.publish(self._session, batch)
+        # If that connection is already gone, a ConnectionLost for it is on its way and the
+        # batch goes back to the front of the queue then.
+
+    def _on_event(self, event: ConnectionEvent | _Wake) -> None:
+        match event:
+            case Confirmed(session, jobs):
+                self._on_confirmed(session, jobs)
+            case Connected(session, url):
+                self._session = session
+                self._connected = True
+                if self._ever_connected:
+                    self._counts["reconn"] += 1
+                    self._m.reconnects.inc()
+                    log.warning("connection.reconnected worker=%s url=%s", self._name, url)
+                else:
+                    log.info("connection.up worker=%s url=%s", self._name, url)
+                self._ever_connected = True
+                self._connected_event.set()
+            case ConnectionLost(session, kind, detail, clean, code):
+                self._on_lost(session, kind, detail, clean, code)
+            case Nacked(session, jobs):
+                requeue = [j for j in jobs if self._inflight.pop(j, 0) is None]
+                self._retry.extendleft(reversed(requeue))
+                self._counts["nacked"] += len(requeue)
+                self._m.nacked.inc(len(requeue))
+                log.warning("publish.nacked worker=%s jobs=%d", self._name, len(requeue))
+            case Returned(session, job, code, text):
+                if self._inflight.pop(job, 0) is None:
+                    self._settle(1)
+                    self._counts["returned"] += 1
+                    self._m.returned.inc()
+                    if job.waiter is not None:
+                        job.waiter.fail(JobReturned(job.message_id, code, text))
+                    log.warning(
+                        "publish.returned worker=%s exchange=%r routing_key=%r reply=%d %s",
+                        self._name, job.exchange, job.routing_key, code, text,
+                    )  # fmt: skip
+            case Blocked(_, reason):
+                self._blocked = True
+                log.warning("connection.blocked worker=%s reason=%s", self._name, reason)
+            case Unblocked():
+                self._blocked = False
+                log.info("connection.unblocked worker=%s", self._name)
+            case ChannelClosed(_, code, text):
+                self._last_error = f"channel closed by broker: {code} {text}"
+                log.error("channel.closed worker=%s reply=%d %s", self._name, code, text)
+            case ConnectFailed(attempt, url, detail, fatal):
+                self._last_error = detail
+                if fatal:
+                    log.error("connection.refused worker=%s url=%s %s", self._name, url, detail)
+                    raise AccessRefused(url, detail)
+                log.warning(
+                    "connection.failed worker=%s url=%s attempt=%d %s",
+                    self._name, url, attempt, detail,
+                )  # fmt: skip
+            case GaveUp(attempts, last_error):
+                lost = self._depth
+                self._drop_all("gave_up")
+                log.critical(
+                    "connection.gave_up worker=%s attempts=%d jobs_lost=%d last_error=%s",
+                    self._name, attempts, lost, last_error,
+                )  # fmt: skip
+                raise ConnectionGaveUp(attempts, lost, last_error)
+            case _:
+                pass  # _WAKE: re-evaluate the loop (shutdown began)
+
+    def _on_confirmed(self, session: int, jobs: tuple[Job, ...]) -> None:
+        now = self._clock()
+        inflight = self._inflight
+        observe = self._m.confirm_seconds.observe
+        n = 0
+        for job in jobs:
+            if inflight.pop(job, 0) is not None:
+                continue  # stale: already settled or re-queued
+            n += 1
+            observe(now - job.submitted_at)
+            if job.waiter is not None:
+                job.waiter.confirm()
+        if n:
+            self._counts["confirmed"] += n
+            self._m.confirmed.inc(n)
+            self._last_confirm = now
+            self._settle(n)
+
+    def _on_lost(self, session: int, kind: str, detail: str, clean: bool, code: int) -> None:
+        if session != self._session:
+            # a connection that never became ready; ConnectFailed-like, nothing in flight
+            self._last_error = f"{kind}: {detail}"
+            log.warning("connection.lost worker=%s kind=%s %s", self._name, kind, detail)
+            return
+        self._connected = False
+        self._blocked = False
+        pending = list(self._inflight)
+        self._inflight.clear()
+        self._retry.extendleft(reversed(pending))
+        self._last_error = f"{kind}: {detail}"
+        log.warning(
+            "connection.lost worker=%s kind=%s clean=%s in_flight=%d buffered=%d %s",
+            self._name, kind, clean, len(pending), self._depth, detail,
+        )  # fmt: skip
+
+    def _settle(self, n: int) -> None:
+        self._depth -= n
+        if not self._room.is_set():
+            self._room.set()
+            self._room = anyio.Event()
+
+    def _drop_count(self, reason: str, n: int = 1) -> None:
+        self._dropped[reason] += n
+        self._m.dropped[reason].inc(n)
+
+    def _settle_dropped(self, jobs: list[Job], reason: str) -> None:
+        for job in jobs:
+            if job.waiter is not None:
+                job.waiter.fail(JobDropped(job.message_id, reason))
+        if jobs:
+            self._drop_count(reason, len(jobs))
+            self._settle(len(jobs))
+
+    def _drop_all(self, reason: str) -> None:
+        jobs = list(self._inflight) + list(self._retry)
+        self._inflight.clear()
+        self._retry.clear()
+        while True:
+            try:
+                jobs.append(self._jobs_rx.receive_nowait())
+            except (WouldBlock, anyio.EndOfStream):
+                break
+        self._settle_dropped(jobs, reason)
+
+    def _drop_unflushed(self) -> None:
+        lost = self._depth
+        self._drop_all("shutdown")
+        log.error(
+            "shutdown.unflushed worker=%s jobs_dropped=%d flush_timeout=%.1fs",
+            self._name, lost, self._config.flush_timeout,
+        )  # fmt: skip
+
+
+@final
+class _Wake:
+    """Posted on the event stream to make the loop look again (shutdown began)."""
+
+
+_WAKE: Final = _Wake()

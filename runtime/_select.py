@@ -1,0 +1,246 @@
+"""Go's ``select`` for anyio memory object streams.
+
+``select`` waits until one of several cases can proceed, performs exactly that one, and says
+which::
+
+    match await select(jobs=jobs_rx, events=events_rx, timeout=5):
+        case Received("jobs", job): ...
+        case Received("events", event): ...
+        case Closed("jobs"): ...          # Go's ``v, ok := <-ch`` with ok == False
+        case Timeout(): ...
+
+Cancellation semantics (as trio's memory channels document them): a ``select`` is *atomic
+with respect to cancellation*. Either it returns a result and that case happened, or it raises
+and no stream was touched. It never holds an item mid-flight: while waiting it only *watches*
+its receive streams, and an item is taken synchronously in the non-blocking fast path. (Racing
+one ``receive()`` task per stream and cancelling the losers is not safe: two can complete.)
+
+How the watching works: anyio's ``send_nowait`` hands an item to the first waiting receiver
+whose task has no pending cancellation, and skips the rest. ``select`` parks a *watcher* in
+each stream's queue of waiting receivers; when a sender reaches it, the watcher wakes the
+select and answers "pending cancellation", so the sender skips it and the item goes on to the
+buffer or to another receiver. The woken select then retries its fast path. This depends on
+anyio 4's memory stream internals (pinned in pyproject.toml) and is covered by the tests.
+
+Fairness: when several cases are ready, one is chosen uniformly at random (Go's rule), so a
+flood of jobs cannot starve an error stream.
+
+Send cases: ``Send(stream, item)``. A blocking select has at most one send case: a parked send
+is a real sender in anyio's queue, and two of them could both be taken before the select wakes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar, final
+
+import anyio
+from anyio import BrokenResourceError, EndOfStream, WouldBlock
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+T = TypeVar("T")
+
+__all__ = ["Closed", "Default", "Received", "Send", "Sent", "Timeout", "select", "select_nowait"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Send(Generic[T]):
+    """A send case: put ``item`` on ``stream``."""
+
+    stream: MemoryObjectSendStream[T]
+    item: T
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The receive case ``case`` fired with ``value``."""
+
+    case: str
+    value: Any
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """Case ``case``'s stream is closed from the other end (and drained, for receives)."""
+
+    case: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The send case ``case`` delivered its item."""
+
+    case: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """No case was ready before the timeout."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Default:
+    """No case was ready, and the select was non-blocking (``default=True``)."""
+
+
+SelectResult = Received | Closed | Sent | Timeout | Default
+Case = MemoryObjectReceiveStream[Any] | Send[Any]
+
+_TIMEOUT: Final = Timeout()
+_DEFAULT: Final = Default()
+
+
+def _try_case(name: str, case: Case) -> Received | Closed | Sent:
+    """Perform one case without waiting; raise ``WouldBlock`` if it cannot proceed."""
+    if isinstance(case, Send):
+        try:
+            case.stream.send_nowait(case.item)
+        except BrokenResourceError:
+            return Closed(name)
+        return Sent(name)
+    try:
+        return Received(name, case.receive_nowait())
+    except EndOfStream:
+        return Closed(name)
+
+
+def select_nowait(
+    *, rng: random.Random | None = None, **cases: Case
+) -> Received | Closed | Sent:
+    """Perform one ready case, chosen at random among the ready ones, without waiting.
+
+    Raises:
+        anyio.WouldBlock: no case is ready.
+        anyio.ClosedResourceError: one of *our* ends of a stream was already closed.
+    """
+    items = list(cases.items())
+    if len(items) > 1:
+        if len(items) == 2:
+            # a random rotation of two is a shuffle, and much cheaper
+            if (rng.random() if rng else random.random()) < 0.5:
+                items.reverse()
+        elif rng is None:
+            random.shuffle(items)
+        else:
+            rng.shuffle(items)
+    for name, case in items:
+        try:
+            return _try_case(name, case)
+        except WouldBlock:
+            continue
+    raise WouldBlock
+
+
+class _Watcher:
+    """Parks in a stream's waiting-receiver queue; wakes the select, never takes an item.
+
+    anyio asks ``receiver.task_info.has_pending_cancellation()`` before handing an item over;
+    answering True makes the sender skip this entry. The watcher is its own ``task_info``.
+    """
+
+    __slots__ = ("task_info", "wake")
+
+    def __init__(self, wake: anyio.Event) -> None:
+        self.wake = wake
+        self.task_info = self
+
+    def has_pending_cancellation(self) -> bool:
+        self.wake.set()
+        return True
+
+
+async def select(
+    *,
+    timeout: float | None = None,
+    default: bool = False,
+    rng: random.Random | None = None,
+    **cases: Case,
+) -> SelectResult:
+    """Wait until one case can proceed, perform it, and return which.
+
+    Args:
+        timeout: seconds to wait before returning ``Timeout()``; None waits forever.
+        default: return ``Default()`` at once if no case is ready (Go's ``default:``).
+        rng: source of the random choice among ready cases (inject for reproducible tests).
+        **cases: case name -> receive stream, or ``Send(send_stream, item)``.
+
+    Returns:
+        ``Received(name, value)``, ``Closed(name)``, ``Sent(name)``, ``Timeout()`` or
+        ``Default()``.
+
+    Raises:
+        ValueError: no cases, a stream given twice, or more than one send case.
+        anyio.ClosedResourceError: one of *our* ends of a stream was already closed.
+
+    Cancellation leaves every stream untouched; see the module docstring.
+    """
+    sends = [c for c in cases.values() if isinstance(c, Send)]
+    if not cases and not default and timeout is None:
+        raise ValueError("select() with no cases, no timeout and no default blocks forever")
+    if len(sends) > 1:
+        raise ValueError("select() takes at most one Send case")
+    if len({id(c.stream if isinstance(c, Send) else c) for c in cases.values()}) != len(cases):
+        raise ValueError("select() got the same stream twice")
+
+    await checkpoint()
+    try:
+        return select_nowait(rng=rng, **cases)
+    except WouldBlock:
+        if default:
+            return _DEFAULT
+    with anyio.move_on_after(math.inf if timeout is None else timeout):
+        while True:
+            result = await _wait_once(cases, sends[0] if sends else None)
+            if result is not None:
+                return result
+            try:
+                return select_nowait(rng=rng, **cases)
+            except WouldBlock:
+                continue
+    return _TIMEOUT
+
+
+async def _wait_once(cases: dict[str, Case], send: Send[Any] | None) -> Sent | None:
+    """Park until some case may be ready. Returns ``Sent`` if the parked send was taken."""
+    wake = anyio.Event()
+    watcher = _Watcher(wake)
+    receivers = [c for c in cases.values() if not isinstance(c, Send)]
+    for stream in receivers:
+        stream._state.waiting_receivers[wake] = watcher  # type: ignore[assignment]
+    send_name = ""
+    if send is not None:
+        send_name = next(n for n, c in cases.items() if c is send)
+        send.stream._state.waiting_senders[wake] = send.item
+    try:
+        await wake.wait()
+    except BaseException:
+        if _unpark(wake, receivers, send):
+            # The item left before the cancellation landed: the send happened, so report it.
+            # The cancellation is delivered again at the caller's next checkpoint.
+            return Sent(send_name)
+        raise
+    return Sent(send_name) if _unpark(wake, receivers, send) else None
+
+
+def _unpark(
+    wake: anyio.Event, receivers: list[MemoryObjectReceiveStream[Any]], send: Send[Any] | None
+) -> bool:
+    """Remove the watchers; return True if the parked send's item was taken."""
+    for stream in receivers:
+        stream._state.waiting_receivers.pop(wake, None)
+    if send is None:
+        return False
+    waiting = send.stream._state.waiting_senders
+    if wake in waiting:
+        del waiting[wake]
+        return False
+    return True
