@@ -26,6 +26,7 @@ from typing import Any
 import pika
 import pika.exceptions as pe
 from pika import spec
+from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 
 from ._config import PublisherConfig
 from ._events import (
@@ -83,7 +84,7 @@ def _loss_from(session: int, reason: BaseException | None) -> ConnectionLost:
 def _open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFailed:
     """Map a failed open; ACCESS_REFUSED is fatal, everything else is retried."""
     errors: list[Any] = [err]
-    if isinstance(err, pe.AMQPConnectionWorkflowFailed):
+    if isinstance(err, AMQPConnectionWorkflowFailed):
         errors = list(err.exceptions) or errors
     last = errors[-1]
     text = redact_text(f"{type(last).__name__}: {last}")
@@ -337,7 +338,7 @@ class PikaSession:
 
     def _close_intentionally(self) -> None:
         self._intentional = True
-        if self._conn.is_open or self._conn.is_opening:
+        if not (self._conn.is_closing or self._conn.is_closed):
             self._conn.close()
 
     # -- watchdog ------------------------------------------------------------------------

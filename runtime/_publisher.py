@@ -10,6 +10,7 @@ accepted job ends up confirmed, returned (unroutable) or counted as dropped with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -155,11 +156,13 @@ class Publisher:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._stack is not None
-        self._begin_close()
         try:
-            await self._stack.__aexit__(et, e, tb)
-        except BaseExceptionGroup as group:
-            raise_single(group)
+            self._begin_close()
+        finally:
+            try:
+                await self._stack.__aexit__(et, e, tb)
+            except BaseExceptionGroup as group:
+                raise_single(group)
 
     async def aclose(self) -> None:
         """Stop accepting, flush (up to ``flush_timeout``), close the connection cleanly."""
@@ -173,7 +176,8 @@ class Publisher:
             self._deadline = self._clock() + self._config.flush_timeout
             self._jobs_tx.close()
             self._room.set()
-            self._events_tx.send_nowait(_WAKE)
+            with contextlib.suppress(ClosedResourceError):  # the loop already ended
+                self._events_tx.send_nowait(_WAKE)
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -347,6 +351,8 @@ class Publisher:
                 await self._conn.aclose()
         finally:
             self._connected = False
+            for end in (self._jobs_tx, self._jobs_rx, self._events_tx, self._events_rx):
+                end.close()
             self._flushed.set()
 
     async def _serve(self) -> None:

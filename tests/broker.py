@@ -1,0 +1,84 @@
+"""Test-side view of the broker: an independent, direct pika connection (never through
+Warren) to declare queues, count what arrived, and find or kill Warren's connections."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import pika
+
+BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass
+class Arrivals:
+    """What an independent consumer found on a queue."""
+
+    ids: Counter[str] = field(default_factory=Counter)
+    bodies: list[bytes] = field(default_factory=list)
+
+    @property
+    def distinct(self) -> int:
+        return len(self.ids)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.ids.values()) - len(self.ids)
+
+
+class Broker:
+    def __init__(self, url: str = BROKER_URL) -> None:
+        self._conn = pika.BlockingConnection(pika.URLParameters(url))
+        self._ch = self._conn.channel()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._conn.is_open:
+            self._conn.close()
+
+    def declare_queue(self, name: str, **arguments: Any) -> None:
+        self._ch.queue_declare(name, durable=False, arguments=arguments or None)
+
+    def delete_queue(self, name: str) -> None:
+        if self._ch.is_open:
+            self._ch.queue_delete(name)
+
+    def depth(self, name: str) -> int:
+        return int(self._ch.queue_declare(name, passive=True).method.message_count)
+
+    def drain(self, name: str, *, expect: int, timeout: float = 30.0) -> Arrivals:
+        """Take messages off ``name`` until ``expect`` distinct ids arrived or time is up."""
+        arrivals = Arrivals()
+        deadline = time.monotonic() + timeout
+        for method, props, body in self._ch.consume(name, auto_ack=True, inactivity_timeout=0.2):
+            if method is not None:
+                arrivals.ids[str(props.message_id)] += 1
+                arrivals.bodies.append(body)
+            if arrivals.distinct >= expect or time.monotonic() > deadline:
+                break
+        self._ch.cancel()
+        return arrivals
+
+
+def rabbitmqctl(*args: str, node: str | None = None, timeout: float = 60) -> str:
+    cmd = ["rabbitmqctl", *(["-n", node] if node else []), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    return done.stdout
+
+
+def warren_connection_pids(worker: str, node: str | None = None) -> list[str]:
+    """Broker-side pids of the connections Warren opened for ``worker`` (by connection_name)."""
+    out = rabbitmqctl(
+        "list_connections", "pid", "client_properties", "--no-table-headers", "--quiet", node=node
+    )
+    want = f'{{"connection_name","warren:{worker}"}}'
+    return [line.split("\t", 1)[0] for line in out.splitlines() if want in line]

@@ -1,0 +1,62 @@
+"""Shared fixtures: both anyio backends, the real broker, an injected metrics registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from runtime import Metrics
+from tests.broker import BROKER_URL, Broker
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _broker_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """The shared broker. Missing in CI (CI=true) is a failure, never a skip."""
+    if not _broker_answers():
+        if os.environ.get("CI") == "true":
+            pytest.fail("RabbitMQ is not answering on 127.0.0.1:5672 (CI requires it)")
+        pytest.skip("RabbitMQ not answering on 127.0.0.1:5672 (outside CI, so skipping)")
+    return BROKER_URL
+
+
+@pytest.fixture
+def broker(broker_url: str) -> Iterator[Broker]:
+    with Broker(broker_url) as b:
+        yield b
+
+
+@pytest.fixture
+def queue_name(broker: Broker) -> Iterator[str]:
+    """A fresh, empty queue on the shared broker, deleted afterwards."""
+    name = f"warren.test.{uuid.uuid4().hex[:12]}"
+    broker.declare_queue(name)
+    yield name
+    broker.delete_queue(name)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry)

@@ -1,0 +1,264 @@
+"""Publisher against the real broker: counts end to end, the original reconnect bug,
+overflow policies, giving up, refused credentials, bad input."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime import (
+    AccessRefused,
+    BufferFull,
+    ConnectionGaveUp,
+    InvalidJob,
+    JobReturned,
+    Metrics,
+    Publisher,
+    PublisherClosed,
+    PublisherConfig,
+    Queue,
+    Topology,
+)
+from tests.broker import Broker, rabbitmqctl, warren_connection_pids
+from tests.killable_link import killable_link
+
+pytestmark = pytest.mark.broker
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(url: str, **kw: Any) -> PublisherConfig:
+    kw.setdefault("heartbeat", 2)
+    kw.setdefault("backoff_base", 0.05)
+    kw.setdefault("backoff_cap", 0.5)
+    kw.setdefault("flush_timeout", 10.0)
+    return PublisherConfig(urls=url, **kw)
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def wait_until(predicate: Any, timeout: float = 20.0, poll: float = 0.02) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(poll)
+
+
+@pytest.mark.timeout(90)
+async def test_ten_thousand_jobs_arrive_once_each(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    n = 10_000
+    async with Publisher(config(broker_url), metrics=metrics, name="bulk") as pub:
+        ids = {pub.submit({"seq": i}, routing_key=queue_name) for i in range(n)}
+        with anyio.fail_after(60):
+            await pub.wait_flushed()
+        stats = pub.statistics()
+    assert stats.confirmed == n and stats.buffer_depth == 0
+    arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=n))
+    assert set(arrivals.ids) == ids
+    assert arrivals.duplicates == 0
+    w = {"worker": "bulk"}
+    assert metric(metrics, "warren_jobs_submitted_total", **w) == n
+    assert metric(metrics, "warren_jobs_confirmed_total", **w) == n
+    assert metric(metrics, "warren_buffer_depth", **w) == 0
+    assert metric(metrics, "warren_publish_confirm_seconds_count", **w) == n
+
+
+async def test_publish_waits_for_the_broker_ack(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    async with Publisher(config(broker_url), metrics=metrics, name="ack") as pub:
+        with anyio.fail_after(20):
+            mid = await pub.publish(b"payload", routing_key=queue_name, message_id="m-1")
+        assert mid == "m-1"
+        assert pub.statistics().confirmed == 1
+    assert broker.depth(queue_name) == 1
+
+
+async def test_unroutable_job_is_returned_not_lost(broker_url: str, metrics: Metrics) -> None:
+    async with Publisher(config(broker_url), metrics=metrics, name="ret") as pub:
+        with anyio.fail_after(20), pytest.raises(JobReturned, match="NO_ROUTE") as info:
+            await pub.publish(b"x", routing_key="warren.no.such.queue")
+        assert info.value.reply_code == 312
+        pub.submit(b"y", routing_key="warren.no.such.queue")
+        await pub.wait_flushed()
+        stats = pub.statistics()
+    assert stats.returned == 2 and stats.confirmed == 0 and stats.buffer_depth == 0
+    assert metric(metrics, "warren_jobs_returned_total", worker="ret") == 2
+
+
+async def test_topology_is_declared_on_connect(broker_url: str, broker: Broker, metrics: Metrics) -> None:
+    name = "warren.test.topology"
+    broker.delete_queue(name)
+    topo = Topology(queues=(Queue(name=name, durable=False),))
+    async with Publisher(config(broker_url), metrics=metrics, topology=topo) as pub:
+        await pub.publish({"hi": 1}, routing_key=name)
+    assert broker.depth(name) == 1
+    broker.delete_queue(name)
+
+
+@pytest.mark.timeout(90)
+async def test_broker_side_close_with_error_payload_reconnects_and_flushes(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    """`rabbitmqctl close_connection`: Connection.Close 320 CONNECTION_FORCED, an error payload."""
+    worker = f"forced-{anyio.get_current_task().id}"
+    async with Publisher(config(broker_url), metrics=metrics, name=worker) as pub:
+        await pub.wait_connected()
+        for i in range(500):
+            pub.submit({"seq": i}, routing_key=queue_name)
+        pids = await anyio.to_thread.run_sync(warren_connection_pids, worker)
+        assert len(pids) == 1
+        await anyio.to_thread.run_sync(rabbitmqctl, "close_connection", pids[0], "test says go")
+        await wait_until(lambda: pub.statistics().reconnects >= 1, timeout=30)
+        for i in range(500, 1000):
+            pub.submit({"seq": i}, routing_key=queue_name)
+        await pub.wait_flushed()
+        stats = pub.statistics()
+    assert stats.confirmed == 1000 and stats.buffer_depth == 0
+    assert "320" in (stats.last_error or "")
+    arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=1000))
+    assert arrivals.distinct == 1000
+    assert metric(metrics, "warren_reconnects_total", worker=worker) >= 1
+
+
+@pytest.mark.timeout(90)
+async def test_killed_socket_without_close_reconnects_and_flushes(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    """The socket dies with RST and no close handshake: no error payload at all."""
+    async with killable_link() as link:
+        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
+        async with Publisher(config(url), metrics=metrics, name="rst") as pub:
+            await pub.wait_connected()
+            sent = 0
+            for round_ in range(3):
+                for _ in range(300):
+                    pub.submit({"seq": sent}, routing_key=queue_name)
+                    sent += 1
+                assert await link.kill_all() >= 1
+                await wait_until(lambda r=round_: pub.statistics().reconnects >= r + 1)
+            await pub.wait_flushed()
+            stats = pub.statistics()
+    assert stats.confirmed + stats.returned == sent and stats.buffer_depth == 0
+    arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=sent))
+    assert arrivals.distinct == sent  # nothing lost; duplicates only from the in-flight window
+    assert "stream_lost" in (stats.last_error or "")
+
+
+async def test_intentional_close_does_not_reconnect(broker_url: str, metrics: Metrics) -> None:
+    worker = f"quiet-{anyio.get_current_task().id}"
+    pub = Publisher(config(broker_url), metrics=metrics, name=worker)
+    async with pub:
+        await pub.wait_connected()
+    stats = pub.statistics()
+    assert not stats.connected and stats.reconnects == 0
+    assert await anyio.to_thread.run_sync(warren_connection_pids, worker) == []
+    with pytest.raises(PublisherClosed):
+        pub.submit(b"late", routing_key="x")
+
+
+async def test_buffers_while_unreachable_then_flushes_on_connect(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    """The broker is away at start-up, jobs wait, and flush once it is back."""
+    async with killable_link(upstream_port=free_port()) as link:
+        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
+        async with Publisher(config(url), metrics=metrics, name="late") as pub:
+            for i in range(200):
+                pub.submit({"seq": i}, routing_key=queue_name)
+            await wait_until(lambda: link.accepted >= 2)  # it keeps trying
+            stats = pub.statistics()
+            assert stats.buffer_depth == 200 and not stats.connected and stats.last_error
+            assert metric(metrics, "warren_buffer_depth", worker="late") == 200
+            assert metric(metrics, "warren_connection_up", worker="late") == 0
+            link.upstream_port = 5672  # the broker comes up
+            await pub.wait_flushed()
+            assert pub.statistics().confirmed == 200
+    arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=200))
+    assert arrivals.distinct == 200
+
+
+@pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest", "block"])
+async def test_overflow_policies_while_unreachable(metrics: Metrics, policy: str) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    cfg = config(url, buffer_size=10, overflow=policy, flush_timeout=0)
+    refused = 0
+    async with Publisher(cfg, metrics=metrics, name="full") as pub:
+        ids = [pub.submit({"i": i}, routing_key="q") for i in range(10)]
+        for i in range(10, 15):
+            try:
+                ids.append(pub.submit({"i": i}, routing_key="q"))
+            except BufferFull as exc:
+                assert exc.capacity == 10
+                refused += 1
+        assert pub.statistics().buffer_depth == 10
+        if policy == "block":
+            with anyio.move_on_after(0.1) as scope:
+                await pub.enqueue({"i": 99}, routing_key="q")
+            assert scope.cancelled_caught, "enqueue must wait for room under block"
+    stats = pub.statistics()
+    if policy == "drop-oldest":
+        assert refused == 0 and stats.dropped["evicted"] == 5
+        assert metric(metrics, "warren_jobs_dropped_total", worker="full", reason="evicted") == 5
+    else:
+        assert refused == 5 and stats.dropped["refused"] == 5
+        assert metric(metrics, "warren_jobs_dropped_total", worker="full", reason="refused") == 5
+    # flush_timeout=0 and no broker: what was buffered is counted, not silently gone
+    assert stats.dropped["shutdown"] == 10
+    assert stats.submitted == stats.confirmed + stats.dropped["shutdown"] + stats.dropped["evicted"]
+
+
+async def test_gives_up_loudly_after_max_attempts(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    cfg = config(url, reconnect_max_attempts=3)
+    with anyio.fail_after(20), pytest.raises(ConnectionGaveUp) as info:
+        async with Publisher(cfg, metrics=metrics, name="doomed") as pub:
+            for i in range(7):
+                pub.submit({"i": i}, routing_key="q")
+            await anyio.sleep_forever()
+    assert info.value.attempts == 3 and info.value.jobs_lost == 7
+    assert metric(metrics, "warren_jobs_dropped_total", worker="doomed", reason="gave_up") == 7
+    assert any("gave_up" in r.getMessage() and "jobs_lost=7" in r.getMessage() for r in caplog.records)
+
+
+async def test_wrong_credentials_are_reported_not_retried_quietly(
+    broker_url: str, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = "amqp://guest:s3cr3t-wrong@127.0.0.1:5672/%2F"
+    with anyio.fail_after(20), pytest.raises(AccessRefused) as info:
+        async with Publisher(config(url), metrics=metrics, name="badpw"):
+            await anyio.sleep_forever()
+    assert "s3cr3t-wrong" not in str(info.value)
+    assert "ACCESS_REFUSED" in str(info.value) or "403" in str(info.value)
+    assert "s3cr3t-wrong" not in caplog.text, "a password reached the logs"
+
+
+async def test_bad_input_is_refused_at_submit_and_poisons_nothing(
+    broker_url: str, queue_name: str, metrics: Metrics
+) -> None:
+    async with Publisher(config(broker_url, max_job_bytes=1000), metrics=metrics) as pub:
+        with pytest.raises(InvalidJob, match="JSON"):
+            pub.submit({"when": object()}, routing_key=queue_name)
+        with pytest.raises(InvalidJob, match="max_job_bytes=1000"):
+            pub.submit(b"x" * 1001, routing_key=queue_name)
+        with pytest.raises(InvalidJob, match="routing_key"):
+            pub.submit(b"x", routing_key="r" * 300)
+        assert pub.statistics().buffer_depth == 0
+        await pub.publish(b"fine", routing_key=queue_name)
+    assert pub.statistics().confirmed == 1
