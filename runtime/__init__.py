@@ -10,9 +10,9 @@ from ._config import DEFAULT_URL, OVERFLOW_POLICIES, Overflow, PublisherConfig
 from ._events import (
     Blocked,
     ChannelClosed,
-    ConnectFailed,
     Confirmed,
     Connected,
+    ConnectFailed,
     ConnectionEvent,
     ConnectionLost,
     GaveUp,
@@ -29,8 +29,8 @@ from ._exceptions import (
     InvalidJob,
     JobDropped,
     JobReturned,
-    PublishError,
     PublisherClosed,
+    PublishError,
     WarrenError,
 )
 from ._metrics import Metrics
@@ -53,8 +53,8 @@ __all__ = [
     "ChannelClosed",
     "Closed",
     "ConfigError",
-    "ConnectFailed",
     "Confirmed",
+    "ConnectFailed",
     "Connected",
     "ConnectionEvent",
     "ConnectionGaveUp",

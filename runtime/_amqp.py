@@ -16,10 +16,10 @@ for the event loop and a burst of confirms costs one wake-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -27,14 +27,16 @@ from anyio import BrokenResourceError, ClosedResourceError
 
 from ._amqp_thread import PikaSession
 from ._backoff import Backoff
-from ._config import PublisherConfig
 from ._events import ConnectFailed, ConnectionEvent, ConnectionLost, GaveUp
 from ._redact import redact_url
 from ._topology import Topology
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from ._config import PublisherConfig
     from ._job import Job
 
 log = logging.getLogger("warren.amqp")
@@ -50,7 +52,12 @@ def _call_soon_threadsafe() -> Callable[[Callable[[], None]], None]:
             return run_sync_soon
         except RuntimeError:
             pass  # trio is imported, but this is asyncio
-    return asyncio.get_running_loop().call_soon_threadsafe
+    loop = asyncio.get_running_loop()
+
+    def call_soon(fn: Callable[[], None]) -> None:
+        loop.call_soon_threadsafe(fn)
+
+    return call_soon
 
 
 @final
@@ -101,7 +108,7 @@ class AmqpConnection:
     async def run(self) -> None:
         """Connect and reconnect until cancelled, closed, refused, or out of attempts."""
         self._call_soon = _call_soon_threadsafe()
-        urls = self._config.urls
+        urls = self._config.url_list
         failures = 0
         last_error = "never connected"
         index = 0
@@ -137,7 +144,7 @@ class AmqpConnection:
                 return
             await self._sleep(self._backoff.delay(failures + 1))
 
-    async def _run_session(self, session: PikaSession) -> ConnectionEvent | None:
+    async def _run_session(self, session: PikaSession) -> ConnectionLost | ConnectFailed | None:
         self._current = session
         try:
             async with anyio.create_task_group() as tg:
@@ -166,11 +173,10 @@ class AmqpConnection:
                 return
             self._wake_scheduled = True
         assert self._call_soon is not None
-        try:
+        # RuntimeError: the event loop is closing; run() delivers what is pending when the
+        # thread ends.
+        with contextlib.suppress(RuntimeError):
             self._call_soon(self._deliver)
-        except RuntimeError:
-            # the event loop is closing; run() delivers what is pending when the thread ends
-            pass
 
     def _deliver(self) -> None:
         with self._lock:

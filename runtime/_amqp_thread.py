@@ -21,20 +21,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions as pe
 from pika import spec
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 
-from ._config import PublisherConfig
 from ._events import (
     Blocked,
     ChannelClosed,
-    ConnectFailed,
     Confirmed,
     Connected,
+    ConnectFailed,
     ConnectionEvent,
     ConnectionLost,
     LossKind,
@@ -42,9 +41,12 @@ from ._events import (
     Returned,
     Unblocked,
 )
-from ._job import Job
 from ._redact import redact_text, redact_url
-from ._topology import Topology
+
+if TYPE_CHECKING:
+    from ._config import PublisherConfig
+    from ._job import Job
+    from ._topology import Topology
 
 log = logging.getLogger("warren.amqp")
 
@@ -126,7 +128,7 @@ class PikaSession:
         self._ready = False
         self.ready_once = False  # announced Connected at least once: the attempt succeeded
         self._blocked = False
-        self._outcome: ConnectionEvent | None = None
+        self._outcome: ConnectionLost | ConnectFailed | None = None
         # delivery tag -> job, and (last tag of a batch, publish time) for the confirm timeout
         self._unconfirmed: dict[int, Job] = {}
         self._lowest_tag = 1
@@ -155,7 +157,7 @@ class PikaSession:
 
     # -- the thread ----------------------------------------------------------------------
 
-    def run(self) -> ConnectionEvent | None:
+    def run(self) -> ConnectionLost | ConnectFailed | None:
         """Connect, serve until the connection ends; return how it ended (None: on purpose)."""
         params = self._parameters()
         with self._lock:
@@ -225,30 +227,31 @@ class PikaSession:
 
     def _declare(self, _frame: Any = None) -> None:
         """Declare the topology one step at a time, then announce the connection."""
-        topo = self._topology
-        steps: list[Callable[[Callable[[Any], None]], None]] = []
-        for ex in topo.exchanges:
-            steps.append(
-                lambda cb, ex=ex: self._channel.exchange_declare(
+        topo, ch = self._topology, self._channel
+        steps: list[Callable[[Callable[[Any], None]], None]] = [
+            *(
+                lambda cb, ex=ex: ch.exchange_declare(
                     ex.name,
                     exchange_type=ex.type,
                     durable=ex.durable,
                     arguments=dict(ex.arguments or {}),
                     callback=cb,
                 )
-            )
-        for q in topo.queues:
-            steps.append(
-                lambda cb, q=q: self._channel.queue_declare(
+                for ex in topo.exchanges
+            ),
+            *(
+                lambda cb, q=q: ch.queue_declare(
                     q.name, durable=q.durable, arguments=dict(q.arguments or {}), callback=cb
                 )
-            )
-        for b in topo.bindings:
-            steps.append(
-                lambda cb, b=b: self._channel.queue_bind(
+                for q in topo.queues
+            ),
+            *(
+                lambda cb, b=b: ch.queue_bind(
                     b.queue, b.exchange, routing_key=b.routing_key, callback=cb
                 )
-            )
+                for b in topo.bindings
+            ),
+        ]
 
         def step(_frame: Any = None) -> None:
             if steps:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigError
 from ._redact import redact_url
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 Overflow = Literal["block", "drop-newest", "drop-oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
@@ -53,7 +55,8 @@ class PublisherConfig:
     2 x heartbeat and the connection is declared dead (pika alone waits heartbeat + 5 s more).
     """
 
-    urls: tuple[str, ...] = (DEFAULT_URL,)
+    urls: str | Sequence[str] = DEFAULT_URL
+    """One amqp:// URL, a comma-separated list, or a sequence (cluster nodes, tried in turn)."""
     heartbeat: int = 10
     connect_timeout: float = 5.0
     confirm_timeout: float = 30.0
@@ -95,6 +98,11 @@ class PublisherConfig:
             _positive_float("tcp_user_timeout", self.tcp_user_timeout)
 
     @property
+    def url_list(self) -> tuple[str, ...]:
+        """The validated URLs, in the order reconnects rotate through them."""
+        return cast("tuple[str, ...]", self.urls)
+
+    @property
     def dead_after(self) -> float:
         """Seconds without a byte from the broker after which the link is declared dead."""
         return 2.0 * self.heartbeat
@@ -119,11 +127,11 @@ class PublisherConfig:
         try:
             return cls(**kwargs)
         except ConfigError as exc:
-            var = _VAR_OF.get(exc.setting)
-            if var is None or exc.setting in overrides:
+            env_var = _VAR_OF.get(exc.setting)
+            if env_var is None or exc.setting in overrides:
                 raise
             message = str(exc).split(": ", 1)[1]
-            raise ConfigError(var, message) from None
+            raise ConfigError(env_var, message) from None
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -139,7 +147,7 @@ def _positive_float(name: str, value: object, *, allow_zero: bool = False) -> No
 
 
 def _overflow(value: str) -> Overflow:
-    return cast(Overflow, value)
+    return cast("Overflow", value)
 
 
 _ENV: dict[str, tuple[str, Any]] = {

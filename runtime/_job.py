@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
 from ._exceptions import InvalidJob, JobDropped, JobReturned, PublishError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 JSON_CONTENT_TYPE = "application/json"
 BYTES_CONTENT_TYPE = "application/octet-stream"
@@ -56,7 +58,9 @@ class Job:
         self.waiter: Outcome | None = None
 
     def __repr__(self) -> str:
-        return f"Job({self.message_id!r}, {self.exchange!r}/{self.routing_key!r}, {len(self.body)}B)"
+        return (
+            f"Job({self.message_id!r}, {self.exchange!r}/{self.routing_key!r}, {len(self.body)}B)"
+        )
 
 
 @final

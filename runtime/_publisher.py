@@ -15,25 +15,21 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self, final
+from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import anyio
 from anyio import ClosedResourceError, WouldBlock
-from anyio.abc import TaskGroup
 
 from ._amqp import AmqpConnection
-from ._backoff import Backoff
 from ._config import PublisherConfig
 from ._events import (
     Blocked,
     ChannelClosed,
-    ConnectFailed,
     Confirmed,
     Connected,
+    ConnectFailed,
     ConnectionEvent,
     ConnectionLost,
     GaveUp,
@@ -51,10 +47,18 @@ from ._exceptions import (
     PublisherClosed,
 )
 from ._job import Job, Outcome, encode_body, new_message_id
-from ._metrics import Metrics
 from ._select import Closed, Default, Received, Timeout, select
-from ._topology import Topology
 from ._worker import raise_single
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+    from ._backoff import Backoff
+    from ._metrics import Metrics
+    from ._topology import Topology
 
 log = logging.getLogger("warren.publisher")
 
@@ -130,6 +134,7 @@ class Publisher:
         self._last_confirm: float | None = None
         self._room = anyio.Event()
         self._flushed = anyio.Event()
+        self._drained = anyio.Event()  # set while the buffer is empty
         self._connected_event = anyio.Event()
         self._counts = {"submitted": 0, "confirmed": 0, "returned": 0, "nacked": 0, "reconn": 0}
         self._dropped = {"refused": 0, "evicted": 0, "shutdown": 0, "gave_up": 0}
@@ -295,6 +300,8 @@ class Publisher:
         except ClosedResourceError:
             raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs") from None
         self._depth += 1
+        if self._drained.is_set():
+            self._drained = anyio.Event()
         self._counts["submitted"] += 1
         self._m.submitted.inc()
 
@@ -307,7 +314,9 @@ class Publisher:
             except WouldBlock:
                 # everything buffered is in flight: nothing can be evicted, so refuse
                 self._drop_count("refused")
-                raise BufferFull(self._config.buffer_size, "; all buffered jobs are in flight")
+                raise BufferFull(
+                    self._config.buffer_size, "; all buffered jobs are in flight"
+                ) from None
         self._settle_dropped([victim], "evicted")
 
     # -- state ---------------------------------------------------------------------------
@@ -336,10 +345,10 @@ class Publisher:
         """Return once the first connection is up (topology declared)."""
         await self._connected_event.wait()
 
-    async def wait_flushed(self, *, poll: float = 0.01) -> None:
+    async def wait_flushed(self) -> None:
         """Return once the buffer is empty (every accepted job settled)."""
         while self._depth:
-            await anyio.sleep(poll)
+            await self._drained.wait()
 
     # -- the worker loop -----------------------------------------------------------------
 
@@ -517,6 +526,8 @@ class Publisher:
 
     def _settle(self, n: int) -> None:
         self._depth -= n
+        if self._depth == 0:
+            self._drained.set()
         if not self._room.is_set():
             self._room.set()
             self._room = anyio.Event()

@@ -12,6 +12,7 @@ def redact_url(url: str) -> str:
     """``amqp://user:secret@host/vh`` -> ``amqp://user:***@host/vh``; other URLs unchanged."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return redact_text(url)
     if parts.password is None:
@@ -20,8 +21,8 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    if port is not None:
+        netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

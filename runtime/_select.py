@@ -113,9 +113,7 @@ def _try_case(name: str, case: Case) -> Received | Closed | Sent:
         return Closed(name)
 
 
-def select_nowait(
-    *, rng: random.Random | None = None, **cases: Case
-) -> Received | Closed | Sent:
+def select_nowait(*, rng: random.Random | None = None, **cases: Case) -> Received | Closed | Sent:
     """Perform one ready case, chosen at random among the ready ones, without waiting.
 
     Raises:
@@ -160,7 +158,7 @@ class _Watcher:
 
 async def select(
     *,
-    timeout: float | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the timeout case is part of Go's select
     default: bool = False,
     rng: random.Random | None = None,
     **cases: Case,

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import NoReturn
 
-import anyio
+from ._exceptions import PublisherClosed
+
+
+def _cancellation_types() -> tuple[type[BaseException], ...]:
+    # Works outside an event loop too (the runner calls this after anyio.run returned).
+    trio = sys.modules.get("trio")
+    return (asyncio.CancelledError, trio.Cancelled) if trio else (asyncio.CancelledError,)
 
 
 def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
@@ -13,7 +21,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     A worker fails for one reason (``ConnectionGaveUp``, ``AccessRefused``, a bug); callers
     should be able to ``except`` it without ``except*``. Anything else re-raises the group.
     """
-    cancelled = anyio.get_cancelled_exc_class()
+    cancelled = _cancellation_types()
     leaves: list[BaseException] = []
 
     def walk(exc: BaseException) -> None:
@@ -24,6 +32,10 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
             leaves.append(exc)
 
     walk(group)
+    # PublisherClosed from producers racing a failing worker is a consequence, not a cause.
+    causes = [exc for exc in leaves if not isinstance(exc, PublisherClosed)]
+    if causes:
+        leaves = causes
     if len(leaves) == 1:
         raise leaves[0]
     raise group

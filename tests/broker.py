@@ -7,10 +7,12 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

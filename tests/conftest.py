@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from runtime import Metrics
 from tests.broker import BROKER_URL, Broker
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from anyio.abc import SocketStream, TaskGroup
 
 
 class KillableLink:
@@ -21,6 +25,8 @@ class KillableLink:
         self._pairs: list[tuple[SocketStream, SocketStream]] = []
         self.accepted = 0
         self.port = 0
+        self.blackhole = False  # True: bytes vanish both ways, sockets stay open (no FIN/RST)
+        self.blackhole_upstream = False  # True: only client -> broker bytes vanish
 
     async def _handle(self, client: SocketStream) -> None:
         self.accepted += 1
@@ -32,14 +38,14 @@ class KillableLink:
         pair = (client, upstream)
         self._pairs.append(pair)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, client, upstream)
-            tg.start_soon(self._pump, upstream, client)
+            tg.start_soon(self._pump, client, upstream, True)
+            tg.start_soon(self._pump, upstream, client, False)
 
-    @staticmethod
-    async def _pump(src: SocketStream, dst: SocketStream) -> None:
+    async def _pump(self, src: SocketStream, dst: SocketStream, upstream: bool) -> None:
         try:
             async for chunk in src:
-                await dst.send(chunk)
+                if not (self.blackhole or (upstream and self.blackhole_upstream)):
+                    await dst.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
         finally:

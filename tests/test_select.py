@@ -5,18 +5,23 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
 
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-def stream(size: float = math.inf) -> tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]]:
+
+def stream(
+    size: float = math.inf,
+) -> tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]]:
     return anyio.create_memory_object_stream[Any](size)
 
 
@@ -177,7 +182,7 @@ async def test_cancelled_selects_never_lose_or_duplicate_items() -> None:
             for i in range(per_stream):
                 await tx.send((name, i))
                 if i % 7 == 0:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
 
     async def selecting_consumer() -> None:
         open_cases: dict[str, Any] = {name: rx for name, (_, rx) in pairs.items()}
@@ -200,7 +205,7 @@ async def test_cancelled_selects_never_lose_or_duplicate_items() -> None:
         async with rx:
             async for item in rx:
                 received.append(item)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:

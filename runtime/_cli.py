@@ -1,0 +1,92 @@
+"""The ``warren`` command: ``warren run SERVICE``, ``warren services``, ``warren version``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.metadata import entry_points
+
+from ._config import env_settings_help
+from ._exceptions import ConfigError
+from ._runner import DEFAULT_METRICS_ADDR, EXIT_CONFIG, run_service
+from ._service import Service
+
+_GROUP = "warren.services"
+_EXIT_CODES = """exit codes:
+  0  clean shutdown          2  bad configuration       4  broker refused credentials
+  1  unexpected error        3  gave up reconnecting"""
+
+
+def load_services() -> dict[str, Service]:
+    """Every service registered in the ``warren.services`` entry-point group."""
+    found: dict[str, Service] = {}
+    for ep in entry_points(group=_GROUP):
+        service = ep.load()
+        if not isinstance(service, Service):
+            raise TypeError(f"entry point {ep.name!r} in {_GROUP} is not a runtime Service")
+        found[ep.name] = service
+    return dict(sorted(found.items()))
+
+
+def _settings_epilog(services: dict[str, Service]) -> str:
+    rows = [*env_settings_help(), ("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR)]
+    rows.append(("WARREN_LOG_LEVEL", "INFO"))
+    lines = ["settings (environment, with defaults):"]
+    lines += [f"  {var:<32} {default}" for var, default in rows]
+    for service in services.values():
+        for s in service.settings:
+            lines.append(f"  {s.env:<32} {s.default:<12} ({service.name}) {s.help}")
+    return "\n".join(lines) + "\n\n" + _EXIT_CODES
+
+
+def _parser(services: dict[str, Service]) -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {name:<20} {s.help}" for name, s in services.items())
+    parser = argparse.ArgumentParser(
+        prog="warren",
+        description="Run Warren services: RabbitMQ side-effect workers that survive outages.",
+        epilog=f"services:\n{listing}\n\n{_EXIT_CODES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run one service until it finishes or gets SIGTERM/SIGINT",
+        description=f"Run one service.\n\nservices:\n{listing}",
+        epilog=_settings_epilog(services),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("service", choices=list(services), metavar="SERVICE")
+    run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    sub.add_parser("services", help="list the services")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    services = load_services()
+    args = _parser(services).parse_args(argv)
+    if args.command == "version":
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if args.command == "services":
+        for name, service in services.items():
+            print(f"{name}\t{service.help}")
+        return 0
+    level = os.environ.get("WARREN_LOG_LEVEL", "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        print(f"warren: {ConfigError('WARREN_LOG_LEVEL', f'unknown level {level!r}')}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    return run_service(services[args.service], os.environ, backend=args.backend)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

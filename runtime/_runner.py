@@ -1,0 +1,103 @@
+"""Run one service as a process: settings from the environment, /metrics served, signals
+handled, and an exit code an orchestrator can act on.
+
+Exit codes (a public contract, documented in the README):
+
+===  ==================================================================
+0    clean shutdown (done, or SIGTERM/SIGINT and the buffer flushed)
+1    unexpected error (a bug: the traceback is logged)
+2    bad configuration (the message names the setting)
+3    gave up reconnecting (``WARREN_RECONNECT_MAX_ATTEMPTS`` ran out)
+4    the broker refused the credentials (ACCESS_REFUSED)
+===  ==================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ._config import PublisherConfig, parse_addr
+from ._exceptions import AccessRefused, ConfigError, ConnectionGaveUp
+from ._metrics import Metrics
+from ._service import Service, ServiceContext
+from ._worker import raise_single
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+log = logging.getLogger("warren.runner")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+EXIT_GAVE_UP = 3
+EXIT_ACCESS_REFUSED = 4
+DEFAULT_METRICS_ADDR = "127.0.0.1:9100"
+
+
+@contextmanager
+def _metrics_server(addr: str, registry: CollectorRegistry) -> Iterator[None]:
+    host, port = parse_addr("WARREN_METRICS_ADDR", addr)
+    try:
+        server, thread = start_http_server(port, host, registry)
+    except OSError as exc:
+        raise ConfigError("WARREN_METRICS_ADDR", f"cannot listen on {addr}: {exc}") from None
+    log.info("metrics.serving addr=%s", addr)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def _watch_signals(ctx: ServiceContext, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not ctx.stopping.is_set():
+                log.info("shutdown.requested signal=%s", signal.Signals(signum).name)
+                ctx.stopping.set()
+            else:
+                log.warning("shutdown.forced signal=%s", signal.Signals(signum).name)
+                scope.cancel()
+
+
+async def _serve(service: Service, ctx: ServiceContext) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, ctx, tg.cancel_scope)
+        await service.main(ctx)
+        tg.cancel_scope.cancel()
+
+
+def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asyncio") -> int:
+    """Run ``service`` to completion; return the process exit code."""
+    try:
+        publisher_config = PublisherConfig.from_env(env)
+        registry = CollectorRegistry()
+        ctx = ServiceContext(env=env, metrics=Metrics(registry), publisher_config=publisher_config)
+        with _metrics_server(env.get("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR), registry):
+            try:
+                anyio.run(_serve, service, ctx, backend=backend)
+            except BaseExceptionGroup as group:
+                raise_single(group)
+    except ConfigError as exc:
+        log.error("config.invalid %s", exc)
+        return EXIT_CONFIG
+    except ConnectionGaveUp as exc:
+        log.critical("worker.failed %s", exc)
+        return EXIT_GAVE_UP
+    except AccessRefused as exc:
+        log.critical("worker.failed %s", exc)
+        return EXIT_ACCESS_REFUSED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception:
+        log.exception("worker.crashed service=%s", service.name)
+        return EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,28 @@
+"""The public surface: __all__ is exactly what is public, and one exception tree."""
+
+from __future__ import annotations
+
+import inspect
+
+import runtime
+from runtime import WarrenError
+
+
+def test_all_lists_every_public_name_and_each_imports() -> None:
+    public = {n for n in vars(runtime) if not n.startswith("_")} | {"__version__"}
+    assert set(runtime.__all__) == public
+    for name in runtime.__all__:
+        assert getattr(runtime, name) is not None
+
+
+def test_every_exception_is_a_warren_error() -> None:
+    import runtime._exceptions as exc_module
+
+    exceptions = [
+        obj
+        for obj in vars(exc_module).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseException)
+    ]
+    assert len(exceptions) >= 10
+    for cls in exceptions:
+        assert issubclass(cls, WarrenError), cls

@@ -1,0 +1,118 @@
+"""The `warren` runner as a process: help, exit codes, /metrics, SIGTERM flushes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.test_publisher import free_port
+
+WARREN = [sys.executable, "-m", "runtime._cli"]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{free_port()}", **(env or {})}
+    return subprocess.run([*WARREN, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def test_help_lists_services_settings_and_exit_codes() -> None:
+    top = run("--help")
+    assert top.returncode == 0
+    assert "demo-publisher" in top.stdout
+    assert "exit codes" in top.stdout
+    sub = run("run", "--help")
+    names = "AMQP_URL HEARTBEAT BUFFER_SIZE OVERFLOW RECONNECT_MAX_ATTEMPTS METRICS_ADDR DEMO_JOBS"
+    for name in names.split():
+        assert f"WARREN_{name}" in sub.stdout
+    assert "guest:guest" not in sub.stdout, "the default URL's password is shown redacted"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WARREN_BUFFER_SIZE": "0"}, "WARREN_BUFFER_SIZE: must be a positive integer"),
+        ({"WARREN_OVERFLOW": "sideways"}, "WARREN_OVERFLOW: unknown policy 'sideways'"),
+        ({"WARREN_AMQP_URL": "amqp://u:topsecret@:x/"}, "WARREN_AMQP_URL"),
+        ({"WARREN_METRICS_ADDR": "nope"}, "WARREN_METRICS_ADDR: expected host:port"),
+        ({"WARREN_DEMO_JOBS": "-3"}, "WARREN_DEMO_JOBS: must be a positive integer"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_setting(env: dict[str, str], needle: str) -> None:
+    done = run("run", "demo-publisher", env=env)
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr
+    assert "topsecret" not in done.stderr + done.stdout
+
+
+def test_gave_up_reconnecting_exits_3_with_jobs_lost() -> None:
+    env = {
+        "WARREN_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        "WARREN_RECONNECT_MAX_ATTEMPTS": "2",
+        "WARREN_BACKOFF_BASE": "0.05",
+        "WARREN_BACKOFF_CAP": "0.1",
+        "WARREN_DEMO_JOBS": "50",
+    }
+    done = run("run", "demo-publisher", env=env)
+    assert done.returncode == 3, done.stderr
+    assert "gave up reconnecting after 2 attempts; 50 buffered jobs lost" in done.stderr
+
+
+def test_refused_credentials_exit_4(broker_url: str) -> None:
+    env = {"WARREN_AMQP_URL": "amqp://guest:wrong-pass-xyz@127.0.0.1:5672/%2F"}
+    done = run("run", "demo-publisher", env=env)
+    assert done.returncode == 4, done.stderr
+    assert "access refused" in done.stderr
+    assert "wrong-pass-xyz" not in done.stderr
+
+
+def test_demo_publishes_and_reports(broker_url: str) -> None:
+    done = run("run", "demo-publisher", env={"WARREN_DEMO_JOBS": "2000"})
+    assert done.returncode == 0, done.stderr
+    assert "submitted=2000 confirmed=2000" in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_serves_metrics_and_counts_what_it_could_not_flush() -> None:
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "WARREN_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        "WARREN_BUFFER_SIZE": "100",
+        "WARREN_FLUSH_TIMEOUT": "0.5",
+        "WARREN_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        "WARREN_DEMO_JOBS": "1000",
+    }
+    proc = subprocess.Popen([*WARREN, "run", "demo-publisher"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        body = ""
+        while 'warren_buffer_depth{worker="demo"} 100.0' not in body:
+            assert time.monotonic() < deadline, f"buffer never filled; last scrape:\n{body}"
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{metrics_port}/metrics", timeout=2
+                ) as r:
+                    body = r.read().decode()
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert 'warren_connection_up{worker="demo"} 0.0' in body
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "submitted=100 confirmed=0 returned=0 dropped=100" in out
+    assert "shutdown.unflushed" in err
+    assert "jobs_dropped=100" in err

@@ -1,0 +1,91 @@
+"""Bad configuration names the setting and the bad value; secrets never show."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from runtime import Backoff, ConfigError, PublisherConfig, redact_url
+from runtime._config import parse_addr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"urls": "http://host"}, r"^urls: .*amqp://"),
+        ({"urls": "amqp://"}, r"^urls: .*no host"),
+        ({"urls": "amqp://h:99999999/"}, r"^urls: malformed URL"),
+        ({"urls": ""}, r"^urls: needs at least one"),
+        ({"buffer_size": 0}, r"^buffer_size: must be a positive integer, got 0"),
+        ({"buffer_size": -5}, r"^buffer_size: .*got -5"),
+        (
+            {"overflow": "drop-random"},
+            r"^overflow: unknown policy 'drop-random'; choose one of block",
+        ),
+        ({"heartbeat": 0}, r"^heartbeat: "),
+        ({"reconnect_max_attempts": -1}, r"^reconnect_max_attempts: .*0 = forever"),
+        ({"backoff_base": 2.0, "backoff_cap": 1.0}, r"^backoff_cap: must be >= backoff_base"),
+        ({"confirm_timeout": float("nan")}, r"^confirm_timeout: must be a finite number"),
+    ],
+)
+def test_bad_settings_name_the_setting(kwargs: dict[str, object], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        PublisherConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_env_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^WARREN_BUFFER_SIZE: cannot parse 'lots'"):
+        PublisherConfig.from_env({"WARREN_BUFFER_SIZE": "lots"})
+    with pytest.raises(ConfigError, match=r"^WARREN_OVERFLOW: unknown policy"):
+        PublisherConfig.from_env({"WARREN_OVERFLOW": "nope"})
+    with pytest.raises(ConfigError, match=r"^WARREN_BUFFER_SIZE: must be a positive integer"):
+        PublisherConfig.from_env({"WARREN_BUFFER_SIZE": "0"})
+
+
+def test_env_url_list_and_values() -> None:
+    cfg = PublisherConfig.from_env(
+        {
+            "WARREN_AMQP_URL": "amqp://a:p@n1:5672/%2F, amqp://a:p@n2:5673/%2F",
+            "WARREN_HEARTBEAT": "3",
+            "WARREN_OVERFLOW": "drop-oldest",
+            "WARREN_RECONNECT_MAX_ATTEMPTS": "7",
+        }
+    )
+    assert cfg.urls == ("amqp://a:p@n1:5672/%2F", "amqp://a:p@n2:5673/%2F")
+    assert (cfg.heartbeat, cfg.overflow, cfg.reconnect_max_attempts) == (3, "drop-oldest", 7)
+    assert cfg.dead_after == 6
+
+
+def test_secrets_do_not_show_in_config_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        PublisherConfig(urls="amqp://user:hunter2@:notaport/")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        PublisherConfig.from_env({"WARREN_AMQP_URL": "http://user:hunter2@host/"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_redact_url() -> None:
+    assert redact_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
+    assert redact_url("amqp://h/v") == "amqp://h/v"
+    assert redact_url("amqps://u:p%40ss@[::1]:5671/") == "amqps://u:***@[::1]:5671/"
+
+
+def test_parse_addr() -> None:
+    assert parse_addr("X", "127.0.0.1:9100") == ("127.0.0.1", 9100)
+    assert parse_addr("X", "[::1]:80") == ("::1", 80)
+    with pytest.raises(ConfigError, match=r"^WARREN_METRICS_ADDR: expected host:port"):
+        parse_addr("WARREN_METRICS_ADDR", "9100")
+
+
+def test_backoff_is_capped_full_jitter() -> None:
+    backoff = Backoff(base=0.1, cap=2.0, rng=random.Random(7))
+    assert [backoff.ceiling(n) for n in (1, 2, 3, 6, 50)] == [0.1, 0.2, 0.4, 2.0, 2.0]
+    for attempt in range(1, 40):
+        for _ in range(50):
+            assert 0.0 <= backoff.delay(attempt) <= backoff.ceiling(attempt)
+    # jitter: delays spread over the whole range, not a fixed interval
+    delays = [backoff.delay(10) for _ in range(1000)]
+    assert min(delays) < 0.2
+    assert max(delays) > 1.8
