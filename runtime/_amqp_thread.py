@@ -119,6 +119,9 @@ class PikaSession:
         self._emit = emit
         self._name = name
         self._lock = threading.Lock()
+        self._outbox: list[Job] = []  # handed over by the event loop, guarded by _lock
+        self._outbox_scheduled = False
+        self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
         self._loop_alive = False
         self._conn: Any = None
         self._channel: Any = None
@@ -141,8 +144,19 @@ class PikaSession:
     # -- called from other threads -------------------------------------------------------
 
     def publish_threadsafe(self, jobs: list[Job]) -> bool:
-        """Queue ``jobs`` for publishing; False if the connection is already gone."""
-        return self._call_threadsafe(lambda: self._publish(jobs))
+        """Queue ``jobs`` for publishing; False if the connection is already gone.
+
+        Batches queued while the I/O thread is busy share one wake-up: the thread drains
+        the whole outbox at once, so the cost of crossing threads is paid per burst.
+        """
+        with self._lock:
+            if not self._loop_alive:
+                return False
+            self._outbox.extend(jobs)
+            if not self._outbox_scheduled:
+                self._outbox_scheduled = True
+                self._conn.ioloop.add_callback_threadsafe(self._drain_outbox)
+            return True
 
     def close_threadsafe(self) -> bool:
         """Close on purpose (no reconnect follows); False if already gone."""
@@ -260,6 +274,7 @@ class PikaSession:
                 self._ready = True
                 self.ready_once = True
                 self._emit(Connected(self._session, redact_url(self._url)))
+                self._pump()
 
         step()
 
@@ -282,6 +297,7 @@ class PikaSession:
         now = time.monotonic()
         self._batches = deque((tag, now) for tag, _ in self._batches)
         self._emit(Unblocked(self._session))
+        self._pump()
 
     def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
         self._returned[str(props.message_id)] = (method.reply_code, method.reply_text)
@@ -298,6 +314,7 @@ class PikaSession:
             self._lowest_tag += 1
         while self._batches and self._batches[0][0] < self._lowest_tag:
             self._batches.popleft()
+        self._pump()
         if isinstance(method, spec.Basic.Nack):
             self._emit(Nacked(self._session, tuple(settled)))
             return
@@ -312,24 +329,41 @@ class PikaSession:
             settled = confirmed
         self._emit(Confirmed(self._session, tuple(settled)))
 
+    def _drain_outbox(self) -> None:
+        with self._lock:
+            jobs, self._outbox = self._outbox, []
+            self._outbox_scheduled = False
+        self._queued.extend(jobs)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Publish queued jobs while fewer than ``max_in_flight`` await confirmation.
+
+        Called when jobs arrive and after every ack, so the window refills inside this
+        thread without waiting for the event loop.
+        """
+        room = self._config.max_in_flight - len(self._unconfirmed)
+        if room <= 0 or not self._queued or self._blocked:
+            return
+        queued = self._queued
+        take = min(room, len(queued))
+        self._publish([queued.popleft() for _ in range(take)])
+
     def _publish(self, jobs: list[Job]) -> None:
         channel = self._channel
         if not self._ready or channel is None or not channel.is_open:
             return  # the publisher still owns them and re-sends after the loss it will hear of
-        persistent = 2 if self._config.persistent else 1
         tag = self._next_tag
-        props_cls = pika.BasicProperties
+        # One properties object, re-filled per job: pika marshals a message into bytes inside
+        # basic_publish, so nothing keeps a reference to it afterwards.
+        props = pika.BasicProperties(delivery_mode=2 if self._config.persistent else 1)
+        publish = channel.basic_publish
         try:
             for job in jobs:
-                props = props_cls(
-                    message_id=job.message_id,
-                    delivery_mode=persistent,
-                    content_type=job.content_type,
-                    headers=job.headers,
-                )
-                channel.basic_publish(
-                    job.exchange, job.routing_key, job.body, props, mandatory=True
-                )
+                props.message_id = job.message_id
+                props.content_type = job.content_type
+                props.headers = job.headers
+                publish(job.exchange, job.routing_key, job.body, props, mandatory=True)
                 self._unconfirmed[tag] = job
                 tag += 1
         except (pe.ChannelWrongStateError, pe.ConnectionWrongStateError, pe.StreamLostError):

@@ -122,7 +122,11 @@ class Publisher:
             self._config, self._events_tx, name=name, topology=topology, backoff=backoff
         )
         self._retry: deque[Job] = deque()
+        # Jobs handed to the connection and not yet settled, in order. The I/O thread keeps
+        # max_in_flight of them unconfirmed at the broker and queues the rest, so it can
+        # refill its window on every ack without a round trip through this loop.
         self._inflight: dict[Job, None] = {}
+        self._handoff_limit = 2 * self._config.max_in_flight
         self._depth = 0
         self._session = 0
         self._connected = False
@@ -365,7 +369,7 @@ class Publisher:
             self._flushed.set()
 
     async def _serve(self) -> None:
-        max_in_flight = self._config.max_in_flight
+        handoff_limit = self._handoff_limit
         jobs_open = True
         while True:
             if self._closing:
@@ -377,7 +381,7 @@ class Publisher:
                     return
             else:
                 remaining = math.inf
-            can_send = self._connected and not self._blocked and len(self._inflight) < max_in_flight
+            can_send = self._connected and not self._blocked and len(self._inflight) < handoff_limit
             if can_send and self._retry:
                 match await select(events=self._events_rx, default=True):
                     case Default():
@@ -403,7 +407,7 @@ class Publisher:
                     raise AssertionError(f"unexpected select result {result!r}")
 
     def _send_batch(self, first: Job | None) -> None:
-        room = self._config.max_in_flight - len(self._inflight)
+        room = self._handoff_limit - len(self._inflight)
         batch: list[Job] = []
         if first is not None:
             batch.append(first)
