@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import anyio
@@ -45,8 +46,18 @@ def warren(n: int, size: int) -> float:
 
 
 def raw_pika(n: int, size: int) -> float:
+    """Raw pika sending what Warren sends: a message_id per message, mandatory flag."""
+    return _raw_pika(n, size, same_message=True)
+
+
+def raw_pika_minimal(n: int, size: int) -> float:
+    """Raw pika at its fastest: one shared properties object, no ids, no mandatory flag."""
+    return _raw_pika(n, size, same_message=False)
+
+
+def _raw_pika(n: int, size: int, *, same_message: bool) -> float:
     body = b"x" * size
-    props = pika.BasicProperties(delivery_mode=2)
+    shared = pika.BasicProperties(delivery_mode=2)
     state: dict[str, Any] = {"sent": 0, "acked": 0, "start": 0.0, "end": 0.0}
 
     def on_open(conn: Any) -> None:
@@ -63,7 +74,15 @@ def raw_pika(n: int, size: int) -> float:
     def fill() -> None:
         ch = state["ch"]
         while state["sent"] < n and state["sent"] - state["acked"] < WINDOW:
-            ch.basic_publish("", QUEUE, body, props)
+            if same_message:
+                props = pika.BasicProperties(
+                    message_id=uuid.uuid4().hex,
+                    delivery_mode=2,
+                    content_type="application/octet-stream",
+                )
+                ch.basic_publish("", QUEUE, body, props, mandatory=True)
+            else:
+                ch.basic_publish("", QUEUE, body, shared)
             state["sent"] += 1
 
     def on_ack(frame: Any) -> None:
@@ -97,8 +116,13 @@ def aio_pika(n: int, size: int) -> float:
             async def one() -> None:
                 async with sem:
                     await ch.default_exchange.publish(
-                        ap.Message(body, delivery_mode=ap.DeliveryMode.PERSISTENT),
+                        ap.Message(
+                            body,
+                            delivery_mode=ap.DeliveryMode.PERSISTENT,
+                            message_id=uuid.uuid4().hex,
+                        ),
                         routing_key=QUEUE,
+                        mandatory=True,
                     )
 
             start = time.perf_counter()

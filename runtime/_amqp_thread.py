@@ -372,6 +372,22 @@ class PikaSession:
             if tag > self._next_tag:
                 self._batches.append((tag - 1, time.monotonic()))
             self._next_tag = tag
+            self._coalesce_tx()
+
+    def _coalesce_tx(self) -> None:
+        """Join pika's queued output into one buffer, so a batch leaves in one send().
+
+        pika queues every frame separately (three per message) and sends them one syscall
+        each; every syscall releases the GIL to the event loop thread and back. Joining the
+        queued chunks keeps order and byte count and cuts that to one send per batch. If a
+        pika version lacks these internals, this does nothing.
+        """
+        transport = getattr(self._conn, "_transport", None)
+        buffers = getattr(transport, "_tx_buffers", None)
+        if isinstance(buffers, deque) and len(buffers) > 2:
+            joined = b"".join(buffers)
+            buffers.clear()
+            buffers.append(joined)
 
     def _close_intentionally(self) -> None:
         self._intentional = True

@@ -7,8 +7,9 @@ job including the payload.
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import secrets
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
@@ -105,6 +106,19 @@ def encode_body(payload: object, *, max_bytes: int) -> tuple[bytes, str]:
     return body, content_type
 
 
-def new_message_id() -> str:
-    """A fresh message id: 32 hex characters, stable across republishing."""
-    return uuid.uuid4().hex
+class MessageIds:
+    """Message ids: 32 hex characters, a random 64-bit prefix per publisher and a counter.
+
+    Unique across publishers and restarts (a fresh prefix each time) without a syscall per
+    job: ``uuid4()`` reads the OS random source on every call, which showed up as a tenth of
+    the publisher's profile.
+    """
+
+    __slots__ = ("_next", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._next = itertools.count().__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():016x}"

@@ -1,19 +1,31 @@
-"""Prometheus metrics: the families are registered once in an injected registry; each worker
-gets its own children through the ``worker`` label.
+"""Prometheus metrics, read from the workers' own counters at scrape time.
 
-The names are a public contract (see docs/): keep them. Labels stay bounded: ``worker`` is
-the worker's configured name, ``reason`` is one of a fixed set; never a job id or routing key.
+Workers count in plain integers (``statistics()``); one collector registered in the injected
+registry turns every worker's snapshot into metric families when Prometheus scrapes. Nothing
+on the per-job path takes a metrics lock, which keeps the publisher fast.
+
+The names are a public contract (docs/metrics.md): keep them. Labels stay bounded: ``worker``
+is the worker's configured name, ``reason`` one of ``DROP_REASONS``; never a job id or a
+routing key.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from ._publisher import PublisherStatistics
 
 CONFIRM_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -22,87 +34,119 @@ CONFIRM_BUCKETS = (
 DROP_REASONS = ("refused", "evicted", "shutdown", "gave_up")
 
 
-@dataclass(frozen=True)
-class PublisherMetrics:
-    """One worker's children of the publisher families."""
+@final
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Per-bucket counts (not cumulative; the last bucket is +Inf) and the sum of values."""
 
-    submitted: Counter
-    confirmed: Counter
-    returned: Counter
-    nacked: Counter
-    reconnects: Counter
-    dropped: dict[str, Counter]
-    confirm_seconds: Histogram
-    depth: Gauge
-    capacity: Gauge
-    connection_up: Gauge
-    blocked: Gauge
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@final
+class LatencyHistogram:
+    """A lock-free histogram for one event loop: ``observe`` is a bisect and two adds."""
+
+    __slots__ = ("_bounds", "_counts", "_total")
+
+    def __init__(self, bounds: tuple[float, ...] = CONFIRM_BUCKETS) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._total = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._total += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self._bounds, tuple(self._counts), self._total)
 
 
 @final
 class Metrics:
-    """Warren's metric families in ``registry``. Create one per registry, share it by workers.
+    """Warren's metric families in ``registry``; workers register their statistics here.
 
-    Passing the registry is required: a default would silently register in the process-global
-    registry, which breaks tests and running two workers side by side.
+    The registry is a required argument: a default would silently register in the
+    process-global registry, which breaks tests and running two workers side by side.
+    One ``Metrics`` per registry (a second raises ``ValueError`` from prometheus-client).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        w = ["worker"]
-        self._depth = Gauge("warren_buffer_depth", "Jobs accepted and not yet settled.", w,
-                            registry=registry)  # fmt: skip
-        self._capacity = Gauge("warren_buffer_capacity", "Most jobs the buffer holds.", w,
-                               registry=registry)  # fmt: skip
-        self._up = Gauge("warren_connection_up", "1 while connected to the broker.", w,
-                         registry=registry)  # fmt: skip
-        self._blocked = Gauge("warren_connection_blocked",
-                              "1 while the broker blocks publishing (resource alarm).", w,
-                              registry=registry)  # fmt: skip
-        self._reconnects = Counter("warren_reconnects", "Successful reconnections.", w,
-                                   registry=registry)  # fmt: skip
-        self._submitted = Counter("warren_jobs_submitted", "Jobs accepted into the buffer.", w,
-                                  registry=registry)  # fmt: skip
-        self._confirmed = Counter("warren_jobs_confirmed", "Jobs acked by the broker.", w,
-                                  registry=registry)  # fmt: skip
-        self._dropped = Counter("warren_jobs_dropped", "Jobs refused or dropped, by reason.",
-                                ["worker", "reason"], registry=registry)  # fmt: skip
-        self._returned = Counter("warren_jobs_returned", "Jobs returned as unroutable.", w,
-                                 registry=registry)  # fmt: skip
-        self._nacked = Counter("warren_jobs_nacked", "Broker nacks (the job is re-sent).", w,
-                               registry=registry)  # fmt: skip
-        self._confirm = Histogram("warren_publish_confirm_seconds",
-                                  "Time from submit to broker ack.", w,
-                                  buckets=CONFIRM_BUCKETS, registry=registry)  # fmt: skip
+        self._publishers: dict[str, Callable[[], PublisherStatistics]] = {}
+        registry.register(_Collector(self._publishers))
 
-    def publisher(
-        self,
-        worker: str,
-        *,
-        depth: Callable[[], float],
-        capacity: float,
-        connection_up: Callable[[], float],
-        blocked: Callable[[], float],
-    ) -> PublisherMetrics:
-        """Children for one publishing worker; gauges read live values at scrape time."""
-        depth_g = self._depth.labels(worker)
-        depth_g.set_function(depth)
-        cap_g = self._capacity.labels(worker)
-        cap_g.set(capacity)
-        up_g = self._up.labels(worker)
-        up_g.set_function(connection_up)
-        blocked_g = self._blocked.labels(worker)
-        blocked_g.set_function(blocked)
-        return PublisherMetrics(
-            submitted=self._submitted.labels(worker),
-            confirmed=self._confirmed.labels(worker),
-            returned=self._returned.labels(worker),
-            nacked=self._nacked.labels(worker),
-            reconnects=self._reconnects.labels(worker),
-            dropped={r: self._dropped.labels(worker, r) for r in DROP_REASONS},
-            confirm_seconds=self._confirm.labels(worker),
-            depth=depth_g,
-            capacity=cap_g,
-            connection_up=up_g,
-            blocked=blocked_g,
-        )
+    def add_publisher(self, worker: str, statistics: Callable[[], PublisherStatistics]) -> None:
+        """Export ``worker``'s statistics. A new worker under the same name replaces it."""
+        self._publishers[worker] = statistics
+
+
+@final
+class _Collector:
+    def __init__(self, publishers: dict[str, Callable[[], PublisherStatistics]]) -> None:
+        self._publishers = publishers
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        by_name = {f.name: f for f in families}
+        for worker, statistics in list(self._publishers.items()):
+            _add_publisher(by_name, worker, statistics())
+        yield from families
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        w = ["worker"]
+        return [
+            GaugeMetricFamily("warren_buffer_depth", "Jobs accepted and not yet settled.",
+                              labels=w),
+            GaugeMetricFamily("warren_buffer_capacity", "Most jobs the buffer holds.", labels=w),
+            GaugeMetricFamily("warren_connection_up", "1 while connected to the broker.",
+                              labels=w),
+            GaugeMetricFamily("warren_connection_blocked",
+                              "1 while the broker blocks publishing (resource alarm).", labels=w),
+            CounterMetricFamily("warren_reconnects", "Successful reconnections.", labels=w),
+            CounterMetricFamily("warren_jobs_submitted", "Jobs accepted into the buffer.",
+                                labels=w),
+            CounterMetricFamily("warren_jobs_confirmed", "Jobs acked by the broker.", labels=w),
+            CounterMetricFamily("warren_jobs_dropped", "Jobs refused or dropped, by reason.",
+                                labels=["worker", "reason"]),
+            CounterMetricFamily("warren_jobs_returned", "Jobs returned as unroutable.", labels=w),
+            CounterMetricFamily("warren_jobs_nacked", "Broker nacks (the job is re-sent).",
+                                labels=w),
+            HistogramMetricFamily("warren_publish_confirm_seconds",
+                                  "Time from submit to broker ack.", labels=w),
+        ]  # fmt: skip
+
+
+def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatistics) -> None:
+    def add(name: str, value: float) -> None:
+        families[name].add_metric([worker], value)  # type: ignore[attr-defined]
+
+    add("warren_buffer_depth", s.buffer_depth)
+    add("warren_buffer_capacity", s.buffer_capacity)
+    add("warren_connection_up", 1.0 if s.connected else 0.0)
+    add("warren_connection_blocked", 1.0 if s.blocked else 0.0)
+    add("warren_reconnects", s.reconnects)
+    add("warren_jobs_submitted", s.submitted)
+    add("warren_jobs_confirmed", s.confirmed)
+    add("warren_jobs_returned", s.returned)
+    add("warren_jobs_nacked", s.nacked)
+    dropped = families["warren_jobs_dropped"]
+    for reason in DROP_REASONS:
+        dropped.add_metric([worker, reason], s.dropped.get(reason, 0))  # type: ignore[attr-defined]
+    h = s.confirm_seconds
+    cumulative, buckets = 0, []
+    for bound, n in zip((*h.bounds, float("inf")), h.counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    families["warren_publish_confirm_seconds"].add_metric(  # type: ignore[attr-defined]
+        [worker], buckets, h.total
+    )

@@ -101,19 +101,21 @@ _DEFAULT: Final = Default()
 
 def _try_case(name: str, case: Case) -> Received | Closed | Sent:
     """Perform one case without waiting; raise ``WouldBlock`` if it cannot proceed."""
-    if isinstance(case, Send):
+    if type(case) is Send:
         try:
             case.stream.send_nowait(case.item)
         except BrokenResourceError:
             return Closed(name)
         return Sent(name)
     try:
-        return Received(name, case.receive_nowait())
+        return Received(name, case.receive_nowait())  # type: ignore[union-attr]
     except EndOfStream:
         return Closed(name)
 
 
-def select_nowait(*, rng: random.Random | None = None, **cases: Case) -> Received | Closed | Sent:
+def select_nowait(
+    *, rng: random.Random | None = None, **cases: Case
+) -> Received | Closed | Sent:
     """Perform one ready case, chosen at random among the ready ones, without waiting.
 
     Raises:
@@ -121,12 +123,18 @@ def select_nowait(*, rng: random.Random | None = None, **cases: Case) -> Receive
         anyio.ClosedResourceError: one of *our* ends of a stream was already closed.
     """
     items = list(cases.items())
-    if len(items) > 1:
-        if len(items) == 2:
-            # a random rotation of two is a shuffle, and much cheaper
-            if (rng.random() if rng else random.random()) < 0.5:
-                items.reverse()
-        elif rng is None:
+    n = len(items)
+    if n == 2:
+        # the worker loop's shape (jobs, events): a coin flip is a shuffle of two, and cheap
+        first, second = items
+        if (rng.random() if rng else random.random()) < 0.5:
+            first, second = second, first
+        try:
+            return _try_case(*first)
+        except WouldBlock:
+            return _try_case(*second)
+    if n > 2:
+        if rng is None:
             random.shuffle(items)
         else:
             rng.shuffle(items)
@@ -176,25 +184,28 @@ async def select(
         ``Default()``.
 
     Raises:
-        ValueError: no cases, a stream given twice, or more than one send case.
+        ValueError: no cases, a stream given twice, or more than one send case (checked
+            only when the select has to wait; a ready case returns before the check).
         anyio.ClosedResourceError: one of *our* ends of a stream was already closed.
 
     Cancellation leaves every stream untouched; see the module docstring.
     """
+    await checkpoint()
+    if cases:
+        try:
+            return select_nowait(rng=rng, **cases)
+        except WouldBlock:
+            pass
+    if default:
+        return _DEFAULT
+    # Validated here, off the fast path: these only matter once the select parks.
     sends = [c for c in cases.values() if isinstance(c, Send)]
-    if not cases and not default and timeout is None:
+    if not cases and timeout is None:
         raise ValueError("select() with no cases, no timeout and no default blocks forever")
     if len(sends) > 1:
         raise ValueError("select() takes at most one Send case")
     if len({id(c.stream if isinstance(c, Send) else c) for c in cases.values()}) != len(cases):
         raise ValueError("select() got the same stream twice")
-
-    await checkpoint()
-    try:
-        return select_nowait(rng=rng, **cases)
-    except WouldBlock:
-        if default:
-            return _DEFAULT
     with anyio.move_on_after(math.inf if timeout is None else timeout):
         while True:
             result = await _wait_once(cases, sends[0] if sends else None)

@@ -106,8 +106,9 @@ async def test_send_to_a_closed_receiver_is_closed_case() -> None:
 
 
 async def test_bad_calls_are_refused() -> None:
-    a_tx, a_rx = stream()
-    b_tx, b_rx = stream()
+    """Checked when the select would wait (off the fast path)."""
+    a_tx, a_rx = stream(0)
+    b_tx, b_rx = stream(0)
     with a_tx, a_rx, b_tx, b_rx:
         with pytest.raises(ValueError, match="same stream twice"):
             await select(a=a_rx, b=a_rx)
