@@ -15,10 +15,13 @@ import argparse
 import platform
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import memory, publish, select_overhead
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 QUEUE = "warren.bench"
 

@@ -284,7 +284,10 @@ class Publisher:
     ) -> Job:
         if self._closing:
             raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs")
-        if not isinstance(routing_key, str) or len(routing_key.encode()) > 255:
+        # 63 characters are at most 252 UTF-8 bytes: encode only longer keys to measure them
+        if type(routing_key) is not str or (
+            len(routing_key) > 63 and len(routing_key.encode()) > 255
+        ):
             raise InvalidJob("routing_key must be a str of at most 255 bytes")
         if message_id is not None and (not isinstance(message_id, str) or not message_id):
             raise InvalidJob("message_id must be a non-empty str")

@@ -108,14 +108,12 @@ def _try_case(name: str, case: Case) -> Received | Closed | Sent:
             return Closed(name)
         return Sent(name)
     try:
-        return Received(name, case.receive_nowait())  # type: ignore[union-attr]
+        return Received(name, case.receive_nowait())
     except EndOfStream:
         return Closed(name)
 
 
-def select_nowait(
-    *, rng: random.Random | None = None, **cases: Case
-) -> Received | Closed | Sent:
+def select_nowait(*, rng: random.Random | None = None, **cases: Case) -> Received | Closed | Sent:
     """Perform one ready case, chosen at random among the ready ones, without waiting.
 
     Raises:
