@@ -37,6 +37,7 @@ from ._metrics import Metrics
 from ._publisher import Publisher, PublisherStatistics
 from ._redact import redact_url
 from ._select import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
+from ._service import Service, ServiceContext, Setting
 from ._topology import Binding, Exchange, Queue, Topology
 
 __version__ = "0.1.0"
@@ -78,6 +79,9 @@ __all__ = [
     "Returned",
     "Send",
     "Sent",
+    "Service",
+    "ServiceContext",
+    "Setting",
     "Timeout",
     "Topology",
     "Unblocked",

@@ -23,6 +23,7 @@ import anyio
 from anyio import ClosedResourceError, WouldBlock
 
 from ._amqp import AmqpConnection
+from ._backoff import Backoff
 from ._config import PublisherConfig
 from ._events import (
     Blocked,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._backoff import Backoff
     from ._metrics import HistogramSnapshot, Metrics
     from ._topology import Topology
 
@@ -120,9 +120,16 @@ class Publisher:
         # The job memory-stream is the buffer's FIFO; capacity is enforced by _depth, which
         # also counts jobs in flight and jobs waiting to be re-sent.
         self._jobs_tx, self._jobs_rx = anyio.create_memory_object_stream[Job](math.inf)
-        self._conn = AmqpConnection(
-            self._config, self._events_tx, name=name, topology=topology, backoff=backoff
+        self._backoff = backoff or Backoff(
+            base=self._config.backoff_base, cap=self._config.backoff_cap
         )
+        self._conn = AmqpConnection(
+            self._config, self._events_tx, name=name, topology=topology, backoff=self._backoff
+        )
+        # After a nack the broker is refusing (e.g. a full queue with reject-publish): wait
+        # before re-sending, longer each time, instead of hammering it.
+        self._nack_streak = 0
+        self._resend_at = -math.inf
         self._retry: deque[Job] = deque()
         # Jobs handed to the connection and not yet settled, in order. The I/O thread keeps
         # max_in_flight of them unconfirmed at the broker and queues the rest, so it can
@@ -386,6 +393,12 @@ class Publisher:
             else:
                 remaining = math.inf
             can_send = self._connected and not self._blocked and len(self._inflight) < handoff_limit
+            if can_send and self._retry and (wait := self._resend_at - self._clock()) > 0:
+                # paused after a nack; new jobs wait too, so order is kept
+                match await select(events=self._events_rx, timeout=min(wait, remaining)):
+                    case Received(_, event):
+                        self._on_event(event)
+                continue
             if can_send and self._retry:
                 match await select(events=self._events_rx, default=True):
                     case Default():
@@ -453,6 +466,8 @@ class Publisher:
             case Nacked(session, jobs):
                 requeue = [j for j in jobs if self._inflight.pop(j, 0) is None]
                 self._retry.extendleft(reversed(requeue))
+                self._nack_streak += 1
+                self._resend_at = self._clock() + self._backoff.delay(self._nack_streak)
                 self._counts["nacked"] += len(requeue)
                 log.warning("publish.nacked worker=%s jobs=%d", self._name, len(requeue))
             case Returned(session, job, code, text):
@@ -507,6 +522,7 @@ class Publisher:
             if job.waiter is not None:
                 job.waiter.confirm()
         if n:
+            self._nack_streak = 0
             self._counts["confirmed"] += n
             self._last_confirm = now
             self._settle(n)

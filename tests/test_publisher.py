@@ -336,3 +336,75 @@ async def test_unconfirmed_publish_past_confirm_timeout_drops_the_connection(
             await pub.wait_flushed()
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=50))
     assert set(arrivals.ids) == ids
+
+
+@pytest.mark.timeout(60)
+async def test_nacked_jobs_are_sent_again_with_backoff_until_accepted(
+    broker_url: str, broker: Broker, metrics: Metrics
+) -> None:
+    """A full queue with overflow=reject-publish makes the broker nack. Nacked jobs are kept,
+    re-sent after a pause, and land once a consumer makes room: none lost, none doubled."""
+    name = f"warren.test.nack.{anyio.get_current_task().id}"
+    broker.delete_queue(name)
+    broker.declare_queue(name, **{"x-max-length": 10, "x-overflow": "reject-publish"})
+    try:
+        async with Publisher(config(broker_url), metrics=metrics, name="nack") as pub:
+            ids = {pub.submit({"seq": i}, routing_key=name) for i in range(25)}
+            await wait_until(lambda: pub.statistics().nacked >= 15)
+            assert pub.statistics().confirmed == 10
+            assert pub.statistics().buffer_depth == 15
+            # make room, as a consumer would; what was nacked goes through
+            first = await anyio.to_thread.run_sync(lambda: broker.drain(name, expect=10))
+            await wait_until(lambda: pub.statistics().confirmed >= 20)
+            second = await anyio.to_thread.run_sync(lambda: broker.drain(name, expect=10))
+            await wait_until(lambda: pub.statistics().confirmed == 25)
+            third = await anyio.to_thread.run_sync(lambda: broker.drain(name, expect=5))
+            nacks = pub.statistics().nacked
+        got = first.ids + second.ids + third.ids
+        assert set(got) == ids
+        assert max(got.values()) == 1
+        # backoff: a few rounds of re-sending, not thousands
+        assert 15 <= nacks <= 15 * 20, nacks
+        assert metric(metrics, "warren_jobs_nacked_total", worker="nack") == nacks
+    finally:
+        broker.delete_queue(name)
+
+
+async def test_url_list_rotates_to_a_live_node(
+    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+) -> None:
+    """Cluster URLs: a dead node first, a live one second; reconnects rotate to the live one."""
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    cfg = PublisherConfig(urls=[dead, broker_url], backoff_base=0.05, backoff_cap=0.2)
+    async with Publisher(cfg, metrics=metrics, name="cluster") as pub:
+        with anyio.fail_after(20):
+            await pub.publish({"hi": 1}, routing_key=queue_name)
+        assert pub.statistics().last_error is not None  # the dead node was tried and reported
+    assert broker.depth(queue_name) == 1
+
+
+async def test_memory_stays_bounded_when_the_partition_outlasts_the_buffer(
+    metrics: Metrics,
+) -> None:
+    """drop-oldest under a long outage: 20x the buffer submitted, memory stays at ~1 buffer."""
+    import gc
+    import tracemalloc
+
+    cfg = config(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", buffer_size=1000,
+                 overflow="drop-oldest", flush_timeout=0)  # fmt: skip
+    async with Publisher(cfg, metrics=metrics, name="bounded") as pub:
+        tracemalloc.start()
+        for i in range(10_000):  # fills the buffer, then evicts: the steady state
+            pub.submit(b"x" * 256 + i.to_bytes(4, "big"), routing_key="q")
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(10_000):
+            pub.submit(b"y" * 256 + i.to_bytes(4, "big"), routing_key="q")
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert pub.statistics().buffer_depth == 1000
+    stats = pub.statistics()
+    assert stats.dropped["evicted"] == 19_000
+    assert stats.dropped["shutdown"] == 1000
+    assert grown < 20_000, f"memory grew by {grown} bytes while the buffer stayed full"
