@@ -6,8 +6,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.broker import Broker
+if TYPE_CHECKING:
+    from tests.broker import Broker
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
