@@ -146,6 +146,7 @@ class Publisher:
         self._last_error: str | None = None
         self._last_confirm: float | None = None
         self._room = anyio.Event()
+        self._full_reported = False
         self._flushed = anyio.Event()
         self._drained = anyio.Event()  # set while the buffer is empty
         self._connected_event = anyio.Event()
@@ -272,12 +273,18 @@ class Publisher:
         """Apply the overflow policy, then accept ``job``."""
         if self._depth >= self._config.buffer_size:
             policy = self._config.overflow
+            if not self._full_reported:
+                # once per episode, not once per refused job: a long outage must not flood logs
+                self._full_reported = True
+                log.warning(
+                    "buffer.full worker=%s capacity=%d policy=%s connected=%s",
+                    self._name, self._config.buffer_size, policy, self._connected,
+                )  # fmt: skip
             if policy == "drop-oldest":
                 self._evict_oldest()
             else:
                 self._drop_count("refused")
                 hint = "; await enqueue() waits for room" if policy == "block" else ""
-                log.warning("buffer.full worker=%s capacity=%d", self._name, self._depth)
                 raise BufferFull(self._config.buffer_size, hint)
         self._accept(job)
 
@@ -546,6 +553,10 @@ class Publisher:
 
     def _settle(self, n: int) -> None:
         self._depth -= n
+        # hysteresis: an evict-then-accept cycle at capacity must not log twice per job
+        if self._full_reported and self._depth <= self._config.buffer_size * 9 // 10:
+            self._full_reported = False
+            log.info("buffer.room worker=%s depth=%d", self._name, self._depth)
         if self._depth == 0:
             self._drained.set()
         if not self._room.is_set():

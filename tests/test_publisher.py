@@ -203,7 +203,9 @@ async def test_buffers_while_unreachable_then_flushes_on_connect(
 
 
 @pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest", "block"])
-async def test_overflow_policies_while_unreachable(metrics: Metrics, policy: str) -> None:
+async def test_overflow_policies_while_unreachable(
+    metrics: Metrics, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     cfg = config(url, buffer_size=10, overflow=policy, flush_timeout=0)
     refused = 0
@@ -223,6 +225,8 @@ async def test_overflow_policies_while_unreachable(metrics: Metrics, policy: str
             assert scope.cancelled_caught, "enqueue must wait for room under block"
     stats = pub.statistics()
     assert capacities <= {10}
+    full_logs = [r for r in caplog.records if "buffer.full" in r.getMessage()]
+    assert len(full_logs) == 1, "one warning per episode, not one per refused job"
     if policy == "drop-oldest":
         assert refused == 0
         assert stats.dropped["evicted"] == 5
