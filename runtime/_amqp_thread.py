@@ -120,7 +120,7 @@ class PikaSession:
         self._name = name
         self._lock = threading.Lock()
         self._outbox: list[Job] = []  # handed over by the event loop, guarded by _lock
-        self._outbox_scheduled = False
+        self._hungry = True  # guarded by _lock: the thread has nothing queued; wake it
         self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
         self._loop_alive = False
         self._conn: Any = None
@@ -153,9 +153,10 @@ class PikaSession:
             if not self._loop_alive:
                 return False
             self._outbox.extend(jobs)
-            if not self._outbox_scheduled:
-                self._outbox_scheduled = True
-                self._conn.ioloop.add_callback_threadsafe(self._drain_outbox)
+            # Wake the thread only if it ran dry; otherwise its next ack picks these up.
+            if self._hungry:
+                self._hungry = False
+                self._conn.ioloop.add_callback_threadsafe(self._pump)
             return True
 
     def close_threadsafe(self) -> bool:
@@ -329,25 +330,28 @@ class PikaSession:
             settled = confirmed
         self._emit(Confirmed(self._session, tuple(settled)))
 
-    def _drain_outbox(self) -> None:
-        with self._lock:
-            jobs, self._outbox = self._outbox, []
-            self._outbox_scheduled = False
-        self._queued.extend(jobs)
-        self._pump()
-
     def _pump(self) -> None:
         """Publish queued jobs while fewer than ``max_in_flight`` await confirmation.
 
-        Called when jobs arrive and after every ack, so the window refills inside this
-        thread without waiting for the event loop.
+        Runs when the event loop hands over jobs to an idle thread, and after every ack, so
+        the window refills inside this thread without a round trip through the event loop.
         """
-        room = self._config.max_in_flight - len(self._unconfirmed)
-        if room <= 0 or not self._queued or self._blocked:
-            return
         queued = self._queued
-        take = min(room, len(queued))
-        self._publish([queued.popleft() for _ in range(take)])
+        room = self._config.max_in_flight - len(self._unconfirmed)
+        if len(queued) < room:
+            with self._lock:
+                queued.extend(self._outbox)
+                self._outbox.clear()
+        if room > 0 and queued and not self._blocked:
+            self._publish([queued.popleft() for _ in range(min(room, len(queued)))])
+        if not queued:
+            with self._lock:
+                # re-check under the lock: a hand-off may have raced with the check above
+                if self._outbox:
+                    queued.extend(self._outbox)
+                    self._outbox.clear()
+                else:
+                    self._hungry = True
 
     def _publish(self, jobs: list[Job]) -> None:
         channel = self._channel

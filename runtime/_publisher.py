@@ -554,7 +554,8 @@ class Publisher:
     def _settle(self, n: int) -> None:
         self._depth -= n
         # hysteresis: an evict-then-accept cycle at capacity must not log twice per job
-        if self._full_reported and self._depth <= self._config.buffer_size * 9 // 10:
+        cap = self._config.buffer_size
+        if self._full_reported and self._depth < cap - max(1, cap // 10):
             self._full_reported = False
             log.info("buffer.room worker=%s depth=%d", self._name, self._depth)
         if self._depth == 0:
