@@ -59,6 +59,14 @@ def _parser(services: dict[str, Service]) -> argparse.ArgumentParser:
     )
     run.add_argument("service", choices=list(services), metavar="SERVICE")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    proxy = sub.add_parser(
+        "proxy",
+        help="run a fault-injection TCP proxy with Toxiproxy's HTTP API",
+        description="A fault proxy for partition tests; Toxiproxy clients work against it.",
+    )
+    proxy.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    proxy.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
+    proxy.add_argument("--config", help="JSON list of proxies to create, as Toxiproxy's -config")
     sub.add_parser("services", help="list the services")
     sub.add_parser("version", help="print the version")
     return parser
@@ -72,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if args.command == "proxy":
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
+        from .testing._proxy_cli import run_proxy
+
+        return run_proxy(args.host, args.port, args.config)
     if args.command == "services":
         for name, service in services.items():
             print(f"{name}\t{service.help}")

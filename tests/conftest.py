@@ -11,7 +11,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from runtime import Metrics
-from runtime.testing import RabbitNode
 from tests.broker import BROKER_URL, Broker
 
 if TYPE_CHECKING:
@@ -64,11 +63,3 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
-
-
-@pytest.fixture(scope="session")
-def rabbit_node() -> Iterator[RabbitNode]:
-    """A throwaway broker node for destructive tests (alarms, restarts), shared by the
-    session to pay its ~5 s start once. Tests must leave it running and alarm-free."""
-    with RabbitNode() as node:
-        yield node

@@ -1,9 +1,37 @@
-"""Warren's test kit (public API): tools for testing workers against real failures.
+"""Warren's test kit (public API): test workers against real failures.
 
-Today: ``RabbitNode``, a throwaway RabbitMQ node for destructive tests (broker restarts,
-resource alarms) that must never touch the shared broker.
+- A fault proxy with Toxiproxy's HTTP API (``FaultProxyServer``, ``fault_proxy_in_thread``,
+  ``warren proxy``) and a client for it or a real Toxiproxy (``ToxiproxyClient``).
+- ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
+- ``RabbitNode``: a throwaway RabbitMQ node for destructive tests.
+- A pytest plugin with fixtures for all of these (``runtime.testing.pytest_plugin``).
 """
 
+from ._client import (
+    AsyncToxiproxyClient,
+    ProxyHandle,
+    ProxyInfo,
+    ToxiproxyClient,
+    ToxiproxyError,
+    link_down,
+    partition,
+    partition_sync,
+)
+from ._proxy_api import FaultProxyServer
+from ._proxy_api import run_in_thread as fault_proxy_in_thread
 from ._rabbit_node import RabbitNode, RabbitNodeError
 
-__all__ = ["RabbitNode", "RabbitNodeError"]
+__all__ = [
+    "AsyncToxiproxyClient",
+    "FaultProxyServer",
+    "ProxyHandle",
+    "ProxyInfo",
+    "RabbitNode",
+    "RabbitNodeError",
+    "ToxiproxyClient",
+    "ToxiproxyError",
+    "fault_proxy_in_thread",
+    "link_down",
+    "partition",
+    "partition_sync",
+]

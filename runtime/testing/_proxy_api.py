@@ -1,0 +1,315 @@
+"""The fault proxy server: named proxies plus a Toxiproxy-compatible HTTP API.
+
+Implements Toxiproxy 2's API for the subset Warren needs, with its JSON shapes, status
+codes and ``{"error", "status"}`` bodies (from Toxiproxy's ``api.go``): ``GET/POST
+/proxies``, ``POST /populate``, ``GET/POST/PATCH/DELETE /proxies/{name}``, ``GET/POST
+/proxies/{name}/toxics``, ``GET/POST/PATCH/DELETE /proxies/{name}/toxics/{toxic}``,
+``POST /reset``, ``GET /version``. So Toxiproxy's own clients and scripts work against it,
+and a real Toxiproxy can stand in for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+import h11
+from anyio.abc import SocketAttribute, TaskStatus
+
+from ._proxy import FaultProxy, split_addr
+from ._toxics import ToxicSpecError, parse_toxic, update_toxic
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from anyio.abc import SocketStream, TaskGroup
+
+log = logging.getLogger("warren.proxy")
+
+VERSION = "2.9.0-warren"  # the Toxiproxy API version this speaks
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_NOT_FOUND = ("proxy not found", 404)
+_TOXIC_NOT_FOUND = ("toxic not found", 404)
+
+Response = tuple[int, Any]
+
+
+@final
+class FaultProxyServer:
+    """Proxies and their HTTP API. ``await serve()`` runs both until cancelled."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8474, *, seed: int | None = None):
+        self.host = host
+        self.port = port
+        self.proxies: dict[str, FaultProxy] = {}
+        self._rng = random.Random(seed)
+        self._tg: TaskGroup | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        self.port = listener.extra(SocketAttribute.local_port)
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                log.info("proxy.api listening=%s", self.api_url)
+                await listener.serve(self._http, task_group=tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for proxy in self.proxies.values():
+                    await proxy.stop()
+
+    # -- operations (the API calls these; in-process users may too) -----------------------
+
+    async def create_proxy(self, body: object) -> FaultProxy:
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        name, upstream = body.get("name"), body.get("upstream")
+        if not isinstance(name, str) or not name:
+            raise ApiError("missing required field: name", 400)
+        if not isinstance(upstream, str) or not upstream:
+            raise ApiError("missing required field: upstream", 400)
+        if name in self.proxies:
+            raise ApiError("proxy already exists", 409)
+        listen = body.get("listen") or "127.0.0.1:0"
+        try:
+            proxy = FaultProxy(name, str(listen), upstream, rng=self._rng)
+        except ValueError as exc:
+            raise ApiError(f"bad request body: {exc}", 400) from None
+        if body.get("enabled", True):
+            await self._start(proxy)
+        self.proxies[name] = proxy
+        return proxy
+
+    async def _start(self, proxy: FaultProxy) -> None:
+        assert self._tg is not None
+        try:
+            await proxy.start(self._tg)
+        except OSError as exc:
+            raise ApiError(f"listen tcp {proxy.listen}: {exc.strerror or exc}", 500) from None
+
+    def get(self, name: str) -> FaultProxy:
+        try:
+            return self.proxies[name]
+        except KeyError:
+            raise ApiError(*_NOT_FOUND) from None
+
+    async def update_proxy(self, name: str, body: object) -> FaultProxy:
+        proxy = self.get(name)
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        try:
+            if "upstream" in body:
+                split_addr(str(body["upstream"]))
+                proxy.upstream = str(body["upstream"])
+            if "listen" in body and body["listen"] != proxy.listen:
+                split_addr(str(body["listen"]))
+                was_enabled = proxy.enabled
+                await proxy.stop()
+                proxy.listen = str(body["listen"])
+                if was_enabled:
+                    await self._start(proxy)
+        except ValueError as exc:
+            raise ApiError(f"bad request body: {exc}", 400) from None
+        enabled = body.get("enabled", proxy.enabled)
+        if enabled and not proxy.enabled:
+            await self._start(proxy)
+        elif not enabled and proxy.enabled:
+            await proxy.stop()
+        return proxy
+
+    async def delete_proxy(self, name: str) -> None:
+        await self.get(name).stop()
+        del self.proxies[name]
+
+    def add_toxic(self, name: str, body: object) -> dict[str, Any]:
+        proxy = self.get(name)
+        try:
+            toxic = parse_toxic(body)
+        except ToxicSpecError as exc:
+            raise ApiError(str(exc), exc.status) from None
+        if toxic.name in proxy.toxics:
+            raise ApiError("toxic already exists", 409)
+        proxy.add_toxic(toxic)
+        return toxic.to_json()
+
+    def toxic(self, name: str, toxic_name: str) -> dict[str, Any]:
+        toxic = self.get(name).toxics.get(toxic_name)
+        if toxic is None:
+            raise ApiError(*_TOXIC_NOT_FOUND)
+        return toxic.to_json()
+
+    def update_toxic(self, name: str, toxic_name: str, body: object) -> dict[str, Any]:
+        toxic = self.get(name).toxics.get(toxic_name)
+        if toxic is None:
+            raise ApiError(*_TOXIC_NOT_FOUND)
+        try:
+            update_toxic(toxic, body)
+        except ToxicSpecError as exc:
+            raise ApiError(str(exc), exc.status) from None
+        return toxic.to_json()
+
+    def remove_toxic(self, name: str, toxic_name: str) -> None:
+        proxy = self.get(name)
+        if toxic_name not in proxy.toxics:
+            raise ApiError(*_TOXIC_NOT_FOUND)
+        proxy.remove_toxic(toxic_name)
+
+    async def reset(self) -> None:
+        """Enable every proxy and remove every toxic (Toxiproxy's ``POST /reset``)."""
+        for proxy in self.proxies.values():
+            if not proxy.enabled:
+                await self._start(proxy)
+            for toxic_name in list(proxy.toxics):
+                proxy.remove_toxic(toxic_name)
+
+    async def populate(self, body: object) -> list[FaultProxy]:
+        """Create or replace a list of proxies (Toxiproxy's ``POST /populate``, -config)."""
+        if not isinstance(body, list):
+            raise ApiError("bad request body: expected a JSON array of proxies", 400)
+        made = []
+        for spec in body:
+            if isinstance(spec, dict) and spec.get("name") in self.proxies:
+                await self.delete_proxy(str(spec["name"]))
+            made.append(await self.create_proxy(spec))
+        return made
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _route(self, method: str, path: str, body: object) -> Response:
+        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+        match method, parts:
+            case "GET", ["version"]:
+                return 200, {"version": VERSION}
+            case "POST", ["reset"]:
+                await self.reset()
+                return 204, None
+            case "GET", ["proxies"]:
+                return 200, {n: p.to_json() for n, p in self.proxies.items()}
+            case "POST", ["proxies"]:
+                return 201, (await self.create_proxy(body)).to_json()
+            case "POST", ["populate"]:
+                return 201, {"proxies": [p.to_json() for p in await self.populate(body)]}
+            case "GET", ["proxies", name]:
+                return 200, self.get(name).to_json()
+            case ("POST" | "PATCH"), ["proxies", name]:
+                return 200, (await self.update_proxy(name, body)).to_json()
+            case "DELETE", ["proxies", name]:
+                await self.delete_proxy(name)
+                return 204, None
+            case "GET", ["proxies", name, "toxics"]:
+                return 200, [t.to_json() for t in self.get(name).toxics.values()]
+            case "POST", ["proxies", name, "toxics"]:
+                return 200, self.add_toxic(name, body)
+            case "GET", ["proxies", name, "toxics", toxic]:
+                return 200, self.toxic(name, toxic)
+            case ("POST" | "PATCH"), ["proxies", name, "toxics", toxic]:
+                return 200, self.update_toxic(name, toxic, body)
+            case "DELETE", ["proxies", name, "toxics", toxic]:
+                self.remove_toxic(name, toxic)
+                return 204, None
+        raise ApiError("404 page not found", 404)
+
+    async def _http(self, stream: SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                request = await _next_event(conn, stream)
+                if not isinstance(request, h11.Request):
+                    return
+                body = b""
+                while True:
+                    event = await _next_event(conn, stream)
+                    if isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    else:
+                        return
+                status, payload = await self._answer(request, body)
+                await _respond(conn, stream, status, payload)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                try:
+                    conn.start_next_cycle()
+                except h11.LocalProtocolError:
+                    return
+
+    async def _answer(self, request: h11.Request, body: bytes) -> Response:
+        method = request.method.decode()
+        path = request.target.decode()
+        try:
+            parsed: object = json.loads(body) if body.strip() else {}
+        except ValueError as exc:
+            return 400, {"error": f"bad request body: {exc}", "status": 400}
+        try:
+            return await self._route(method, path, parsed)
+        except ApiError as exc:
+            return exc.status, {"error": str(exc), "status": exc.status}
+
+
+async def _next_event(conn: h11.Connection, stream: SocketStream) -> object:
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            return None
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            data = await stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            data = b""
+        conn.receive_data(data)
+
+
+async def _respond(conn: h11.Connection, stream: SocketStream, status: int, payload: Any) -> None:
+    body = b"" if payload is None else json.dumps(payload).encode() + b"\n"
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    try:
+        await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+        if body:
+            await stream.send(conn.send(h11.Data(data=body)) or b"")
+        await stream.send(conn.send(h11.EndOfMessage()) or b"")
+    except (anyio.BrokenResourceError, OSError):
+        pass
+
+
+@contextmanager
+def run_in_thread(
+    host: str = "127.0.0.1", port: int = 0, *, seed: int | None = None
+) -> Iterator[FaultProxyServer]:
+    """Run a FaultProxyServer in a background thread with its own event loop.
+
+    For sync code and for tests on any backend: the proxy does not share the test's loop.
+    """
+    server = FaultProxyServer(host, port, seed=seed)
+    scopes: list[anyio.CancelScope] = []
+
+    async def run(*, task_status: TaskStatus[None]) -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await server.serve(task_status=task_status)
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, _ = portal.start_task(run)
+        try:
+            yield server
+        finally:
+            portal.call(scopes[0].cancel)
+            future.result(timeout=30)

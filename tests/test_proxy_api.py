@@ -1,0 +1,110 @@
+"""The fault proxy's HTTP API answers as Toxiproxy's does (status codes, shapes, errors)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from runtime.testing import ToxiproxyClient, ToxiproxyError
+
+
+def raw(client: ToxiproxyClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request, status and decoded body, bypassing the client's error mapping."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(client.api_url + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            text = resp.read()
+            return resp.status, json.loads(text) if text.strip() else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def api(fault_proxy_server: ToxiproxyClient) -> ToxiproxyClient:
+    fault_proxy_server.reset()
+    for name in list(fault_proxy_server.proxies()):
+        if name.startswith("api-"):
+            fault_proxy_server.delete_proxy(name)
+    return fault_proxy_server
+
+
+def test_proxy_lifecycle_status_codes_and_shapes(api: ToxiproxyClient) -> None:
+    status, body = raw(api, "POST", "/proxies", {"name": "api-a", "upstream": "127.0.0.1:5672",
+                                                 "listen": "127.0.0.1:0"})  # fmt: skip
+    assert status == 201
+    assert set(body) == {"name", "listen", "upstream", "enabled", "toxics"}
+    assert body["enabled"] is True and body["toxics"] == []
+    assert int(body["listen"].rpartition(":")[2]) > 0, "port 0 is replaced by the real port"
+    assert raw(api, "GET", "/proxies")[1]["api-a"]["name"] == "api-a"
+    assert raw(api, "GET", "/proxies/api-a")[0] == 200
+    status, body = raw(api, "POST", "/proxies/api-a", {"enabled": False})
+    assert (status, body["enabled"]) == (200, False)
+    assert raw(api, "DELETE", "/proxies/api-a") == (204, None)
+    assert raw(api, "GET", "/proxies/api-a") == (404, {"error": "proxy not found", "status": 404})
+    assert raw(api, "GET", "/version")[1]["version"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"upstream": "127.0.0.1:1"}, 400, "missing required field: name"),
+        ({"name": "api-x"}, 400, "missing required field: upstream"),
+        (b"{not json", 400, "bad request body"),
+        ({"name": "api-x", "upstream": "nohost"}, 400, "bad request body"),
+    ],
+)
+def test_bad_proxy_requests(api: ToxiproxyClient, body: Any, status: int, error: str) -> None:
+    got_status, got = raw(api, "POST", "/proxies", body)
+    assert got_status == status and got["status"] == status
+    assert got["error"].startswith(error)
+
+
+def test_duplicate_proxy_is_409_and_port_in_use_is_500(api: ToxiproxyClient) -> None:
+    api.create_proxy("api-dup", "127.0.0.1:5672")
+    with pytest.raises(ToxiproxyError) as info:
+        api.create_proxy("api-dup", "127.0.0.1:5672")
+    assert (info.value.status, info.value.message) == (409, "proxy already exists")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ToxiproxyError) as info:
+            api.create_proxy("api-busy", "127.0.0.1:5672", f"127.0.0.1:{port}")
+    assert info.value.status == 500 and "listen tcp" in info.value.message
+    assert "api-busy" not in api.proxies()
+    assert api.get_proxy("api-dup").enabled  # the server keeps serving
+
+
+def test_toxic_crud_and_errors(api: ToxiproxyClient) -> None:
+    api.create_proxy("api-t", "127.0.0.1:5672")
+    status, toxic = raw(api, "POST", "/proxies/api-t/toxics",
+                        {"type": "latency", "attributes": {"latency": 100}})  # fmt: skip
+    assert status == 200
+    assert toxic == {"name": "latency_downstream", "type": "latency", "stream": "downstream",
+                     "toxicity": 1.0, "attributes": {"latency": 100, "jitter": 0}}  # fmt: skip
+    assert raw(api, "POST", "/proxies/api-t/toxics", {"type": "latency"})[0] == 409
+    assert raw(api, "POST", "/proxies/api-t/toxics", {"type": "nope"}) == (
+        400, {"error": "invalid toxic type", "status": 400})  # fmt: skip
+    status, err = raw(api, "POST", "/proxies/api-t/toxics", {"type": "timeout", "stream": "sideways"})
+    assert status == 400 and err["error"].startswith("stream was invalid")
+    status, err = raw(api, "POST", "/proxies/api-t/toxics",
+                      {"type": "bandwidth", "attributes": {"rate": "fast"}})  # fmt: skip
+    assert status == 400 and err["error"].startswith("bad request body")
+    assert raw(api, "POST", "/proxies/nope/toxics", {"type": "latency"})[0] == 404
+    status, updated = raw(api, "POST", "/proxies/api-t/toxics/latency_downstream",
+                          {"attributes": {"jitter": 5}})  # fmt: skip
+    assert status == 200 and updated["attributes"] == {"latency": 100, "jitter": 5}
+    assert [t["name"] for t in api.toxics("api-t")] == ["latency_downstream"]
+    assert raw(api, "DELETE", "/proxies/api-t/toxics/latency_downstream") == (204, None)
+    assert raw(api, "DELETE", "/proxies/api-t/toxics/latency_downstream")[0] == 404
+    api.add_toxic("api-t", "timeout", timeout=0)
+    api.set_enabled("api-t", False)
+    assert raw(api, "POST", "/reset") == (204, None)
+    after = api.get_proxy("api-t")
+    assert after.enabled and after.toxics == ()
