@@ -17,6 +17,7 @@ stayed unconfirmed for ``confirm_timeout`` while the broker was not blocking us.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -95,6 +96,16 @@ def _open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFa
         or (isinstance(last, pe.ConnectionClosedByBroker) and last.reply_code == 403)
     )
     return ConnectFailed(attempt, redact_url(url), text, fatal=fatal)
+
+
+def _raised_inside_pika(exc: BaseException) -> bool:
+    """True if the innermost frame of ``exc``'s traceback is pika's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}pika{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 class PikaSession:
@@ -185,6 +196,18 @@ class PikaSession:
             self._loop_alive = True
         try:
             self._conn.ioloop.start()
+        except Exception as exc:
+            if not _raised_inside_pika(exc):
+                raise  # a bug of ours: fail loudly, never retry it
+            # pika sometimes raises out of its ioloop instead of reporting a failure (seen:
+            # ValueError from getpeername() on a socket reset right after connect). The
+            # connection is gone either way: report it as such.
+            log.warning("pika raised out of its ioloop: %s: %s", type(exc).__name__, exc)
+            detail = redact_text(f"{type(exc).__name__}: {exc}")
+            if self.ready_once:
+                self._outcome = ConnectionLost(self._session, "stream_lost", detail, clean=False)
+            else:
+                self._outcome = _open_failure(self._attempt, self._url, exc)
         finally:
             with self._lock:
                 self._loop_alive = False

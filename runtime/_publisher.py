@@ -327,17 +327,16 @@ class Publisher:
         self._counts["submitted"] += 1
 
     def _evict_oldest(self) -> None:
+        """Drop the oldest unsettled job: waiting for a re-send, then handed to the
+        connection (it may still reach the broker; a late confirm for it is ignored), then
+        waiting in the stream."""
         if self._retry:
             victim = self._retry.popleft()
+        elif self._inflight:
+            victim = next(iter(self._inflight))
+            del self._inflight[victim]
         else:
-            try:
-                victim = self._jobs_rx.receive_nowait()
-            except WouldBlock:
-                # everything buffered is in flight: nothing can be evicted, so refuse
-                self._drop_count("refused")
-                raise BufferFull(
-                    self._config.buffer_size, "; all buffered jobs are in flight"
-                ) from None
+            victim = self._jobs_rx.receive_nowait()
         self._settle_dropped([victim], "evicted")
 
     # -- state ---------------------------------------------------------------------------

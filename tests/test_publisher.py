@@ -412,3 +412,18 @@ async def test_memory_stays_bounded_when_the_partition_outlasts_the_buffer(
     assert stats.dropped["evicted"] == 19_000
     assert stats.dropped["shutdown"] == 1000
     assert grown < 20_000, f"memory grew by {grown} bytes while the buffer stayed full"
+
+
+def test_only_pikas_own_exceptions_count_as_connection_failures() -> None:
+    """pika sometimes raises out of its ioloop; that is a lost connection. Our own bugs
+    must not be mistaken for one (they would be retried forever)."""
+    import pika
+
+    from runtime._amqp_thread import _raised_inside_pika
+
+    with pytest.raises(ValueError) as from_pika:
+        pika.URLParameters("amqp://h/?heartbeat=notanumber")
+    assert _raised_inside_pika(from_pika.value)
+    with pytest.raises(ZeroDivisionError) as ours:
+        _ = 1 / 0
+    assert not _raised_inside_pika(ours.value)
