@@ -1,4 +1,4 @@
-"""Resource alarms on a throwaway node: connection.blocked -> the buffer grows and nothing
+"""A resource alarm on a throwaway node: connection.blocked -> the buffer grows and nothing
 is lost; unblocked -> it flushes. (Never on the shared broker.)"""
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from tests.test_publisher import config, metric, wait_until
 if TYPE_CHECKING:
     from runtime.testing import RabbitNode
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
 
-@pytest.mark.timeout(120)
 async def test_memory_alarm_blocks_then_flushes(rabbit_node: RabbitNode, metrics: Metrics) -> None:
     queue = f"warren.blocked.{anyio.get_current_task().id}"
     with Broker(rabbit_node.url) as direct:
