@@ -56,10 +56,18 @@ class RabbitNode:
         amqp_port: the AMQP port; a free one by default. Kept across ``restart()``.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", amqp_port: int | None = None) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", amqp_port: int | None = None, netns: str | None = None
+    ) -> None:
         self.host = host
-        self.amqp_port = amqp_port or _free_port(host)
-        self.dist_port = _free_port("127.0.0.1")
+        self.netns = netns  # run inside this network namespace (``ip netns exec``)
+        if netns is not None:
+            # a fresh namespace has every port free; its loopback is its own
+            self.amqp_port = amqp_port or 5672
+            self.dist_port = 25672
+        else:
+            self.amqp_port = amqp_port or _free_port(host)
+            self.dist_port = _free_port("127.0.0.1")
         self.name = f"warren-{uuid.uuid4().hex[:10]}@localhost"
         self._dir = Path(tempfile.mkdtemp(prefix="warren-rabbit-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -72,6 +80,9 @@ class RabbitNode:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"amqp://guest:guest@{host}:{self.amqp_port}/%2F"
+
+    def _prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     def _env(self) -> dict[str, str]:
         d = self._dir
@@ -94,7 +105,7 @@ class RabbitNode:
         (self._dir / "pid").unlink(missing_ok=True)
         log = (self._dir / "server.out").open("ab")
         self._proc = subprocess.Popen(
-            [_find_bin("rabbitmq-server")],
+            [*self._prefix(), _find_bin("rabbitmq-server")],
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -126,7 +137,7 @@ class RabbitNode:
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run ``rabbitmqctl -n <this node> ARGS``; return its stdout."""
-        cmd = [_find_bin("rabbitmqctl"), "-n", self.name, *args]
+        cmd = [*self._prefix(), _find_bin("rabbitmqctl"), "-n", self.name, *args]
         try:
             done = subprocess.run(cmd, env=self._env(), capture_output=True, text=True,
                                   timeout=timeout, check=False)  # fmt: skip
