@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,36 @@ def test_sigterm_stops_serves_metrics_and_counts_what_it_could_not_flush() -> No
     assert "submitted=100 confirmed=0 returned=0 dropped=100" in out
     assert "shutdown.unflushed" in err
     assert "jobs_dropped=100" in err
+
+
+def test_proxy_command_serves_the_toxiproxy_api_and_stops_on_sigterm(tmp_path: Any) -> None:
+    from runtime.testing import ToxiproxyClient
+
+    config = tmp_path / "proxies.json"
+    spec = {"name": "rabbit", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:5672"}
+    config.write_text(json.dumps([spec]))
+    port = free_port()
+    cmd = [*WARREN, "proxy", "--port", str(port), "--config", str(config)]
+    pipe = subprocess.PIPE
+    with subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert "API on" in proc.stdout.readline()
+            client = ToxiproxyClient(f"http://127.0.0.1:{port}")
+            assert client.version()
+            assert client.get_proxy("rabbit").enabled
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+            assert proc.returncode == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def test_proxy_command_bad_config_exits_2(tmp_path: Any) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"name": "x"}]')
+    done = run("proxy", "--port", str(free_port()), "--config", str(bad))
+    assert done.returncode == 2
+    assert "missing required field: upstream" in done.stderr

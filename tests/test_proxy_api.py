@@ -15,7 +15,9 @@ from runtime.testing import ToxiproxyClient, ToxiproxyError
 
 def raw(client: ToxiproxyClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One request, status and decoded body, bypassing the client's error mapping."""
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
     req = urllib.request.Request(client.api_url + path, data=data, method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -91,7 +93,9 @@ def test_toxic_crud_and_errors(api: ToxiproxyClient) -> None:
     assert raw(api, "POST", "/proxies/api-t/toxics", {"type": "latency"})[0] == 409
     assert raw(api, "POST", "/proxies/api-t/toxics", {"type": "nope"}) == (
         400, {"error": "invalid toxic type", "status": 400})  # fmt: skip
-    status, err = raw(api, "POST", "/proxies/api-t/toxics", {"type": "timeout", "stream": "sideways"})
+    status, err = raw(
+        api, "POST", "/proxies/api-t/toxics", {"type": "timeout", "stream": "sideways"}
+    )
     assert status == 400 and err["error"].startswith("stream was invalid")
     status, err = raw(api, "POST", "/proxies/api-t/toxics",
                       {"type": "bandwidth", "attributes": {"rate": "fast"}})  # fmt: skip
@@ -108,3 +112,54 @@ def test_toxic_crud_and_errors(api: ToxiproxyClient) -> None:
     assert raw(api, "POST", "/reset") == (204, None)
     after = api.get_proxy("api-t")
     assert after.enabled and after.toxics == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"type": "latency", "attributes": [1]}, "bad request body: attributes must be an object"),
+        ({"type": "latency", "attributes": {"latency": -1}}, "bad request body: latency must not"),
+        ({"type": "latency", "attributes": {"latency": 1.5}}, "bad request body: latency must be"),
+        ({"type": "latency", "toxicity": 2}, "bad request body: toxicity must be between"),
+        ({"type": "latency", "toxicity": "x"}, "bad request body: toxicity must be a number"),
+        ({"type": "latency", "name": 7}, "bad request body: name must be a string"),
+        ([], "bad request body: expected a JSON object"),
+    ],
+)
+def test_bad_toxics_are_400(api: ToxiproxyClient, body: Any, error: str) -> None:
+    api.create_proxy("api-bad", "127.0.0.1:5672")
+    status, got = raw(api, "POST", "/proxies/api-bad/toxics", body)
+    assert status == 400
+    assert got["error"].startswith(error)
+
+
+def test_bad_toxic_updates_are_400_and_change_nothing(api: ToxiproxyClient) -> None:
+    api.create_proxy("api-upd", "127.0.0.1:5672")
+    api.add_toxic("api-upd", "latency", latency=10)
+    path = "/proxies/api-upd/toxics/latency_downstream"
+    assert raw(api, "POST", path, {"toxicity": 5})[0] == 400
+    assert raw(api, "POST", path, {"attributes": {"latency": "slow"}})[0] == 400
+    assert raw(api, "POST", path, [])[0] == 400
+    assert raw(api, "POST", "/proxies/api-upd/toxics/nope", {})[0] == 404
+    assert api.toxics("api-upd")[0]["attributes"] == {"latency": 10, "jitter": 0}
+    assert raw(api, "GET", path)[1]["toxicity"] == 1.0
+    assert raw(api, "GET", "/proxies/api-upd/toxics/nope")[0] == 404
+    assert raw(api, "GET", "/no/such/route") == (
+        404,
+        {"error": "404 page not found", "status": 404},
+    )
+
+
+def test_populate_and_proxy_updates(api: ToxiproxyClient) -> None:
+    status, body = raw(api, "POST", "/populate", [
+        {"name": "api-p1", "upstream": "127.0.0.1:5672"},
+        {"name": "api-p2", "upstream": "127.0.0.1:5672", "enabled": False},
+    ])  # fmt: skip
+    assert status == 201
+    assert [p["name"] for p in body["proxies"]] == ["api-p1", "api-p2"]
+    assert not api.get_proxy("api-p2").enabled
+    assert raw(api, "POST", "/populate", {"not": "a list"})[0] == 400
+    moved = api.update_proxy("api-p1", listen="127.0.0.1:0", upstream="127.0.0.1:5673")
+    assert moved.upstream == "127.0.0.1:5673" and moved.enabled
+    assert raw(api, "POST", "/proxies/api-p1", {"upstream": "bad"})[0] == 400
+    assert raw(api, "PATCH", "/proxies/api-p1", {"enabled": False})[1]["enabled"] is False

@@ -421,7 +421,7 @@ def test_only_pikas_own_exceptions_count_as_connection_failures() -> None:
 
     from runtime._amqp_thread import _raised_inside_pika
 
-    with pytest.raises(ValueError) as from_pika:
+    with pytest.raises(ValueError, match="heartbeat") as from_pika:
         pika.URLParameters("amqp://h/?heartbeat=notanumber")
     assert _raised_inside_pika(from_pika.value)
     with pytest.raises(ZeroDivisionError) as ours:

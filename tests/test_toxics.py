@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from anyio.abc import SocketStream
 
 from runtime.testing import ProxyHandle, ToxiproxyClient, partition
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from anyio.abc import SocketStream
 
 
 async def _echo(stream: SocketStream) -> None:
@@ -107,7 +111,7 @@ async def test_disabled_proxy_closes_links_and_refuses_new_ones(proxy: ProxyHand
         proxy.client.set_enabled(proxy.name, False)
         with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
             await conn.receive()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"refused|connect"):
         await anyio.connect_tcp("127.0.0.1", proxy.port)
     proxy.client.set_enabled(proxy.name, True)
     async with await anyio.connect_tcp("127.0.0.1", proxy.port) as conn:

@@ -10,7 +10,6 @@ as Toxiproxy does. Disabling the proxy closes its links normally (FIN) and its l
 
 from __future__ import annotations
 
-import random
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,8 @@ import anyio
 from anyio.abc import SocketAttribute
 
 if TYPE_CHECKING:
+    import random
+
     from anyio.abc import SocketStream, TaskGroup
 
     from ._toxics import Toxic
@@ -251,7 +252,9 @@ class _Link:
         variation = toxic.attr("size_variation")
         out, i = [], 0
         while i < len(data):
-            size = max(1, average + (self._proxy._rng.randint(-variation, variation) if variation else 0))
+            size = max(
+                1, average + (self._proxy._rng.randint(-variation, variation) if variation else 0)
+            )
             out.append(data[i : i + size])
             i += size
         return out

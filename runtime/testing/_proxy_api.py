@@ -207,7 +207,7 @@ class FaultProxyServer:
                 return 201, {"proxies": [p.to_json() for p in await self.populate(body)]}
             case "GET", ["proxies", name]:
                 return 200, self.get(name).to_json()
-            case ("POST" | "PATCH"), ["proxies", name]:
+            case (("POST" | "PATCH"), ["proxies", name]):
                 return 200, (await self.update_proxy(name, body)).to_json()
             case "DELETE", ["proxies", name]:
                 await self.delete_proxy(name)
@@ -218,7 +218,7 @@ class FaultProxyServer:
                 return 200, self.add_toxic(name, body)
             case "GET", ["proxies", name, "toxics", toxic]:
                 return 200, self.toxic(name, toxic)
-            case ("POST" | "PATCH"), ["proxies", name, "toxics", toxic]:
+            case (("POST" | "PATCH"), ["proxies", name, "toxics", toxic]):
                 return 200, self.update_toxic(name, toxic, body)
             case "DELETE", ["proxies", name, "toxics", toxic]:
                 self.remove_toxic(name, toxic)

@@ -96,7 +96,8 @@ def parse_toxic(body: object) -> Toxic:
     if not 0.0 <= float(toxicity) <= 1.0:
         raise ToxicSpecError("bad request body: toxicity must be between 0 and 1")
     attributes = _attributes(kind, body.get("attributes"), TOXIC_TYPES[kind])
-    return Toxic(name=name, type=kind, stream=stream, toxicity=float(toxicity),
+    direction: Stream = "upstream" if stream == "upstream" else "downstream"
+    return Toxic(name=name, type=kind, stream=direction, toxicity=float(toxicity),
                  attributes=attributes)  # fmt: skip
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,6 +25,9 @@ import pytest
 from ._client import ProxyHandle, ToxiproxyClient
 from ._proxy_api import run_in_thread
 from ._rabbit_node import RabbitNode
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_TEST_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -71,7 +74,9 @@ def fault_proxy_server() -> Iterator[ToxiproxyClient]:
 
 
 @pytest.fixture
-def rabbit_proxy(fault_proxy_server: ToxiproxyClient, warren_amqp_url: str) -> Iterator[ProxiedBroker]:
+def rabbit_proxy(
+    fault_proxy_server: ToxiproxyClient, warren_amqp_url: str
+) -> Iterator[ProxiedBroker]:
     parts = urlsplit(warren_amqp_url)
     upstream = f"{parts.hostname}:{parts.port or 5672}"
     name = f"rabbitmq-{uuid.uuid4().hex[:8]}"

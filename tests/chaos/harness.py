@@ -7,19 +7,22 @@ that were accepted, the buffer back to 0, drops equal to what the metrics say.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
 from runtime import BufferFull, Metrics, Publisher, PublisherConfig, Queue, Topology
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 HEARTBEAT = 1
 DETECT_WITHIN = 2 * HEARTBEAT + 1.0  # the promise: a dead link is noticed this fast
@@ -69,10 +72,8 @@ class DirectConsumer:
                 time.sleep(0.2)
             finally:
                 if conn.is_open:
-                    try:
+                    with contextlib.suppress(pika.exceptions.AMQPError):
                         conn.close()
-                    except pika.exceptions.AMQPError:
-                        pass
 
 
 @dataclass

@@ -62,9 +62,9 @@ class VethLink:
         """Silently drop the namespace's traffic on ``port`` both ways (no FIN, no RST)."""
         rules = (
             "table inet warren {\n"
-            "  chain input { type filter hook input priority 0; tcp dport %d drop; }\n"
-            "  chain output { type filter hook output priority 0; tcp sport %d drop; }\n"
-            "}\n" % (port, port)
+            f"  chain input {{ type filter hook input priority 0; tcp dport {port} drop; }}\n"
+            f"  chain output {{ type filter hook output priority 0; tcp sport {port} drop; }}\n"
+            "}\n"
         )
         subprocess.run(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=rules.encode(),
                        check=True, capture_output=True, timeout=30)  # fmt: skip

@@ -4,7 +4,7 @@ and a broker that is down when the worker starts."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -12,11 +12,16 @@ import pytest
 from runtime.testing import ProxyHandle, RabbitNode, ToxiproxyClient
 from tests.chaos.harness import Chaos, wait_for
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def node_proxy(fault_proxy_server: ToxiproxyClient, rabbit_node: RabbitNode) -> Iterator[ProxyHandle]:
+def node_proxy(
+    fault_proxy_server: ToxiproxyClient, rabbit_node: RabbitNode
+) -> Iterator[ProxyHandle]:
     name = f"node-{uuid.uuid4().hex[:8]}"
     info = fault_proxy_server.create_proxy(name, f"127.0.0.1:{rabbit_node.amqp_port}")
     yield ProxyHandle(fault_proxy_server, name, "127.0.0.1", info.port)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -14,6 +14,9 @@ import pytest
 from runtime.testing import RabbitNode
 from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
 from tests.chaos.netns import VethLink, missing_requirements
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 

@@ -7,13 +7,17 @@ within 2 x heartbeat + 1 s and the buffer flushed within a stated bound after it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 import pytest
 
 from runtime import ConnectionGaveUp
 from runtime.testing import link_down, partition
-from runtime.testing.pytest_plugin import ProxiedBroker
 from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
+
+if TYPE_CHECKING:
+    from runtime.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -118,12 +122,16 @@ async def test_max_reconnect_attempts_fail_loudly(
     chaos = Chaos(rabbit_proxy.url, rabbit_proxy.direct_url, chaos_queue,
                   reconnect_max_attempts=3)  # fmt: skip
     proxy = rabbit_proxy.proxy
-    with pytest.raises(ConnectionGaveUp) as info:
+
+    async def until_it_gives_up() -> None:
         async with chaos.running() as pub:
             await pub.wait_connected()
             await anyio.sleep(0.3)
             await anyio.to_thread.run_sync(proxy.client.set_enabled, proxy.name, False)
             await anyio.sleep_forever()
+
+    with pytest.raises(ConnectionGaveUp) as info:
+        await until_it_gives_up()
     stats = chaos.pub.statistics() if chaos.pub else None
     assert stats is not None
     assert info.value.attempts == 3
