@@ -61,10 +61,13 @@ class Broker:
         """Take messages off ``name`` until ``expect`` distinct ids arrived or time is up."""
         arrivals = Arrivals()
         deadline = time.monotonic() + timeout
-        for method, props, body in self._ch.consume(name, auto_ack=True, inactivity_timeout=0.2):
+        # manual acks: what the broker pushed ahead but we did not take goes back on cancel
+        self._ch.basic_qos(prefetch_count=200)
+        for method, props, body in self._ch.consume(name, inactivity_timeout=0.2):
             if method is not None:
                 arrivals.ids[str(props.message_id)] += 1
                 arrivals.bodies.append(body)
+                self._ch.basic_ack(method.delivery_tag)
             if arrivals.distinct >= expect or time.monotonic() > deadline:
                 break
         self._ch.cancel()

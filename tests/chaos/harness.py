@@ -103,6 +103,7 @@ class Outcome:
         assert set(self.received) <= self.accepted, "a message arrived that was never accepted"
         assert s.buffer_depth == 0, f"buffer not flushed: {s.buffer_depth}"
         assert self.max_depth > 0, "the buffer never rose during the fault"
+        assert self.max_depth <= s.buffer_capacity, "memory unbounded: buffer over capacity"
         assert self.metrics["depth"] == 0
         assert self.metrics["refused"] == self.refused == s.dropped["refused"]
         if reconnect:
