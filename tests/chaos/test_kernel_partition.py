@@ -42,37 +42,28 @@ def anyio_backend() -> str:
     return "asyncio"  # the kernel path is the subject here; both backends run everywhere else
 
 
-async def test_nft_drop_then_heal(netns_broker: tuple[VethLink, RabbitNode]) -> None:
+@pytest.mark.parametrize("cut", ["nft_drop", "veth_deleted"])
+async def test_kernel_level_cut_then_heal(
+    netns_broker: tuple[VethLink, RabbitNode], cut: str
+) -> None:
+    """``nft_drop``: an nftables DROP on the broker's port both ways, then deleted.
+    ``veth_deleted``: the veth pair deleted, then re-created with the same addresses."""
     link, node = netns_broker
-    chaos = Chaos(node.url, node.url, f"warren.chaos.nft.{uuid.uuid4().hex[:8]}")
+    if cut == "nft_drop":
+        cut_off, restore = (lambda: link.drop(node.amqp_port)), link.heal
+    else:
+        cut_off, restore = link.unplug, link.plug
+    chaos = Chaos(node.url, node.url, f"warren.chaos.{cut}.{uuid.uuid4().hex[:8]}")
     async with chaos.running(rate=100) as pub:
         await pub.wait_connected()
         await anyio.sleep(0.5)
         async with chaos.fault():
-            await anyio.to_thread.run_sync(link.drop, node.amqp_port)
+            await anyio.to_thread.run_sync(cut_off)
             try:
                 await wait_for(lambda: not pub.statistics().connected, within=DETECT_WITHIN + 2)
-                await anyio.sleep(1.0)
+                await anyio.sleep(1.0)  # the cut outlasts the detection
             finally:
-                await anyio.to_thread.run_sync(link.heal)
-        await wait_for(lambda: pub.statistics().connected, within=30)
-        await anyio.sleep(0.5)
-    chaos.outcome.check()
-
-
-async def test_veth_deleted_and_recreated(netns_broker: tuple[VethLink, RabbitNode]) -> None:
-    link, node = netns_broker
-    chaos = Chaos(node.url, node.url, f"warren.chaos.veth.{uuid.uuid4().hex[:8]}")
-    async with chaos.running(rate=100) as pub:
-        await pub.wait_connected()
-        await anyio.sleep(0.5)
-        async with chaos.fault():
-            await anyio.to_thread.run_sync(link.unplug)
-            try:
-                await wait_for(lambda: not pub.statistics().connected, within=DETECT_WITHIN + 2)
-                await anyio.sleep(1.0)
-            finally:
-                await anyio.to_thread.run_sync(link.plug)
+                await anyio.to_thread.run_sync(restore)
         await wait_for(lambda: pub.statistics().connected, within=30)
         await anyio.sleep(0.5)
     chaos.outcome.check()
