@@ -6,7 +6,8 @@
 """
 
 from ._backoff import Backoff
-from ._config import DEFAULT_URL, OVERFLOW_POLICIES, Overflow, PublisherConfig
+from ._config import DEFAULT_URL, OVERFLOW_POLICIES, ConsumerConfig, Overflow, PublisherConfig
+from ._consumer import Consumer, ConsumerStatistics, Deduplicator, Handler, Message
 from ._events import (
     Blocked,
     ChannelClosed,
@@ -29,6 +30,7 @@ from ._exceptions import (
     InvalidJob,
     JobDropped,
     JobReturned,
+    PoisonMessage,
     PublisherClosed,
     PublishError,
     WarrenError,
@@ -60,15 +62,23 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionGaveUp",
     "ConnectionLost",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerStatistics",
+    "Deduplicator",
     "Default",
+    "Delivered",
     "Exchange",
     "GaveUp",
+    "Handler",
     "InvalidJob",
     "JobDropped",
     "JobReturned",
+    "Message",
     "Metrics",
     "Nacked",
     "Overflow",
+    "PoisonMessage",
     "PublishError",
     "Publisher",
     "PublisherClosed",

@@ -27,7 +27,7 @@ from anyio import BrokenResourceError, ClosedResourceError
 
 from ._amqp_thread import PikaSession
 from ._backoff import Backoff
-from ._events import ConnectFailed, ConnectionEvent, ConnectionLost, GaveUp
+from ._events import ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
 from ._redact import redact_url
 from ._topology import Topology
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from ._amqp_consume import ConsumeSpec
     from ._config import PublisherConfig
     from ._job import Job
 
@@ -73,9 +74,13 @@ class AmqpConnection:
         topology: Topology | None = None,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        consume: ConsumeSpec | None = None,
+        deliveries: MemoryObjectSendStream[Delivered] | None = None,
     ) -> None:
         self._config = config
         self._events = events
+        self._consume = consume
+        self._deliveries = deliveries
         self._name = name
         self._topology = topology or Topology()
         self._backoff = backoff or Backoff(base=config.backoff_base, cap=config.backoff_cap)
@@ -98,6 +103,14 @@ class AmqpConnection:
         if current is None or self._current_no != session:
             return False
         return current.publish_threadsafe(jobs)
+
+    def ack(self, session: int, tags: list[int]) -> bool:
+        """Ack deliveries of connection ``session``; False if it is gone (the broker then
+        redelivers them: at-least-once)."""
+        current = self._current
+        if current is None or self._current_no != session:
+            return False
+        return current.ack_threadsafe(tags)
 
     async def aclose(self) -> None:
         """Close the connection on purpose; ``run()`` returns without reconnecting."""
@@ -124,6 +137,7 @@ class AmqpConnection:
                 topology=self._topology,
                 emit=self._emit_threadsafe,
                 name=self._name,
+                consume=self._consume,
             )
             log.debug("connection.attempt url=%s", redact_url(url))
             outcome = await self._run_session(session)
@@ -187,6 +201,9 @@ class AmqpConnection:
 
     def _send(self, event: ConnectionEvent) -> None:
         try:
+            if self._deliveries is not None and isinstance(event, Delivered):
+                self._deliveries.send_nowait(event)  # the job stream: bounded by prefetch
+                return
             self._events.send_nowait(event)
         except (BrokenResourceError, ClosedResourceError):
             log.debug("event dropped, its worker is gone: %r", event)

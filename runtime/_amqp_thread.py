@@ -29,6 +29,7 @@ import pika.exceptions as pe
 from pika import spec
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 
+from ._amqp_consume import ConsumeSpec, Consuming
 from ._events import (
     Blocked,
     ChannelClosed,
@@ -121,6 +122,7 @@ class PikaSession:
         topology: Topology,
         emit: Emit,
         name: str,
+        consume: ConsumeSpec | None = None,
     ) -> None:
         self._session = session
         self._url = url
@@ -130,6 +132,12 @@ class PikaSession:
         self._emit = emit
         self._name = name
         self._lock = threading.Lock()
+        self._consuming = (
+            Consuming(session, consume, emit, self._on_consumer_cancelled) if consume else None
+        )
+        self._consumer_cancelled = False
+        self._acks: list[int] = []  # guarded by _lock
+        self._acks_scheduled = False
         self._outbox: list[Job] = []  # handed over by the event loop, guarded by _lock
         self._hungry = True  # guarded by _lock: the thread has nothing queued; wake it
         self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
@@ -169,6 +177,29 @@ class PikaSession:
                 self._hungry = False
                 self._conn.ioloop.add_callback_threadsafe(self._pump)
             return True
+
+    def ack_threadsafe(self, tags: list[int]) -> bool:
+        """Ack deliveries of this connection (batched: one wake-up per burst)."""
+        with self._lock:
+            if not self._loop_alive:
+                return False
+            self._acks.extend(tags)
+            if not self._acks_scheduled:
+                self._acks_scheduled = True
+                self._conn.ioloop.add_callback_threadsafe(self._drain_acks)
+            return True
+
+    def _drain_acks(self) -> None:
+        with self._lock:
+            tags, self._acks = self._acks, []
+            self._acks_scheduled = False
+        if self._consuming is not None:
+            self._consuming.ack(tags)
+
+    def _on_consumer_cancelled(self) -> None:
+        self._consumer_cancelled = True
+        if self._conn.is_open:
+            self._conn.close()
 
     def close_threadsafe(self) -> bool:
         """Close on purpose (no reconnect follows); False if already gone."""
@@ -248,6 +279,11 @@ class PikaSession:
     def _on_close(self, conn: Any, reason: BaseException | None) -> None:
         if self._intentional and self._channel_loss is None:
             self._outcome = None
+        elif self._consumer_cancelled:
+            self._outcome = ConnectionLost(
+                self._session, "consumer_cancelled", "the broker cancelled the consumer",
+                clean=True,
+            )  # fmt: skip
         elif self._channel_loss is not None:
             code, text = self._channel_loss
             self._outcome = ConnectionLost(
@@ -295,10 +331,16 @@ class PikaSession:
             if steps:
                 steps.pop(0)(step)
             else:
-                self._ready = True
-                self.ready_once = True
-                self._emit(Connected(self._session, redact_url(self._url)))
-                self._pump()
+                if self._consuming is not None:
+                    self._consuming.start(self._channel, announce)
+                else:
+                    announce()
+
+        def announce() -> None:
+            self._ready = True
+            self.ready_once = True
+            self._emit(Connected(self._session, redact_url(self._url)))
+            self._pump()
 
         step()
 

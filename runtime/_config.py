@@ -184,3 +184,62 @@ def parse_addr(setting: str, value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(setting, f"expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerConfig:
+    """How a Consumer connects, how much it runs at once, and how it retries.
+
+    Retries go through delay queues: a failed delivery is re-published to
+    ``<queue>.retry.<n>ms`` (a queue whose ``x-message-ttl`` is the n-th backoff and whose
+    dead-letter route leads back to ``<queue>``), then acked. One queue per delay, because
+    RabbitMQ expires messages only at a queue's head: mixed delays in one queue would make
+    short ones wait behind long ones. After ``max_attempts`` the message goes to
+    ``<queue>.dlq`` with headers saying why.
+    """
+
+    queue: str
+    urls: str | Sequence[str] = DEFAULT_URL
+    heartbeat: int = 10
+    connect_timeout: float = 5.0
+    prefetch: int = 100
+    concurrency: int = 10
+    max_attempts: int = 5
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    handler_timeout: float = 30.0
+    shutdown_timeout: float = 10.0
+    reconnect_max_attempts: int = 0
+    backoff_base: float = 0.2
+    backoff_cap: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queue, str) or not self.queue:
+            raise ConfigError("queue", f"must be a non-empty queue name, got {self.queue!r}")
+        for name in ("prefetch", "concurrency", "max_attempts"):
+            _positive_int(name, getattr(self, name))
+        for name in ("retry_base", "retry_cap", "handler_timeout", "shutdown_timeout"):
+            _positive_float(name, getattr(self, name))
+        if self.retry_cap < self.retry_base:
+            raise ConfigError("retry_cap", f"must be >= retry_base ({self.retry_base})")
+        # the connection settings are validated by the PublisherConfig they become
+        self.connection()
+
+    def retry_delays(self) -> tuple[float, ...]:
+        """The delay before attempt 2, 3, ... max_attempts (capped exponential, no jitter:
+        each delay has its own queue)."""
+        return tuple(
+            min(self.retry_cap, self.retry_base * 2.0**n) for n in range(self.max_attempts - 1)
+        )
+
+    def connection(self) -> PublisherConfig:
+        """The connection settings (shared with the publisher that re-publishes retries)."""
+        return PublisherConfig(
+            urls=self.urls,
+            heartbeat=self.heartbeat,
+            connect_timeout=self.connect_timeout,
+            reconnect_max_attempts=self.reconnect_max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            flush_timeout=self.shutdown_timeout,
+        )

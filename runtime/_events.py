@@ -19,6 +19,7 @@ LossKind = Literal[
     "dead_link",  # Warren's watchdog: no bytes from the broker for 2 x heartbeat
     "confirm_timeout",  # a publish stayed unconfirmed too long
     "channel_closed",  # the broker closed our channel; we drop the connection with it
+    "consumer_cancelled",  # the broker cancelled our consumer (basic.cancel: queue deleted)
     "unknown",  # closed with no reason given: still a loss
 ]
 
@@ -96,6 +97,19 @@ class Returned:
     reply_text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message the broker delivered to our consumer; ack it on ``session`` or not at all."""
+
+    session: int
+    delivery_tag: int
+    message_id: str | None
+    headers: dict[str, object]
+    body: bytes
+    redelivered: bool
+    content_type: str | None
+
+
 ConnectionEvent = (
     Connected
     | ConnectionLost
@@ -107,4 +121,5 @@ ConnectionEvent = (
     | Confirmed
     | Nacked
     | Returned
+    | Delivered
 )

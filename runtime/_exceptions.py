@@ -12,7 +12,8 @@ What a caller catches, by branch::
     │   ├── BufferFull           refused at submit: the buffer is full and the policy refuses
     │   ├── JobReturned          the broker returned it as unroutable (mandatory flag)
     │   └── JobDropped           accepted, then dropped (evicted, or unflushed at shutdown)
-    └── PublisherClosed          closed by us: submit after shutdown began
+    ├── PublisherClosed          closed by us: submit after shutdown began
+    └── PoisonMessage            raised by a consumer's handler: never retry, dead-letter now
 
 The line between *closed by us* (``PublisherClosed``) and *broken by the world*
 (``BrokerError``) follows trio's ``ClosedResourceError`` / ``BrokenResourceError`` split.
@@ -96,3 +97,14 @@ class JobDropped(PublishError):
 
 class PublisherClosed(WarrenError):
     """The publisher is shutting down or closed; it accepts no more jobs."""
+
+
+class PoisonMessage(WarrenError):
+    """A delivery that can never succeed (undecodable, invalid): dead-letter it at once.
+
+    Raise it from a consumer's handler; ``reason`` goes into the dead letter's headers.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

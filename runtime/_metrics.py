@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
+    from ._consumer import ConsumerStatistics
     from ._publisher import PublisherStatistics
 
 CONFIRM_BUCKETS = (
@@ -81,17 +82,27 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._publishers: dict[str, Callable[[], PublisherStatistics]] = {}
-        registry.register(_Collector(self._publishers))
+        self._consumers: dict[str, Callable[[], ConsumerStatistics]] = {}
+        registry.register(_Collector(self._publishers, self._consumers))
 
     def add_publisher(self, worker: str, statistics: Callable[[], PublisherStatistics]) -> None:
         """Export ``worker``'s statistics. A new worker under the same name replaces it."""
         self._publishers[worker] = statistics
 
+    def add_consumer(self, worker: str, statistics: Callable[[], ConsumerStatistics]) -> None:
+        """Export a consumer worker's statistics (same rule for names)."""
+        self._consumers[worker] = statistics
+
 
 @final
 class _Collector:
-    def __init__(self, publishers: dict[str, Callable[[], PublisherStatistics]]) -> None:
+    def __init__(
+        self,
+        publishers: dict[str, Callable[[], PublisherStatistics]],
+        consumers: dict[str, Callable[[], ConsumerStatistics]],
+    ) -> None:
         self._publishers = publishers
+        self._consumers = consumers
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
@@ -101,6 +112,8 @@ class _Collector:
         by_name = {f.name: f for f in families}
         for worker, statistics in list(self._publishers.items()):
             _add_publisher(by_name, worker, statistics())
+        for worker, consumer in list(self._consumers.items()):
+            _add_consumer(by_name, worker, consumer())
         yield from families
 
     @staticmethod
@@ -125,6 +138,10 @@ class _Collector:
                                 labels=w),
             HistogramMetricFamily("warren_publish_confirm_seconds",
                                   "Time from submit to broker ack.", labels=w),
+            CounterMetricFamily("warren_deliveries", "Deliveries settled, by outcome.",
+                                labels=["worker", "outcome"]),
+            GaugeMetricFamily("warren_handlers_in_flight", "Handlers running now.", labels=w),
+            HistogramMetricFamily("warren_handler_seconds", "Handler run time.", labels=w),
         ]  # fmt: skip
 
 
@@ -144,11 +161,21 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
     dropped = families["warren_jobs_dropped"]
     for reason in DROP_REASONS:
         dropped.add_metric([worker, reason], s.dropped.get(reason, 0))  # type: ignore[attr-defined]
-    h = s.confirm_seconds
+    _add_histogram(families["warren_publish_confirm_seconds"], worker, s.confirm_seconds)
+
+
+def _add_consumer(families: dict[str, Metric], worker: str, s: ConsumerStatistics) -> None:
+    families["warren_connection_up"].add_metric([worker], 1.0 if s.connected else 0.0)  # type: ignore[attr-defined]
+    families["warren_reconnects"].add_metric([worker], s.reconnects)  # type: ignore[attr-defined]
+    families["warren_handlers_in_flight"].add_metric([worker], s.in_flight)  # type: ignore[attr-defined]
+    for outcome, n in s.outcomes.items():
+        families["warren_deliveries"].add_metric([worker, outcome], n)  # type: ignore[attr-defined]
+    _add_histogram(families["warren_handler_seconds"], worker, s.handler_seconds)
+
+
+def _add_histogram(family: Metric, worker: str, h: HistogramSnapshot) -> None:
     cumulative, buckets = 0, []
     for bound, n in zip((*h.bounds, float("inf")), h.counts, strict=True):
         cumulative += n
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-    families["warren_publish_confirm_seconds"].add_metric(  # type: ignore[attr-defined]
-        [worker], buckets, h.total
-    )
+    family.add_metric([worker], buckets, h.total)  # type: ignore[attr-defined]

@@ -204,10 +204,12 @@ class Publisher:
         exchange: str | None = None,
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
+        content_type: str | None = None,
     ) -> str:
         """Accept a job into the buffer and return its ``message_id`` at once.
 
-        ``payload`` is bytes (sent as is) or anything JSON-serializable.
+        ``payload`` is bytes (sent as is) or anything JSON-serializable; ``content_type``
+        overrides the one Warren sets (``application/octet-stream`` or ``application/json``).
 
         Raises:
             InvalidJob: the payload is not serializable or over ``max_job_bytes``.
@@ -215,7 +217,7 @@ class Publisher:
                 (with ``block``, ``await enqueue()`` waits for room instead).
             PublisherClosed: shutdown has begun.
         """
-        job = self._make_job(payload, routing_key, exchange, headers, message_id)
+        job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
         self._offer(job)
         return job.message_id
 
@@ -227,6 +229,7 @@ class Publisher:
         exchange: str | None = None,
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
+        content_type: str | None = None,
     ) -> str:
         """Like ``submit``, but under the ``block`` policy wait for room instead of refusing."""
         await self._wait_for_room()
@@ -236,6 +239,7 @@ class Publisher:
             exchange=exchange,
             headers=headers,
             message_id=message_id,
+            content_type=content_type,
         )
 
     async def publish(
@@ -246,6 +250,7 @@ class Publisher:
         exchange: str | None = None,
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
+        content_type: str | None = None,
     ) -> str:
         """Enqueue, then wait until the broker confirmed the job; return its ``message_id``.
 
@@ -254,7 +259,7 @@ class Publisher:
             plus what ``submit`` raises. Cancelling the wait does not withdraw the job.
         """
         await self._wait_for_room()
-        job = self._make_job(payload, routing_key, exchange, headers, message_id)
+        job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
         job.waiter = outcome = Outcome()
         self._offer(job)
         await outcome.wait()
@@ -295,6 +300,7 @@ class Publisher:
         exchange: str | None,
         headers: Mapping[str, Any] | None,
         message_id: str | None,
+        content_type: str | None = None,
     ) -> Job:
         if self._closing:
             raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs")
@@ -305,10 +311,10 @@ class Publisher:
             raise InvalidJob("routing_key must be a str of at most 255 bytes")
         if message_id is not None and (not isinstance(message_id, str) or not message_id):
             raise InvalidJob("message_id must be a non-empty str")
-        body, content_type = encode_body(payload, max_bytes=self._config.max_job_bytes)
+        body, encoded_as = encode_body(payload, max_bytes=self._config.max_job_bytes)
         return Job(
             body=body,
-            content_type=content_type,
+            content_type=content_type or encoded_as,
             exchange=self._config.exchange if exchange is None else exchange,
             routing_key=routing_key,
             message_id=message_id or self._new_id(),

@@ -54,6 +54,15 @@ class Broker:
         if self._ch.is_open:
             self._ch.queue_delete(name)
 
+    def publish(self, queue: str, body: bytes, *, message_id: str | None = None) -> None:
+        props = pika.BasicProperties(message_id=message_id, delivery_mode=2)
+        self._ch.basic_publish("", queue, body, props)
+
+    def get(self, queue: str) -> tuple[Any, bytes] | None:
+        """One message off ``queue`` (auto-acked): (properties, body), or None if empty."""
+        method, props, body = self._ch.basic_get(queue, auto_ack=True)
+        return None if method is None else (props, body)
+
     def depth(self, name: str) -> int:
         return int(self._ch.queue_declare(name, passive=True).method.message_count)
 

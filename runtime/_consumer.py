@@ -1,0 +1,389 @@
+"""The consumer worker: a loop that selects over deliveries, handler results and connection
+events, like the publisher's.
+
+Deliveries come from the broker (at most ``prefetch`` unacked); up to ``concurrency``
+handlers run at once, each under ``handler_timeout``. A delivery is acked only after its
+handler returned, or after its failure was safely re-published (to a delay queue for a
+retry, or to the dead-letter queue): nothing is acked early, so a crash or a lost connection
+means redelivery, never loss (at-least-once: use ``Deduplicator`` in handlers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Self, final
+
+import anyio
+
+from ._amqp import AmqpConnection
+from ._amqp_consume import ConsumeSpec
+from ._events import Connected, ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
+from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage
+from ._metrics import HistogramSnapshot, LatencyHistogram, Metrics
+from ._publisher import Publisher
+from ._select import Received, Timeout, select
+from ._topology import Queue, Topology
+from ._worker import raise_single
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._config import ConsumerConfig
+
+log = logging.getLogger("warren.consumer")
+
+Outcome = Literal["ack", "retry", "dead_letter"]
+ATTEMPTS_HEADER = "x-warren-attempts"
+HANDLER_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+@final
+@dataclass(frozen=True)
+class Message:
+    """What a handler gets. ``attempt`` is 1 on first delivery, +1 per retry."""
+
+    message_id: str | None
+    body: bytes
+    headers: Mapping[str, object]
+    redelivered: bool
+    attempt: int
+    content_type: str | None
+
+    def json(self) -> Any:
+        """The body as JSON. Raises PoisonMessage if it is not (it will never be)."""
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise PoisonMessage(f"body is not JSON: {exc}") from exc
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ConsumerStatistics:
+    connected: bool
+    reconnects: int
+    in_flight: int
+    outcomes: Mapping[str, int]
+    handler_seconds: HistogramSnapshot
+    last_error: str | None
+
+
+@final
+class Deduplicator:
+    """Remembers the last ``size`` message ids: ``seen(id)`` is True for a repeat.
+
+    Redelivery after a lost connection is normal under at-least-once; a handler with a side
+    effect checks ``seen`` first (per process; use a shared store across processes).
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0
+
+    def seen(self, message_id: str | None) -> bool:
+        if message_id is None:
+            return False
+        if message_id in self._ids:
+            self._ids.move_to_end(message_id)
+            self.duplicates += 1
+            return True
+        self._ids[message_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return False
+
+
+@final
+class Consumer:
+    """Consumes ``config.queue`` with ``handler``. Use as ``async with Consumer(...)``.
+
+    Leaving the block stops taking deliveries, lets running handlers finish (up to
+    ``shutdown_timeout``), acks what finished and leaves the rest to be redelivered.
+    """
+
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        handler: Handler,
+        *,
+        metrics: Metrics,
+        name: str = "consumer",
+        topology: Topology | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._handler = handler
+        self._name = name
+        self._clock = clock
+        q = config.queue
+        self._delays = config.retry_delays()
+        self._retry_queues = [f"{q}.retry.{int(d * 1000)}ms" for d in self._delays]
+        self.dead_letter_queue = f"{q}.dlq"
+        extra = topology or Topology()
+        retry_args = [
+            {
+                "x-message-ttl": int(d * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": q,
+            }
+            for d in self._delays
+        ]
+        self.topology = Topology(
+            exchanges=extra.exchanges,
+            queues=(
+                Queue(name=q),
+                Queue(name=self.dead_letter_queue),
+                *(
+                    Queue(name=n, arguments=a)
+                    for n, a in zip(self._retry_queues, retry_args, strict=True)
+                ),
+                *extra.queues,
+            ),
+            bindings=extra.bindings,
+        )
+        conn_config = config.connection()
+        self._events_tx, self._events_rx = anyio.create_memory_object_stream[ConnectionEvent](
+            math.inf
+        )
+        self._deliveries_tx, self._deliveries_rx = anyio.create_memory_object_stream[Delivered](
+            math.inf
+        )
+        self._done_tx, self._done_rx = anyio.create_memory_object_stream[tuple[Delivered, Outcome]](
+            math.inf
+        )
+        self._conn = AmqpConnection(
+            conn_config,
+            self._events_tx,
+            name=name,
+            topology=self.topology,
+            consume=ConsumeSpec(q, config.prefetch),
+            deliveries=self._deliveries_tx,
+        )
+        # re-publishes retries and dead letters, with confirms, before the original is acked
+        self._publisher = Publisher(
+            conn_config, metrics=metrics, name=f"{name}.requeue", topology=self.topology
+        )
+        self._session = 0
+        self._connected = False
+        self._ever_connected = False
+        self._reconnects = 0
+        self._in_flight = 0
+        self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0}
+        self._latency = LatencyHistogram(HANDLER_BUCKETS)
+        self._last_error: str | None = None
+        self._closing = anyio.Event()
+        self._connected_event = anyio.Event()
+        self._stack: AsyncExitStack | None = None
+        metrics.add_consumer(name, self.statistics)
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack
+        tg.start_soon(self._run, name=f"warren-consumer-{self._name}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stack is not None
+        self._closing.set()
+        try:
+            await self._stack.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:
+            raise_single(group)
+
+    async def wait_connected(self) -> None:
+        await self._connected_event.wait()
+
+    def statistics(self) -> ConsumerStatistics:
+        return ConsumerStatistics(
+            connected=self._connected,
+            reconnects=self._reconnects,
+            in_flight=self._in_flight,
+            outcomes=dict(self._outcomes),
+            handler_seconds=self._latency.snapshot(),
+            last_error=self._last_error,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg, self._publisher:
+                tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
+                async with anyio.create_task_group() as handlers:
+                    await self._serve(handlers)
+                    handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
+                await self._conn.aclose()
+        finally:
+            self._connected = False
+            for end in (
+                self._events_tx,
+                self._events_rx,
+                self._deliveries_tx,
+                self._deliveries_rx,
+                self._done_tx,
+                self._done_rx,
+            ):
+                end.close()
+
+    async def _serve(self, handlers: anyio.abc.TaskGroup) -> None:
+        deadline = math.inf
+        while True:
+            if self._closing.is_set():
+                if deadline == math.inf:
+                    deadline = self._clock() + self._config.shutdown_timeout
+                    log.info(
+                        "consumer.stopping worker=%s in_flight=%d", self._name, self._in_flight
+                    )
+                if self._in_flight == 0 or self._clock() >= deadline:
+                    return
+            cases: dict[str, Any] = {"events": self._events_rx, "done": self._done_rx}
+            if not self._closing.is_set() and self._in_flight < self._config.concurrency:
+                cases["deliveries"] = self._deliveries_rx
+            timeout = None if deadline == math.inf else max(0.0, deadline - self._clock())
+            if timeout is None and not self._closing.is_set():
+                timeout = 0.25  # re-check _closing (an Event, not a stream)
+            match await select(**cases, timeout=timeout):
+                case Received("deliveries", delivery):
+                    if delivery.session != self._session:
+                        continue  # its connection is gone; the broker redelivers it
+                    self._in_flight += 1
+                    handlers.start_soon(self._handle, delivery)
+                case Received("done", (delivery, outcome)):
+                    self._in_flight -= 1
+                    if self._conn.ack(delivery.session, [delivery.delivery_tag]):
+                        self._outcomes[outcome] += 1
+                    # else: that connection died; the broker redelivers (at-least-once)
+                case Received("events", event):
+                    self._on_event(event)
+                case Timeout():
+                    pass
+
+    def _on_event(self, event: ConnectionEvent) -> None:
+        match event:
+            case Connected(session, url):
+                self._session = session
+                self._connected = True
+                if self._ever_connected:
+                    self._reconnects += 1
+                    log.warning("connection.reconnected worker=%s url=%s", self._name, url)
+                self._ever_connected = True
+                self._connected_event.set()
+            case ConnectionLost(session, kind, detail):
+                if session == self._session:
+                    self._connected = False
+                self._last_error = f"{kind}: {detail}"
+                log.warning(
+                    "connection.lost worker=%s kind=%s in_flight=%d %s",
+                    self._name,
+                    kind,
+                    self._in_flight,
+                    detail,
+                )
+            case ConnectFailed(attempt, url, detail, fatal):
+                self._last_error = detail
+                if fatal:
+                    raise AccessRefused(url, detail)
+                log.warning(
+                    "connection.failed worker=%s attempt=%d %s", self._name, attempt, detail
+                )
+            case GaveUp(attempts, last_error):
+                raise ConnectionGaveUp(attempts, self._in_flight, last_error)
+            case _:
+                pass
+
+    async def _handle(self, delivery: Delivered) -> None:
+        headers = delivery.headers
+        attempt = 1 + _int(headers.get(ATTEMPTS_HEADER))
+        message = Message(
+            delivery.message_id,
+            delivery.body,
+            headers,
+            delivery.redelivered,
+            attempt,
+            delivery.content_type,
+        )
+        started = self._clock()
+        outcome: Outcome
+        try:
+            with anyio.fail_after(self._config.handler_timeout):
+                await self._handler(message)
+            outcome = "ack"
+        except PoisonMessage as exc:
+            await self._dead_letter(message, "poison", exc)
+            outcome = "dead_letter"
+        except Exception as exc:  # the handler's failure, whatever it is: retry, then DLQ
+            if attempt >= self._config.max_attempts:
+                await self._dead_letter(message, "attempts_exhausted", exc)
+                outcome = "dead_letter"
+            else:
+                await self._retry(message, exc)
+                outcome = "retry"
+        finally:
+            self._latency.observe(self._clock() - started)
+        await self._done_tx.send((delivery, outcome))
+
+    async def _retry(self, message: Message, exc: BaseException) -> None:
+        queue = self._retry_queues[message.attempt - 1]
+        log.info(
+            "delivery.retry worker=%s message_id=%s attempt=%d delay=%.1fs error=%s",
+            self._name,
+            message.message_id,
+            message.attempt,
+            self._delays[message.attempt - 1],
+            type(exc).__name__,
+        )
+        await self._publisher.publish(
+            message.body,
+            routing_key=queue,
+            exchange="",
+            headers={**message.headers, ATTEMPTS_HEADER: message.attempt, **_why(exc)},
+            message_id=message.message_id,
+            content_type=message.content_type,
+        )
+
+    async def _dead_letter(self, message: Message, reason: str, exc: BaseException) -> None:
+        log.warning(
+            "delivery.dead_letter worker=%s message_id=%s reason=%s attempts=%d %s",
+            self._name,
+            message.message_id,
+            reason,
+            message.attempt,
+            type(exc).__name__,
+        )
+        await self._publisher.publish(
+            message.body,
+            routing_key=self.dead_letter_queue,
+            exchange="",
+            headers={
+                **message.headers,
+                ATTEMPTS_HEADER: message.attempt,
+                "x-warren-reason": reason,
+                **_why(exc),
+            },
+            message_id=message.message_id,
+            content_type=message.content_type,
+        )
+
+
+def _why(exc: BaseException) -> dict[str, object]:
+    return {"x-warren-error-type": type(exc).__name__, "x-warren-error": str(exc)[:1000]}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

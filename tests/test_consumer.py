@@ -1,0 +1,200 @@
+"""Consumer worker against the real broker: ack only after success, retries through delay
+queues, dead letters with reasons, poison, timeouts, broker-side cancel, shutdown."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+from runtime import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
+from tests.test_publisher import metric, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.broker import Broker
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def queue(broker: Broker) -> Iterator[str]:
+    name = f"warren.consume.{uuid.uuid4().hex[:10]}"
+    yield name
+    delays = cfg("amqp://h/", name).retry_delays()
+    for suffix in ("", ".dlq", *(f".retry.{int(d * 1000)}ms" for d in delays)):
+        broker.delete_queue(name + suffix)
+
+
+def cfg(broker_url: str, queue: str, **kw: Any) -> ConsumerConfig:
+    kw.setdefault("heartbeat", 2)
+    kw.setdefault("retry_base", 0.2)
+    kw.setdefault("backoff_base", 0.05)
+    kw.setdefault("backoff_cap", 0.3)
+    return ConsumerConfig(urls=broker_url, queue=queue, **kw)
+
+
+async def test_acks_only_after_the_handler_succeeded(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    seen: list[str] = []
+
+    async def handler(message: Message) -> None:
+        assert message.attempt == 1
+        seen.append(str(message.message_id))
+
+    async with Consumer(cfg(broker_url, queue), handler, metrics=metrics, name="c") as consumer:
+        await consumer.wait_connected()
+        for i in range(200):
+            broker.publish(queue, json.dumps({"i": i}).encode(), message_id=f"m{i}")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 200)
+    assert sorted(seen) == sorted(f"m{i}" for i in range(200))
+    assert broker.depth(queue) == 0
+    assert metric(metrics, "warren_deliveries_total", worker="c", outcome="ack") == 200
+    assert metric(metrics, "warren_handler_seconds_count", worker="c") == 200
+
+
+async def test_retries_with_backoff_then_succeeds(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    attempts: list[tuple[int, float]] = []
+
+    async def flaky(message: Message) -> None:
+        attempts.append((message.attempt, anyio.current_time()))
+        if message.attempt < 3:
+            raise ConnectionError("provider down")
+
+    async with Consumer(cfg(broker_url, queue), flaky, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="flaky-1")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 1)
+        outcomes = consumer.statistics().outcomes
+    assert [a for a, _ in attempts] == [1, 2, 3]
+    # delays 0.2 s then 0.4 s, through the delay queues (never shorter)
+    assert attempts[1][1] - attempts[0][1] >= 0.2
+    assert attempts[2][1] - attempts[1][1] >= 0.4
+    assert outcomes["retry"] == 2
+    assert broker.depth(queue) == 0
+
+
+async def test_dead_letters_after_max_attempts_with_reason_headers(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    async def broken(message: Message) -> None:
+        raise ValueError("template missing")
+
+    config = cfg(broker_url, queue, max_attempts=3)
+    async with Consumer(config, broken, metrics=metrics, name="dl") as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b'{"x": 1}', message_id="doomed")
+        await wait_until(lambda: consumer.statistics().outcomes["dead_letter"] == 1)
+    got = broker.get(f"{queue}.dlq")
+    assert got is not None
+    props, body = got
+    assert body == b'{"x": 1}' and props.message_id == "doomed"
+    assert props.headers["x-warren-reason"] == "attempts_exhausted"
+    assert props.headers["x-warren-error-type"] == "ValueError"
+    assert props.headers["x-warren-error"] == "template missing"
+    assert props.headers["x-warren-attempts"] == 3
+    assert metric(metrics, "warren_deliveries_total", worker="dl", outcome="dead_letter") == 1
+
+
+async def test_poison_goes_straight_to_the_dlq_and_the_worker_goes_on(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    good: list[Any] = []
+
+    async def handler(message: Message) -> None:
+        payload = message.json()  # raises PoisonMessage for a body that is not JSON
+        if "to" not in payload:
+            raise PoisonMessage("missing field 'to'")
+        good.append(payload)
+
+    async with Consumer(cfg(broker_url, queue), handler, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"\x00not json", message_id="p1")
+        broker.publish(queue, b'{"title": "no recipient"}', message_id="p2")
+        broker.publish(queue, b'{"to": "dev-1"}', message_id="ok")
+        await wait_until(lambda: sum(consumer.statistics().outcomes.values()) == 3)
+        assert consumer.statistics().outcomes == {"ack": 1, "retry": 0, "dead_letter": 2}
+    assert good == [{"to": "dev-1"}]
+    reasons = {}
+    while (got := broker.get(f"{queue}.dlq")) is not None:
+        reasons[got[0].message_id] = (got[0].headers["x-warren-reason"],
+                                      got[0].headers["x-warren-error"])  # fmt: skip
+    assert reasons["p1"][0] == "poison" and "not JSON" in reasons["p1"][1]
+    assert reasons["p2"] == ("poison", "missing field 'to'")
+
+
+async def test_a_hanging_handler_is_cut_off(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    async def hangs(message: Message) -> None:
+        await anyio.sleep_forever()
+
+    config = cfg(broker_url, queue, handler_timeout=0.3, max_attempts=1)
+    async with Consumer(config, hangs, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="slow")
+        await wait_until(lambda: consumer.statistics().outcomes["dead_letter"] == 1, within=10)
+    got = broker.get(f"{queue}.dlq")
+    assert got is not None
+    assert got[0].headers["x-warren-error-type"] == "TimeoutError"
+
+
+async def test_resumes_after_the_broker_cancels_the_consumer(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    handled: list[str] = []
+
+    async def handler(message: Message) -> None:
+        handled.append(str(message.message_id))
+
+    async with Consumer(cfg(broker_url, queue), handler, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="before")
+        await wait_until(lambda: handled == ["before"])
+        broker.delete_queue(queue)  # basic.cancel from the broker
+        await wait_until(lambda: consumer.statistics().reconnects >= 1)
+        broker.publish(queue, b"{}", message_id="after")  # the queue was re-declared
+        await wait_until(lambda: handled == ["before", "after"])
+    assert "consumer_cancelled" in (consumer.statistics().last_error or "")
+
+
+async def test_shutdown_acks_what_finished_and_leaves_the_rest(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    release = anyio.Event()
+    finished: list[str] = []
+
+    async def handler(message: Message) -> None:
+        if message.message_id != "quick":
+            await release.wait()  # never released: still running at shutdown
+        finished.append(str(message.message_id))
+
+    config = cfg(broker_url, queue, shutdown_timeout=0.5, concurrency=5)
+    async with Consumer(config, handler, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="quick")
+        for i in range(3):
+            broker.publish(queue, b"{}", message_id=f"stuck-{i}")
+        await wait_until(lambda: consumer.statistics().in_flight == 3 and finished == ["quick"])
+    stats = consumer.statistics()
+    assert stats.outcomes["ack"] == 1
+    # the three unfinished deliveries were not acked: the broker has them back
+    await wait_until(lambda: broker.depth(queue) == 3)
+
+
+def test_deduplicator_remembers_recent_ids() -> None:
+    dedupe = Deduplicator(size=2)
+    assert not dedupe.seen("a")
+    assert dedupe.seen("a")
+    assert not dedupe.seen("b")
+    assert not dedupe.seen("c")  # "a" falls out
+    assert not dedupe.seen("a")
+    assert not dedupe.seen(None)
+    assert dedupe.duplicates == 1
