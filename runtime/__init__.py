@@ -33,6 +33,7 @@ from ._exceptions import (
     PoisonMessage,
     PublisherClosed,
     PublishError,
+    RetryLater,
     WarrenError,
 )
 from ._metrics import Metrics
@@ -86,6 +87,7 @@ __all__ = [
     "PublisherStatistics",
     "Queue",
     "Received",
+    "RetryLater",
     "Returned",
     "Send",
     "Sent",

@@ -25,7 +25,7 @@ import anyio
 from ._amqp import AmqpConnection
 from ._amqp_consume import ConsumeSpec
 from ._events import Connected, ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
-from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage
+from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage, RetryLater
 from ._metrics import HistogramSnapshot, LatencyHistogram, Metrics
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
@@ -332,20 +332,24 @@ class Consumer:
                 await self._dead_letter(message, "attempts_exhausted", exc)
                 outcome = "dead_letter"
             else:
-                await self._retry(message, exc)
+                not_before = exc.delay if isinstance(exc, RetryLater) else 0.0
+                await self._retry(message, exc, not_before)
                 outcome = "retry"
         finally:
             self._latency.observe(self._clock() - started)
         await self._done_tx.send((delivery, outcome))
 
-    async def _retry(self, message: Message, exc: BaseException) -> None:
-        queue = self._retry_queues[message.attempt - 1]
+    async def _retry(self, message: Message, exc: BaseException, not_before: float) -> None:
+        level = message.attempt - 1
+        while level < len(self._delays) - 1 and self._delays[level] < not_before:
+            level += 1  # a longer delay queue: honour the handler's RetryLater
+        queue = self._retry_queues[level]
         log.info(
             "delivery.retry worker=%s message_id=%s attempt=%d delay=%.1fs error=%s",
             self._name,
             message.message_id,
             message.attempt,
-            self._delays[message.attempt - 1],
+            self._delays[level],
             type(exc).__name__,
         )
         await self._publisher.publish(

@@ -13,7 +13,8 @@ What a caller catches, by branch::
     │   ├── JobReturned          the broker returned it as unroutable (mandatory flag)
     │   └── JobDropped           accepted, then dropped (evicted, or unflushed at shutdown)
     ├── PublisherClosed          closed by us: submit after shutdown began
-    └── PoisonMessage            raised by a consumer's handler: never retry, dead-letter now
+    ├── PoisonMessage            raised by a consumer's handler: never retry, dead-letter now
+    └── RetryLater               raised by a consumer's handler: retry, not before ``delay`` s
 
 The line between *closed by us* (``PublisherClosed``) and *broken by the world*
 (``BrokerError``) follows trio's ``ClosedResourceError`` / ``BrokenResourceError`` split.
@@ -108,3 +109,14 @@ class PoisonMessage(WarrenError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RetryLater(WarrenError):
+    """Retry this delivery, and not before ``delay`` seconds (e.g. a provider's Retry-After).
+
+    The consumer picks the first delay queue at least that long (at most its longest).
+    """
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay:g}s")
+        self.delay = delay

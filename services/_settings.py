@@ -1,0 +1,60 @@
+"""Service settings from the environment: every error names the variable (exit code 2)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+def env_str(env: Mapping[str, str], var: str, default: str) -> str:
+    return env.get(var, "").strip() or default
+
+
+def env_int(env: Mapping[str, str], var: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(var, f"must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(var, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(var, f"must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(var, f"must be a finite number > 0, got {raw!r}")
+    return value
+
+
+def env_choice(env: Mapping[str, str], var: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(env, var, default)
+    if value not in choices:
+        raise ConfigError(var, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def env_secret(env: Mapping[str, str], var: str, file_var: str) -> str | None:
+    """A secret from ``var`` or from the file named by ``file_var`` (never logged)."""
+    path = env.get(file_var, "").strip()
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(file_var, f"cannot read {path!r}: {exc.strerror}") from None
+    return env.get(var, "").strip() or None

@@ -1,0 +1,140 @@
+"""fake-push-provider: a stand-in push provider for tests and the demo (nothing in the real
+path depends on it). Speaks both shapes Warren sends: the webhook (``POST /webhook`` with
+``Idempotency-Key``) and FCM v1 (``POST /v1/projects/{project}/messages:send``).
+
+It records what it got, deduplicating by idempotency key / ``warren_message_id`` and counting
+duplicates (``GET /received``), and injects failures on request (``POST /faults``): a rate of
+5xx, 429 with Retry-After, latency, invalid tokens, or failing the first N attempts per id.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime import Service, ServiceContext, Setting
+from services._http import serve_asgi
+from services._settings import env_str
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0  # fraction answered 503
+    retry_after_rate: float = 0.0  # fraction answered 429 with Retry-After
+    retry_after: int = 1
+    latency_ms: int = 0
+    invalid_tokens: list[str] = field(default_factory=list)  # 404 UNREGISTERED / 410
+    fail_first: int = 0  # per id: the first N attempts get 429 + Retry-After
+
+
+@dataclass
+class Recorder:
+    delivered: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+    faults: Faults = field(default_factory=Faults)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def snapshot(self) -> dict[str, Any]:
+        total = sum(self.delivered.values())
+        return {
+            "count": total,
+            "distinct": len(self.delivered),
+            "duplicates": total - len(self.delivered),
+            "attempts": sum(self.attempts.values()),
+            "ids": sorted(self.delivered),
+        }
+
+
+def create_app(recorder: Recorder | None = None) -> Starlette:
+    rec = recorder or Recorder()
+
+    async def answer(key: str, token: str, fcm: bool) -> Response:
+        f = rec.faults
+        rec.attempts[key] += 1
+        if f.latency_ms:
+            await anyio.sleep(f.latency_ms / 1000)
+        if token in f.invalid_tokens:
+            if fcm:
+                body = {"error": {"code": 404, "status": "NOT_FOUND", "details": [
+                    {"errorCode": "UNREGISTERED"}]}}  # fmt: skip
+                return JSONResponse(body, status_code=404)
+            return JSONResponse({"error": "gone"}, status_code=410)
+        if rec.attempts[key] <= f.fail_first or rec.rng.random() < f.retry_after_rate:
+            return JSONResponse({"error": {"status": "QUOTA_EXCEEDED"}}, status_code=429,
+                                headers={"Retry-After": str(f.retry_after)})  # fmt: skip
+        if rec.rng.random() < f.error_rate:
+            return JSONResponse({"error": {"status": "UNAVAILABLE"}}, status_code=503)
+        rec.delivered[key] += 1
+        return JSONResponse({"name": f"projects/fake/messages/{key}"})
+
+    async def webhook(request: Request) -> Response:
+        try:
+            job = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "bad json"}, status_code=400)
+        key = request.headers.get("idempotency-key") or str(job.get("message_id", ""))
+        return await answer(key, str(job.get("to", "")), fcm=False)
+
+    async def fcm_send(request: Request) -> Response:
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return JSONResponse({"error": {"status": "UNAUTHENTICATED"}}, status_code=401)
+        try:
+            message = (await request.json())["message"]
+            token = str(message["token"])
+            key = str(message.get("data", {}).get("warren_message_id", ""))
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": {"status": "INVALID_ARGUMENT"}}, status_code=400)
+        return await answer(key, token, fcm=True)
+
+    async def received(_request: Request) -> Response:
+        return JSONResponse(rec.snapshot())
+
+    async def set_faults(request: Request) -> Response:
+        try:
+            rec.faults = Faults(**(await request.json()))
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(vars(rec.faults))
+
+    async def reset(_request: Request) -> Response:
+        rec.delivered.clear()
+        rec.attempts.clear()
+        rec.faults = Faults()
+        return Response(status_code=204)
+
+    return Starlette(routes=[
+        Route("/webhook", webhook, methods=["POST"]),
+        Route("/v1/projects/{project}/messages:send", fcm_send, methods=["POST"]),
+        Route("/received", received, methods=["GET"]),
+        Route("/faults", set_faults, methods=["POST"]),
+        Route("/reset", reset, methods=["POST"]),
+    ])  # fmt: skip
+
+
+async def main(ctx: ServiceContext) -> None:
+    addr = env_str(ctx.env, "WARREN_FAKE_PUSH_ADDR", "127.0.0.1:8090")
+    await serve_asgi(create_app(), addr, "WARREN_FAKE_PUSH_ADDR", ctx.stopping)
+
+
+service = Service(
+    name="fake-push-provider",
+    help="a fake push provider (webhook and FCM shapes) that records what it got",
+    main=main,
+    settings=(
+        Setting(
+            env="WARREN_FAKE_PUSH_ADDR",
+            default="127.0.0.1:8090",
+            help="where the fake provider listens",
+        ),
+    ),
+)

@@ -1,0 +1,226 @@
+"""The services end to end on the real broker: API -> RabbitMQ -> push sender -> provider."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from runtime import Metrics, PublisherConfig, Service, ServiceContext
+from runtime.testing import partition
+from services import api, fake_push_provider, push_sender
+from tests.test_publisher import free_port, wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping
+
+    from runtime.testing.pytest_plugin import ProxiedBroker
+    from tests.broker import Broker
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
+
+
+@asynccontextmanager
+async def running(service: Service, env: Mapping[str, str]) -> AsyncIterator[ServiceContext]:
+    ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()),
+                         publisher_config=PublisherConfig.from_env(env))  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.main, ctx)
+        try:
+            yield ctx
+        finally:
+            ctx.stopping.set()
+
+
+async def wait_http(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        with anyio.fail_after(15):
+            while True:
+                try:
+                    await client.get(url)
+                    return
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+
+
+class Stack:
+    """fake provider + push sender + API, sharing one env."""
+
+    def __init__(self, broker_url: str, **extra: str) -> None:
+        self.queue = f"push.test.{uuid.uuid4().hex[:8]}"
+        self.fake = f"http://127.0.0.1:{free_port()}"
+        self.api = f"http://127.0.0.1:{free_port()}"
+        self.env = {
+            "WARREN_AMQP_URL": broker_url,
+            "WARREN_HEARTBEAT": "2",
+            "WARREN_PUSH_QUEUE": self.queue,
+            "WARREN_FAKE_PUSH_ADDR": self.fake.removeprefix("http://"),
+            "WARREN_PUSH_PROVIDER_URL": f"{self.fake}/webhook",
+            "WARREN_PUSH_RETRY_BASE": "0.2",
+            "WARREN_API_ADDR": self.api.removeprefix("http://"),
+            "WARREN_API_DB": ":memory:",
+            **extra,
+        }
+
+    async def received(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            return dict((await client.get(f"{self.fake}/received")).json())
+
+    async def wait_received(self, distinct: int, within: float = 20) -> dict[str, Any]:
+        """Poll the fake provider (an HTTP server: no event to wait on) with a deadline."""
+        with anyio.fail_after(within):
+            while (got := await self.received())["distinct"] < distinct:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        return got
+
+    async def faults(self, **faults: Any) -> None:
+        async with httpx.AsyncClient() as client:
+            (await client.post(f"{self.fake}/faults", json=faults)).raise_for_status()
+
+    def cleanup(self, broker: Broker) -> None:
+        for suffix in ("", ".dlq", ".retry.200ms", ".retry.400ms", ".retry.800ms",
+                       ".retry.1600ms"):  # fmt: skip
+            broker.delete_queue(self.queue + suffix)
+
+
+@pytest.fixture
+def stack(broker_url: str, broker: Broker) -> Iterator[Stack]:
+    s = Stack(broker_url)
+    yield s
+    s.cleanup(broker)
+
+
+@asynccontextmanager
+async def all_three(s: Stack) -> AsyncIterator[tuple[ServiceContext, ServiceContext]]:
+    async with (
+        running(fake_push_provider.service, s.env),
+        running(push_sender.service, s.env) as sender,
+        running(api.service, s.env) as api_ctx,
+    ):
+        await wait_http(f"{s.fake}/received")
+        await wait_http(f"{s.api}/messages/none")
+        yield sender, api_ctx
+
+
+async def post(client: httpx.AsyncClient, s: Stack, to: str = "device-1") -> dict[str, Any]:
+    r = await client.post(f"{s.api}/messages", json={"from": "ada", "to": to, "text": "hi"})
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+async def test_end_to_end_every_message_pushed_once(stack: Stack) -> None:
+    n = 100
+    async with all_three(stack) as (_sender, _api), httpx.AsyncClient() as client:
+        ids = [(await post(client, stack))["id"] for _ in range(n)]
+        got = await stack.wait_received(n, within=30)
+        stored = (await client.get(f"{stack.api}/messages/{ids[0]}")).json()
+    assert got["distinct"] == n
+    assert got["duplicates"] == 0
+    assert set(got["ids"]) == {f"push-{i}" for i in ids}
+    assert stored["push"] == "queued" and stored["from"] == "ada"
+
+
+async def test_fcm_shape_with_a_bearer_token(broker_url: str, broker: Broker) -> None:
+    s = Stack(broker_url, WARREN_PUSH_PROVIDER="fcm", WARREN_PUSH_FCM_TOKEN="s3cret-token")
+    s.env["WARREN_PUSH_PROVIDER_URL"] = f"{s.fake}/v1/projects/demo/messages:send"
+    try:
+        async with all_three(s), httpx.AsyncClient() as client:
+            mid = (await post(client, s))["id"]
+            got = await s.wait_received(1)
+        assert got["ids"] == [f"push-{mid}"]
+    finally:
+        s.cleanup(broker)
+
+
+async def test_permanent_failures_are_counted_not_retried(stack: Stack) -> None:
+    async with all_three(stack) as (sender, _api), httpx.AsyncClient() as client:
+        await stack.faults(invalid_tokens=["dead-device"])
+        await post(client, stack, to="dead-device")
+        await post(client, stack, to="live-device")
+        registry = sender.metrics.registry
+
+        def permanent() -> float:
+            value = registry.get_sample_value("warren_push_permanent_failures_total",
+                                              {"reason": "410"})  # fmt: skip
+            return value or 0.0
+
+        await wait_until(lambda: permanent() == 1.0)
+        await stack.wait_received(1)
+        await anyio.sleep(0.5)  # would a retry come? (it must not)
+        got = await stack.received()
+    assert got["distinct"] == 1
+    assert got["attempts"] == 2, "the refused push was tried once, the good one once"
+
+
+async def test_retry_after_is_honoured(stack: Stack) -> None:
+    async with all_three(stack), httpx.AsyncClient() as client:
+        await stack.faults(fail_first=1, retry_after=1)
+        started = time.monotonic()
+        await post(client, stack)
+        await stack.wait_received(1)
+        waited = time.monotonic() - started
+        got = await stack.received()
+    assert got["attempts"] == 2
+    assert waited >= 1.0, f"retried after {waited:.2f}s, before Retry-After: 1"
+
+
+async def test_api_validation(stack: Stack) -> None:
+    async with running(api.service, stack.env), httpx.AsyncClient() as client:
+        await wait_http(f"{stack.api}/messages/none")
+        r = await client.post(f"{stack.api}/messages", content=b"{nope")
+        assert r.status_code == 400
+        r = await client.post(f"{stack.api}/messages", json={"from": "a", "to": "", "text": "x"})
+        assert r.status_code == 422 and r.json()["field"] == "to"
+        r = await client.post(f"{stack.api}/messages", json=["not", "an", "object"])
+        assert r.status_code == 422
+        assert (await client.get(f"{stack.api}/messages/unknown")).status_code == 404
+
+
+async def _latencies(client: httpx.AsyncClient, s: Stack, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        body = await post(client, s)
+        out.append(time.perf_counter() - t)
+        assert body["push"] == "queued"
+    return out
+
+
+def p99(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=100)[98]
+
+
+async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
+    rabbit_proxy: ProxiedBroker, broker: Broker
+) -> None:
+    s = Stack(rabbit_proxy.url)
+    try:
+        async with running(api.service, s.env) as api_ctx, httpx.AsyncClient() as client:
+            await wait_http(f"{s.api}/messages/none")
+            await _latencies(client, s, 50)  # warm up
+            up = await _latencies(client, s, 200)
+            async with partition(rabbit_proxy.proxy):
+                down = await _latencies(client, s, 200)
+                depth = api_ctx.metrics.registry.get_sample_value(
+                    "warren_buffer_depth", {"worker": "api"}
+                )
+                assert depth is not None and depth > 0, "jobs wait in the buffer"
+
+            def flushed() -> bool:
+                value = api_ctx.metrics.registry.get_sample_value(
+                    "warren_buffer_depth", {"worker": "api"}
+                )
+                return value == 0
+
+            await wait_until(flushed, within=30)
+        assert p99(down) <= 2 * p99(up) + 0.02, (p99(up), p99(down))
+        assert broker.depth(s.queue) == 450
+    finally:
+        s.cleanup(broker)
