@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Callable, Coroutine, Mapping
 
     from ._config import PublisherConfig
     from ._metrics import Metrics
@@ -47,5 +47,5 @@ class Service:
 
     name: str
     help: str
-    main: Callable[[ServiceContext], Awaitable[None]]
+    main: Callable[[ServiceContext], Coroutine[Any, Any, None]]
     settings: tuple[Setting, ...] = ()
