@@ -7,7 +7,7 @@ own packages can add services to the ``warren`` runner without touching Warren.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
