@@ -35,6 +35,8 @@ from ._worker import raise_single
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from ._config import ConsumerConfig
 
 log = logging.getLogger("warren.consumer")
@@ -225,8 +227,15 @@ class Consumer:
         try:
             async with anyio.create_task_group() as tg, self._publisher:
                 tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
-                async with anyio.create_task_group() as handlers:
-                    await self._serve(handlers)
+                # a pool of ``concurrency`` handler tasks, fed one delivery at a time by the
+                # loop: no task is spawned per message
+                work_tx, work_rx = anyio.create_memory_object_stream[Delivered](
+                    self._config.concurrency
+                )
+                async with anyio.create_task_group() as handlers, work_tx, work_rx:
+                    for _ in range(self._config.concurrency):
+                        handlers.start_soon(self._work, work_rx.clone())
+                    await self._serve(work_tx)
                     handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
                 await self._conn.aclose()
         finally:
@@ -241,7 +250,12 @@ class Consumer:
             ):
                 end.close()
 
-    async def _serve(self, handlers: anyio.abc.TaskGroup) -> None:
+    async def _work(self, work: MemoryObjectReceiveStream[Delivered]) -> None:
+        async with work:
+            async for delivery in work:
+                await self._handle(delivery)
+
+    async def _serve(self, work: MemoryObjectSendStream[Delivered]) -> None:
         deadline = math.inf
         while True:
             if self._closing.is_set():
@@ -263,7 +277,7 @@ class Consumer:
                     if delivery.session != self._session:
                         continue  # its connection is gone; the broker redelivers it
                     self._in_flight += 1
-                    handlers.start_soon(self._handle, delivery)
+                    work.send_nowait(delivery)  # a worker is free: in_flight < concurrency
                 case Received("done", (delivery, outcome)):
                     self._in_flight -= 1
                     if self._conn.ack(delivery.session, [delivery.delivery_tag]):

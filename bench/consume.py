@@ -1,0 +1,114 @@
+"""Consumer throughput: drain N pre-filled messages with a no-op handler, prefetch 100, each
+acked; Warren Consumer vs raw pika BlockingConnection.basic_consume vs aio-pika."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import anyio
+import pika
+from prometheus_client import CollectorRegistry
+
+from runtime import Consumer, ConsumerConfig, Message, Metrics
+
+URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+PREFETCH = 100
+QUEUE = "warren.bench.consume"
+
+
+def fill(n: int, size: int) -> None:
+    """A fresh queue (a new name each round) holding ``n`` messages."""
+    global QUEUE
+    cleanup()
+    QUEUE = f"warren.bench.consume.{uuid.uuid4().hex[:6]}"
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    ch.queue_declare(QUEUE, durable=True)
+    body = b"x" * size
+    props = pika.BasicProperties(delivery_mode=2)
+    for i in range(n):
+        props.message_id = str(i)
+        ch.basic_publish("", QUEUE, body, props)
+    deadline = time.monotonic() + 60
+    while ch.queue_declare(QUEUE, passive=True).method.message_count < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{QUEUE} never held {n} messages")
+        time.sleep(0.05)
+    conn.close()
+
+
+def cleanup() -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    suffixes = ("", ".dlq", *(f".retry.{ms}ms" for ms in (1000, 2000, 4000, 8000)))
+    for suffix in suffixes:
+        ch.queue_delete(QUEUE + suffix)
+    conn.close()
+
+
+def warren(n: int) -> float:
+    async def run() -> float:
+        done = anyio.Event()
+        count = 0
+
+        async def noop(_message: Message) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                done.set()
+
+        config = ConsumerConfig(urls=URL, queue=QUEUE, prefetch=PREFETCH, concurrency=PREFETCH)
+        async with Consumer(config, noop, metrics=Metrics(CollectorRegistry())) as consumer:
+            await consumer.wait_connected()
+            start = time.perf_counter()
+            await done.wait()
+            while consumer.statistics().outcomes["ack"] < n:  # noqa: ASYNC110 - bench
+                await anyio.sleep(0.001)
+            return n / (time.perf_counter() - start)
+
+    return anyio.run(run)
+
+
+def raw_pika(n: int) -> float:
+    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=PREFETCH)
+    state = {"count": 0}
+
+    def on_message(channel: Any, method: Any, _props: Any, _body: bytes) -> None:
+        channel.basic_ack(method.delivery_tag)
+        state["count"] += 1
+        if state["count"] == n:
+            channel.stop_consuming()
+
+    ch.basic_consume(QUEUE, on_message)
+    start = time.perf_counter()
+    ch.start_consuming()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+def aio_pika(n: int) -> float:
+    import aio_pika as ap
+
+    async def run() -> float:
+        conn = await ap.connect_robust(URL)
+        async with conn:
+            ch = await conn.channel()
+            await ch.set_qos(prefetch_count=PREFETCH)
+            queue = await ch.declare_queue(QUEUE, durable=True)
+            count = 0
+            start = time.perf_counter()
+            async with queue.iterator() as it:
+                async for message in it:
+                    await message.ack()
+                    count += 1
+                    if count == n:
+                        break
+            return n / (time.perf_counter() - start)
+
+    return asyncio.run(run())
