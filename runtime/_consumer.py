@@ -274,6 +274,10 @@ class Consumer:
                 timeout = 0.25  # re-check _closing (an Event, not a stream)
             match await select(**cases, timeout=timeout):
                 case Received("deliveries", delivery):
+                    if delivery.session > self._session:
+                        # Its Connected event was emitted first but sits in the other stream
+                        # (select picks at random): take the events up to it now.
+                        self._catch_up(delivery.session)
                     if delivery.session != self._session:
                         continue  # its connection is gone; the broker redelivers it
                     self._in_flight += 1
@@ -287,6 +291,14 @@ class Consumer:
                     self._on_event(event)
                 case Timeout():
                     pass
+
+    def _catch_up(self, session: int) -> None:
+        while self._session < session:
+            try:
+                event = self._events_rx.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
+            self._on_event(event)
 
     def _on_event(self, event: ConnectionEvent) -> None:
         match event:

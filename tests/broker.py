@@ -47,8 +47,8 @@ class Broker:
         if self._conn.is_open:
             self._conn.close()
 
-    def declare_queue(self, name: str, **arguments: Any) -> None:
-        self._ch.queue_declare(name, durable=False, arguments=arguments or None)
+    def declare_queue(self, name: str, *, durable: bool = False, **arguments: Any) -> None:
+        self._ch.queue_declare(name, durable=durable, arguments=arguments or None)
 
     def delete_queue(self, name: str) -> None:
         if self._ch.is_open:

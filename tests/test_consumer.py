@@ -198,3 +198,22 @@ def test_deduplicator_remembers_recent_ids() -> None:
     assert not dedupe.seen("a")
     assert not dedupe.seen(None)
     assert dedupe.duplicates == 1
+
+
+async def test_deliveries_racing_their_connected_event_are_handled(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """A full queue: deliveries arrive the moment the consumer starts, in the same tick as the
+    Connected event (a different stream). None may be taken for stale: it would never be
+    acked, and hold a prefetch slot until the connection closes."""
+    broker.declare_queue(queue, durable=True)  # as the consumer declares it
+
+    async def handler(_message: Message) -> None:
+        pass
+
+    config = cfg(broker_url, queue, prefetch=20, concurrency=20)
+    for round_ in range(6):  # the race is random: give it several chances to show
+        for i in range(60):
+            broker.publish(queue, b"{}", message_id=f"r{round_}-{i}")
+        async with Consumer(config, handler, metrics=metrics) as consumer:
+            await wait_until(lambda c=consumer: c.statistics().outcomes["ack"] == 60, within=10)
