@@ -216,4 +216,8 @@ async def test_deliveries_racing_their_connected_event_are_handled(
         for i in range(60):
             broker.publish(queue, b"{}", message_id=f"r{round_}-{i}")
         async with Consumer(config, handler, metrics=metrics) as consumer:
-            await wait_until(lambda c=consumer: c.statistics().outcomes["ack"] == 60, within=10)
+
+            def all_acked(c: Consumer = consumer) -> bool:
+                return c.statistics().outcomes["ack"] == 60
+
+            await wait_until(all_acked, within=10)
