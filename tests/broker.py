@@ -47,8 +47,10 @@ class Broker:
         if self._conn.is_open:
             self._conn.close()
 
-    def declare_queue(self, name: str, *, durable: bool = False, **arguments: Any) -> None:
-        self._ch.queue_declare(name, durable=durable, arguments=arguments or None)
+    def declare_queue(
+        self, name: str, *, durable: bool = False, arguments: dict[str, Any] | None = None
+    ) -> None:
+        self._ch.queue_declare(name, durable=durable, arguments=arguments)
 
     def delete_queue(self, name: str) -> None:
         if self._ch.is_open:

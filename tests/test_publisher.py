@@ -350,7 +350,7 @@ async def test_nacked_jobs_are_sent_again_with_backoff_until_accepted(
     re-sent after a pause, and land once a consumer makes room: none lost, none doubled."""
     name = f"warren.test.nack.{anyio.get_current_task().id}"
     broker.delete_queue(name)
-    broker.declare_queue(name, **{"x-max-length": 10, "x-overflow": "reject-publish"})
+    broker.declare_queue(name, arguments={"x-max-length": 10, "x-overflow": "reject-publish"})
     try:
         async with Publisher(config(broker_url), metrics=metrics, name="nack") as pub:
             ids = {pub.submit({"seq": i}, routing_key=name) for i in range(25)}
