@@ -69,6 +69,7 @@ __all__ = [
     "Deduplicator",
     "Default",
     "Delivered",
+    "Delivered",
     "Exchange",
     "GaveUp",
     "Handler",
