@@ -233,14 +233,9 @@ class Publisher:
     ) -> str:
         """Like ``submit``, but under the ``block`` policy wait for room instead of refusing."""
         await self._wait_for_room()
-        return self.submit(
-            payload,
-            routing_key=routing_key,
-            exchange=exchange,
-            headers=headers,
-            message_id=message_id,
-            content_type=content_type,
-        )
+        job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
+        self._offer(job)
+        return job.message_id
 
     async def publish(
         self,
