@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -23,8 +23,11 @@ from runtime import (
     Queue,
     Topology,
 )
+from runtime.testing import partition
 from tests.broker import Broker, rabbitmqctl, warren_connection_pids
-from tests.killable_link import killable_link
+
+if TYPE_CHECKING:
+    from runtime.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = pytest.mark.broker
 
@@ -143,22 +146,23 @@ async def test_broker_side_close_with_error_payload_reconnects_and_flushes(
 
 @pytest.mark.timeout(90)
 async def test_killed_socket_without_close_reconnects_and_flushes(
-    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+    rabbit_proxy: ProxiedBroker, broker: Broker, queue_name: str, metrics: Metrics
 ) -> None:
     """The socket dies with RST and no close handshake: no error payload at all."""
-    async with killable_link() as link:
-        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
-        async with Publisher(config(url), metrics=metrics, name="rst") as pub:
-            await pub.wait_connected()
-            sent = 0
-            for round_ in range(3):
-                for _ in range(300):
-                    pub.submit({"seq": sent}, routing_key=queue_name)
-                    sent += 1
-                assert await link.kill_all() >= 1
-                await wait_until(lambda r=round_: pub.statistics().reconnects >= r + 1)
-            await pub.wait_flushed()
-            stats = pub.statistics()
+    proxy = rabbit_proxy.proxy
+    async with Publisher(config(rabbit_proxy.url), metrics=metrics, name="rst") as pub:
+        await pub.wait_connected()
+        sent = 0
+        for round_ in range(3):
+            for _ in range(300):
+                pub.submit({"seq": sent}, routing_key=queue_name)
+                sent += 1
+            await proxy.aio.add_toxic(proxy.name, "reset_peer", name="rst", timeout=0)
+            await wait_until(lambda: not pub.statistics().connected)
+            await proxy.aio.remove_toxic(proxy.name, "rst")
+            await wait_until(lambda r=round_: pub.statistics().reconnects >= r + 1)
+        await pub.wait_flushed()
+        stats = pub.statistics()
     assert stats.confirmed + stats.returned == sent
     assert stats.buffer_depth == 0
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=sent))
@@ -180,24 +184,29 @@ async def test_intentional_close_does_not_reconnect(broker_url: str, metrics: Me
 
 
 async def test_buffers_while_unreachable_then_flushes_on_connect(
-    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+    rabbit_proxy: ProxiedBroker,
+    broker: Broker,
+    queue_name: str,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The broker is away at start-up, jobs wait, and flush once it is back."""
-    async with killable_link(upstream_port=free_port()) as link:
-        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
-        async with Publisher(config(url), metrics=metrics, name="late") as pub:
-            for i in range(200):
-                pub.submit({"seq": i}, routing_key=queue_name)
-            await wait_until(lambda: link.accepted >= 2)  # it keeps trying
-            stats = pub.statistics()
-            assert stats.buffer_depth == 200
-            assert not stats.connected
-            assert stats.last_error
-            assert metric(metrics, "warren_buffer_depth", worker="late") == 200
-            assert metric(metrics, "warren_connection_up", worker="late") == 0
-            link.upstream_port = 5672  # the broker comes up
-            await pub.wait_flushed()
-            assert pub.statistics().confirmed == 200
+    client, name = rabbit_proxy.proxy.client, rabbit_proxy.proxy.name
+    upstream = client.get_proxy(name).upstream
+    client.update_proxy(name, upstream=f"127.0.0.1:{free_port()}")  # nothing listens there
+    async with Publisher(config(rabbit_proxy.url), metrics=metrics, name="late") as pub:
+        for i in range(200):
+            pub.submit({"seq": i}, routing_key=queue_name)
+        await wait_until(lambda: caplog.text.count("connection.failed worker=late") >= 2)
+        stats = pub.statistics()  # it keeps trying, and the jobs wait
+        assert stats.buffer_depth == 200
+        assert not stats.connected
+        assert stats.last_error
+        assert metric(metrics, "warren_buffer_depth", worker="late") == 200
+        assert metric(metrics, "warren_connection_up", worker="late") == 0
+        await anyio.to_thread.run_sync(lambda: client.update_proxy(name, upstream=upstream))
+        await pub.wait_flushed()
+        assert pub.statistics().confirmed == 200
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=200))
     assert arrivals.distinct == 200
 
@@ -292,18 +301,16 @@ async def test_bad_input_is_refused_at_submit_and_poisons_nothing(
 
 @pytest.mark.timeout(60)
 async def test_silent_blackhole_is_noticed_within_twice_the_heartbeat(
-    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+    rabbit_proxy: ProxiedBroker, broker: Broker, queue_name: str, metrics: Metrics
 ) -> None:
     """No FIN, no RST, bytes just vanish (`docker network disconnect`): the watchdog must
     call the link dead within 2 x heartbeat + 1 s, not pika's heartbeat + 5 s or TCP's minutes."""
     heartbeat = 2
-    async with killable_link() as link:
-        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
-        cfg = config(url, heartbeat=heartbeat, confirm_timeout=60)
-        async with Publisher(cfg, metrics=metrics, name="silent") as pub:
-            await pub.wait_connected()
-            await pub.publish({"seq": 0}, routing_key=queue_name)
-            link.blackhole = True
+    cfg = config(rabbit_proxy.url, heartbeat=heartbeat, confirm_timeout=60)
+    async with Publisher(cfg, metrics=metrics, name="silent") as pub:
+        await pub.wait_connected()
+        await pub.publish({"seq": 0}, routing_key=queue_name)
+        async with partition(rabbit_proxy.proxy):
             cut_at = anyio.current_time()
             for i in range(1, 101):
                 pub.submit({"seq": i}, routing_key=queue_name)
@@ -312,32 +319,28 @@ async def test_silent_blackhole_is_noticed_within_twice_the_heartbeat(
             assert noticed <= 2 * heartbeat + 1, f"dead link noticed after {noticed:.1f}s"
             assert "dead_link" in (pub.statistics().last_error or "")
             assert pub.statistics().buffer_depth == 100
-            await link.kill_all()
-            link.blackhole = False  # heal
-            await pub.wait_flushed()
-            assert pub.statistics().reconnects == 1
+        await pub.wait_flushed()  # healed
+        assert pub.statistics().reconnects == 1
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=101))
     assert arrivals.distinct == 101
 
 
 @pytest.mark.timeout(60)
 async def test_unconfirmed_publish_past_confirm_timeout_drops_the_connection(
-    broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
+    rabbit_proxy: ProxiedBroker, broker: Broker, queue_name: str, metrics: Metrics
 ) -> None:
     """Bytes still arrive (broker heartbeats) but our publishes vanish on the way: only the
     confirm timeout can tell. It must reconnect and re-send with the same message_ids."""
-    async with killable_link() as link:
-        url = f"amqp://guest:guest@127.0.0.1:{link.port}/%2F"
-        cfg = config(url, heartbeat=6, confirm_timeout=1.0)
-        async with Publisher(cfg, metrics=metrics, name="noconfirm") as pub:
-            await pub.wait_connected()
-            link.blackhole_upstream = True
-            ids = {pub.submit({"seq": i}, routing_key=queue_name) for i in range(50)}
-            await wait_until(lambda: "confirm_timeout" in (pub.statistics().last_error or ""),
-                             within=6)  # fmt: skip
-            await link.kill_all()
-            link.blackhole_upstream = False
-            await pub.wait_flushed()
+    proxy = rabbit_proxy.proxy
+    cfg = config(rabbit_proxy.url, heartbeat=6, confirm_timeout=1.0)
+    async with Publisher(cfg, metrics=metrics, name="noconfirm") as pub:
+        await pub.wait_connected()
+        await proxy.aio.add_toxic(proxy.name, "timeout", name="up", stream="upstream", timeout=0)
+        ids = {pub.submit({"seq": i}, routing_key=queue_name) for i in range(50)}
+        await wait_until(lambda: "confirm_timeout" in (pub.statistics().last_error or ""),
+                         within=6)  # fmt: skip
+        await proxy.aio.remove_toxic(proxy.name, "up")
+        await pub.wait_flushed()
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=50))
     assert set(arrivals.ids) == ids
 
