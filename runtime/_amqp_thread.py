@@ -146,7 +146,6 @@ class PikaSession:
         self._channel: Any = None
         self._intentional = False
         self._channel_loss: tuple[int, str] | None = None
-        self._opened = False
         self._ready = False
         self.ready_once = False  # announced Connected at least once: the attempt succeeded
         self._blocked = False
@@ -265,7 +264,6 @@ class PikaSession:
         return params
 
     def _on_open(self, conn: Any) -> None:
-        self._opened = True
         self._rx_at = time.monotonic()
         self._schedule_watchdog()
         conn.add_on_connection_blocked_callback(self._on_blocked)

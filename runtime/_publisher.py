@@ -56,8 +56,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from types import TracebackType
 
-    from anyio.abc import TaskGroup
-
     from ._metrics import HistogramSnapshot, Metrics
     from ._topology import Topology
 
@@ -156,15 +154,14 @@ class Publisher:
         self._new_id = MessageIds()
         metrics.add_publisher(name, self.statistics)
         self._stack: AsyncExitStack | None = None
-        self._tg: TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         stack = AsyncExitStack()
-        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
-        self._tg.start_soon(self._run, name=f"warren-publisher-{self._name}")
+        tg.start_soon(self._run, name=f"warren-publisher-{self._name}")
         return self
 
     async def __aexit__(
