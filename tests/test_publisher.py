@@ -146,7 +146,11 @@ async def test_broker_side_close_with_error_payload_reconnects_and_flushes(
 
 @pytest.mark.timeout(90)
 async def test_killed_socket_without_close_reconnects_and_flushes(
-    rabbit_proxy: ProxiedBroker, broker: Broker, queue_name: str, metrics: Metrics
+    rabbit_proxy: ProxiedBroker,
+    broker: Broker,
+    queue_name: str,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The socket dies with RST and no close handshake: no error payload at all."""
     proxy = rabbit_proxy.proxy
@@ -167,7 +171,8 @@ async def test_killed_socket_without_close_reconnects_and_flushes(
     assert stats.buffer_depth == 0
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue_name, expect=sent))
     assert arrivals.distinct == sent  # nothing lost; duplicates only from the in-flight window
-    assert "stream_lost" in (stats.last_error or "")
+    # the loss itself (last_error may be a later refused reconnect while the RST toxic stays)
+    assert caplog.text.count("kind=stream_lost") >= 3
 
 
 async def test_intentional_close_does_not_reconnect(broker_url: str, metrics: Metrics) -> None:
