@@ -3,11 +3,15 @@
 After the topology is declared, ``Consuming.start`` sets QoS (prefetch) and starts a
 consumer; every message becomes a ``Delivered`` event, and a broker-side ``basic.cancel``
 (the queue was deleted) ends the connection so the worker reconnects, re-declares and
-resumes. Acks arrive from the event loop in batches and are sent on this thread.
+resumes. Acks arrive from the event loop in batches and are sent on this thread: the
+finished prefix of the delivery order as one ``multiple`` ack, anything finished out of order
+on its own at once (so a slow handler never holds back the acks of later messages, which would
+shrink the prefetch window).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
@@ -38,6 +42,9 @@ class Consuming:
         self._emit = emit
         self._on_cancelled = on_cancelled
         self._channel: Any = None
+        self._order: deque[int] = deque()  # delivered tags, oldest first, not yet covered
+        self._finished: set[int] = set()  # finished by the worker, no ack sent yet
+        self._sent: set[int] = set()  # acked on their own, still in _order
 
     def start(self, channel: Any, then: Callable[[], None]) -> None:
         """QoS, then consume; ``then`` runs once the broker confirmed the consumer."""
@@ -50,6 +57,7 @@ class Consuming:
         channel.basic_qos(prefetch_count=self._spec.prefetch, callback=consume)
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        self._order.append(method.delivery_tag)
         self._emit(
             Delivered(
                 self._session,
@@ -63,8 +71,25 @@ class Consuming:
         )
 
     def ack(self, tags: list[int]) -> None:
+        """Ack finished deliveries: one ``multiple`` ack for the finished prefix, single acks
+        for the rest. A tag the broker no longer knows would close the channel, so every tag
+        is acked exactly once, by one of the two."""
         channel = self._channel
         if channel is None or not channel.is_open:
             return  # unacked deliveries of a closed channel are redelivered by the broker
-        for tag in tags:
+        finished, sent, order = self._finished, self._sent, self._order
+        finished.update(tags)
+        highest = 0
+        while order and (order[0] in finished or order[0] in sent):
+            tag = order.popleft()
+            if tag in sent:
+                sent.discard(tag)
+            else:
+                finished.discard(tag)
+                highest = tag
+        if highest:
+            channel.basic_ack(highest, multiple=True)
+        for tag in finished:
             channel.basic_ack(tag)
+            sent.add(tag)
+        finished.clear()

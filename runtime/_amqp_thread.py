@@ -194,6 +194,7 @@ class PikaSession:
             self._acks_scheduled = False
         if self._consuming is not None:
             self._consuming.ack(tags)
+            self._coalesce_tx()
 
     def _on_consumer_cancelled(self) -> None:
         self._consumer_cancelled = True

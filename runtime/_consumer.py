@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, final
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, final
 
 import anyio
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("warren.consumer")
 
 Outcome = Literal["ack", "retry", "dead_letter"]
+_T = TypeVar("_T")
 ATTEMPTS_HEADER = "x-warren-attempts"
 HANDLER_BUCKETS = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -251,12 +252,77 @@ class Consumer:
                 end.close()
 
     async def _work(self, work: MemoryObjectReceiveStream[Delivered]) -> None:
+        """One task of the handler pool: handlers that succeed are settled in place; a
+        failure (or timeout) leaves the fast path to be retried or dead-lettered."""
         async with work:
-            async for delivery in work:
-                await self._handle(delivery)
+            while True:
+                failed = await self._run_handlers(work)
+                if failed is None:
+                    return  # the work stream ended: shutting down
+                delivery, message, exc, started = failed
+                outcome = await self._settle_failure(message, exc)
+                self._finish(delivery, outcome, started)
+
+    async def _run_handlers(
+        self, work: MemoryObjectReceiveStream[Delivered]
+    ) -> tuple[Delivered, Message, Exception, float] | None:
+        """Run handlers until one fails; None when the work stream ends.
+
+        All handlers of this run share one cancel scope whose deadline moves per message:
+        entering a fresh scope per message (``fail_after``) costs more than a fast handler.
+        The scope fires only during a handler (the deadline is infinite between them), so
+        when it does, ``current`` is the delivery that ran out of time.
+        """
+        timeout = self._config.handler_timeout
+        clock = self._clock
+        current: tuple[Delivered, Message, float] | None = None
+        with anyio.CancelScope() as scope:
+            while True:
+                try:
+                    delivery = work.receive_nowait()  # a batch is taken without a yield each
+                except anyio.WouldBlock:
+                    try:
+                        delivery = await work.receive()
+                    except anyio.EndOfStream:
+                        return None
+                except anyio.EndOfStream:
+                    return None
+                message = _message(delivery)
+                started = clock()
+                current = (delivery, message, started)
+                scope.deadline = anyio.current_time() + timeout
+                try:
+                    await self._handler(message)
+                except Exception as exc:  # the handler's failure, whatever it is
+                    return delivery, message, exc, started
+                scope.deadline = math.inf
+                current = None
+                self._finish(delivery, "ack", started)
+        if current is None:
+            # a handler swallowed its cancellation and returned; it was settled as a success
+            return await self._run_handlers(work)
+        delivery, message, started = current
+        return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
+
+    def _finish(self, delivery: Delivered, outcome: Outcome, started: float) -> None:
+        self._latency.observe(self._clock() - started)
+        self._done_tx.send_nowait((delivery, outcome))
+
+    async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
+        """Re-publish a failed message (retry queue or DLQ) before its original is acked."""
+        if isinstance(exc, PoisonMessage):
+            await self._dead_letter(message, "poison", exc)
+            return "dead_letter"
+        if message.attempt >= self._config.max_attempts:
+            await self._dead_letter(message, "attempts_exhausted", exc)
+            return "dead_letter"
+        not_before = exc.delay if isinstance(exc, RetryLater) else 0.0
+        await self._retry(message, exc, not_before)
+        return "retry"
 
     async def _serve(self, work: MemoryObjectSendStream[Delivered]) -> None:
         deadline = math.inf
+        concurrency = self._config.concurrency
         while True:
             if self._closing.is_set():
                 if deadline == math.inf:
@@ -267,30 +333,57 @@ class Consumer:
                 if self._in_flight == 0 or self._clock() >= deadline:
                     return
             cases: dict[str, Any] = {"events": self._events_rx, "done": self._done_rx}
-            if not self._closing.is_set() and self._in_flight < self._config.concurrency:
+            if not self._closing.is_set() and self._in_flight < concurrency:
                 cases["deliveries"] = self._deliveries_rx
             timeout = None if deadline == math.inf else max(0.0, deadline - self._clock())
             if timeout is None and not self._closing.is_set():
                 timeout = 0.25  # re-check _closing (an Event, not a stream)
             match await select(**cases, timeout=timeout):
                 case Received("deliveries", delivery):
-                    if delivery.session > self._session:
-                        # Its Connected event was emitted first but sits in the other stream
-                        # (select picks at random): take the events up to it now.
-                        self._catch_up(delivery.session)
-                    if delivery.session != self._session:
-                        continue  # its connection is gone; the broker redelivers it
-                    self._in_flight += 1
-                    work.send_nowait(delivery)  # a worker is free: in_flight < concurrency
-                case Received("done", (delivery, outcome)):
-                    self._in_flight -= 1
-                    if self._conn.ack(delivery.session, [delivery.delivery_tag]):
-                        self._outcomes[outcome] += 1
-                    # else: that connection died; the broker redelivers (at-least-once)
+                    # take what else is waiting too: one select per burst, not per message
+                    self._dispatch(delivery, work)
+                    while self._in_flight < concurrency:
+                        try:
+                            delivery = self._deliveries_rx.receive_nowait()
+                        except anyio.WouldBlock:
+                            break
+                        self._dispatch(delivery, work)
+                case Received("done", first):
+                    self._settle([first, *_drain(self._done_rx)])
                 case Received("events", event):
                     self._on_event(event)
                 case Timeout():
                     pass
+
+    def _dispatch(self, delivery: Delivered, work: MemoryObjectSendStream[Delivered]) -> None:
+        if delivery.session > self._session:
+            # Its Connected event was emitted first but sits in the other stream (select
+            # picks at random): take the events up to it now.
+            self._catch_up(delivery.session)
+        if delivery.session != self._session:
+            return  # its connection is gone; the broker redelivers it
+        self._in_flight += 1
+        work.send_nowait(delivery)  # a worker is free: in_flight < concurrency
+
+    def _settle(self, finished: list[tuple[Delivered, Outcome]]) -> None:
+        """Ack a batch of finished deliveries, one hand-off per connection session."""
+        self._in_flight -= len(finished)
+        session = finished[0][0].session
+        tags: list[int] = []
+        outcomes: list[Outcome] = []
+        for delivery, outcome in finished:
+            if delivery.session != session:
+                self._ack(session, tags, outcomes)
+                session, tags, outcomes = delivery.session, [], []
+            tags.append(delivery.delivery_tag)
+            outcomes.append(outcome)
+        self._ack(session, tags, outcomes)
+
+    def _ack(self, session: int, tags: list[int], outcomes: list[Outcome]) -> None:
+        if self._conn.ack(session, tags):
+            for outcome in outcomes:
+                self._outcomes[outcome] += 1
+        # else: that connection died; the broker redelivers (at-least-once)
 
     def _catch_up(self, session: int) -> None:
         while self._session < session:
@@ -332,38 +425,6 @@ class Consumer:
                 raise ConnectionGaveUp(attempts, self._in_flight, last_error)
             case _:
                 pass
-
-    async def _handle(self, delivery: Delivered) -> None:
-        headers = delivery.headers
-        attempt = 1 + _int(headers.get(ATTEMPTS_HEADER))
-        message = Message(
-            delivery.message_id,
-            delivery.body,
-            headers,
-            delivery.redelivered,
-            attempt,
-            delivery.content_type,
-        )
-        started = self._clock()
-        outcome: Outcome
-        try:
-            with anyio.fail_after(self._config.handler_timeout):
-                await self._handler(message)
-            outcome = "ack"
-        except PoisonMessage as exc:
-            await self._dead_letter(message, "poison", exc)
-            outcome = "dead_letter"
-        except Exception as exc:  # the handler's failure, whatever it is: retry, then DLQ
-            if attempt >= self._config.max_attempts:
-                await self._dead_letter(message, "attempts_exhausted", exc)
-                outcome = "dead_letter"
-            else:
-                not_before = exc.delay if isinstance(exc, RetryLater) else 0.0
-                await self._retry(message, exc, not_before)
-                outcome = "retry"
-        finally:
-            self._latency.observe(self._clock() - started)
-        await self._done_tx.send((delivery, outcome))
 
     async def _retry(self, message: Message, exc: BaseException, not_before: float) -> None:
         level = message.attempt - 1
@@ -409,6 +470,27 @@ class Consumer:
             message_id=message.message_id,
             content_type=message.content_type,
         )
+
+
+def _message(delivery: Delivered) -> Message:
+    headers = delivery.headers
+    return Message(
+        delivery.message_id,
+        delivery.body,
+        headers,
+        delivery.redelivered,
+        1 + _int(headers.get(ATTEMPTS_HEADER)),
+        delivery.content_type,
+    )
+
+
+def _drain(stream: MemoryObjectReceiveStream[_T]) -> list[_T]:
+    items: list[_T] = []
+    while True:
+        try:
+            items.append(stream.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return items
 
 
 def _why(exc: BaseException) -> dict[str, object]:

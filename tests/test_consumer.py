@@ -4,6 +4,7 @@ queues, dead letters with reasons, poison, timeouts, broker-side cancel, shutdow
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,56 @@ async def test_acks_only_after_the_handler_succeeded(
     assert broker.depth(queue) == 0
     assert metric(metrics, "warren_deliveries_total", worker="c", outcome="ack") == 200
     assert metric(metrics, "warren_handler_seconds_count", worker="c") == 200
+
+
+async def test_out_of_order_finishes_are_acked_exactly_once(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """Handlers finish in random order: acks go out as one ``multiple`` ack for the finished
+    prefix plus single acks for the rest. A tag acked twice would make the broker close the
+    channel (redelivery, a reconnect); a tag never acked would stay unacked."""
+    seen: list[str] = []
+
+    async def jittery(message: Message) -> None:
+        await anyio.sleep(random.random() / 50)
+        seen.append(str(message.message_id))
+
+    config = cfg(broker_url, queue, concurrency=20, prefetch=40)
+    async with Consumer(config, jittery, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        for i in range(500):
+            broker.publish(queue, b"{}", message_id=f"j{i}")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 500)
+        stats = consumer.statistics()
+    assert sorted(seen) == sorted(f"j{i}" for i in range(500))  # each once: no redelivery
+    assert stats.reconnects == 0
+    assert broker.depth(queue) == 0
+
+
+async def test_a_slow_handler_does_not_hold_back_the_acks_of_later_messages(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """The first delivery hangs; the rest must still be acked (else the prefetch window of
+    5 fills with finished-but-unacked messages and consumption stops)."""
+    release = anyio.Event()
+    done: list[str] = []
+
+    async def handler(message: Message) -> None:
+        if message.message_id == "slow":
+            await release.wait()
+        done.append(str(message.message_id))
+
+    config = cfg(broker_url, queue, concurrency=5, prefetch=5, handler_timeout=60)
+    async with Consumer(config, handler, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="slow")
+        for i in range(50):
+            broker.publish(queue, b"{}", message_id=f"fast{i}")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 50)
+        assert "slow" not in done
+        release.set()
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 51)
+    assert broker.depth(queue) == 0
 
 
 async def test_retries_with_backoff_then_succeeds(
