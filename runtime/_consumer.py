@@ -30,12 +30,13 @@ from ._metrics import HistogramSnapshot, LatencyHistogram, Metrics
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
 from ._topology import Queue, Topology
+from ._work_queue import WorkQueue
 from ._worker import raise_single
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from anyio.streams.memory import MemoryObjectReceiveStream
 
     from ._config import ConsumerConfig
 
@@ -228,15 +229,12 @@ class Consumer:
         try:
             async with anyio.create_task_group() as tg, self._publisher:
                 tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
-                # a pool of ``concurrency`` handler tasks, fed one delivery at a time by the
-                # loop: no task is spawned per message
-                work_tx, work_rx = anyio.create_memory_object_stream[Delivered](
-                    self._config.concurrency
-                )
-                async with anyio.create_task_group() as handlers, work_tx, work_rx:
+                # a pool of ``concurrency`` handler tasks, fed by the loop: no task per message
+                work = WorkQueue[Delivered]()
+                async with anyio.create_task_group() as handlers:
                     for _ in range(self._config.concurrency):
-                        handlers.start_soon(self._work, work_rx.clone())
-                    await self._serve(work_tx)
+                        handlers.start_soon(self._work, work)
+                    await self._serve(work)
                     handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
                 await self._conn.aclose()
         finally:
@@ -251,22 +249,22 @@ class Consumer:
             ):
                 end.close()
 
-    async def _work(self, work: MemoryObjectReceiveStream[Delivered]) -> None:
-        """One task of the handler pool: handlers that succeed are settled in place; a
-        failure (or timeout) leaves the fast path to be retried or dead-lettered."""
-        async with work:
-            while True:
-                failed = await self._run_handlers(work)
-                if failed is None:
-                    return  # the work stream ended: shutting down
-                delivery, message, exc, started = failed
-                outcome = await self._settle_failure(message, exc)
-                self._finish(delivery, outcome, started)
+    async def _work(self, work: WorkQueue[Delivered]) -> None:
+        """One task of the handler pool, until cancelled: handlers that succeed are settled
+        in place; a failure (or timeout) leaves the fast path to be retried or dead-lettered."""
+        while True:
+            failed = await self._run_handlers(work)
+            if failed is None:
+                continue
+            delivery, message, exc, started = failed
+            self._latency.observe(self._clock() - started)
+            outcome = await self._settle_failure(message, exc)
+            self._done_tx.send_nowait((delivery, outcome))
 
     async def _run_handlers(
-        self, work: MemoryObjectReceiveStream[Delivered]
+        self, work: WorkQueue[Delivered]
     ) -> tuple[Delivered, Message, Exception, float] | None:
-        """Run handlers until one fails; None when the work stream ends.
+        """Run handlers until one fails (or times out) and return it.
 
         All handlers of this run share one cancel scope whose deadline moves per message:
         entering a fresh scope per message (``fail_after``) costs more than a fast handler.
@@ -278,15 +276,7 @@ class Consumer:
         current: tuple[Delivered, Message, float] | None = None
         with anyio.CancelScope() as scope:
             while True:
-                try:
-                    delivery = work.receive_nowait()  # a batch is taken without a yield each
-                except anyio.WouldBlock:
-                    try:
-                        delivery = await work.receive()
-                    except anyio.EndOfStream:
-                        return None
-                except anyio.EndOfStream:
-                    return None
+                delivery = await work.get()
                 message = _message(delivery)
                 started = clock()
                 current = (delivery, message, started)
@@ -297,16 +287,15 @@ class Consumer:
                     return delivery, message, exc, started
                 scope.deadline = math.inf
                 current = None
-                self._finish(delivery, "ack", started)
-        if current is None:
-            # a handler swallowed its cancellation and returned; it was settled as a success
-            return await self._run_handlers(work)
+                self._latency.observe(clock() - started)
+                self._done_tx.send_nowait((delivery, "ack"))
+                if scope.cancel_called:
+                    # The handler swallowed its timeout's cancellation and returned: settled
+                    # as a success; a fresh scope, so the next handler is not cut off for it.
+                    return None
+        assert current is not None  # the deadline is finite only while a handler runs
         delivery, message, started = current
         return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
-
-    def _finish(self, delivery: Delivered, outcome: Outcome, started: float) -> None:
-        self._latency.observe(self._clock() - started)
-        self._done_tx.send_nowait((delivery, outcome))
 
     async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
         """Re-publish a failed message (retry queue or DLQ) before its original is acked."""
@@ -320,7 +309,7 @@ class Consumer:
         await self._retry(message, exc, not_before)
         return "retry"
 
-    async def _serve(self, work: MemoryObjectSendStream[Delivered]) -> None:
+    async def _serve(self, work: WorkQueue[Delivered]) -> None:
         deadline = math.inf
         concurrency = self._config.concurrency
         while True:
@@ -355,7 +344,7 @@ class Consumer:
                 case Timeout():
                     pass
 
-    def _dispatch(self, delivery: Delivered, work: MemoryObjectSendStream[Delivered]) -> None:
+    def _dispatch(self, delivery: Delivered, work: WorkQueue[Delivered]) -> None:
         if delivery.session > self._session:
             # Its Connected event was emitted first but sits in the other stream (select
             # picks at random): take the events up to it now.
@@ -363,7 +352,7 @@ class Consumer:
         if delivery.session != self._session:
             return  # its connection is gone; the broker redelivers it
         self._in_flight += 1
-        work.send_nowait(delivery)  # a worker is free: in_flight < concurrency
+        work.put(delivery)  # a worker is free: in_flight < concurrency
 
     def _settle(self, finished: list[tuple[Delivered, Outcome]]) -> None:
         """Ack a batch of finished deliveries, one hand-off per connection session."""

@@ -109,6 +109,32 @@ async def test_a_slow_handler_does_not_hold_back_the_acks_of_later_messages(
     assert broker.depth(queue) == 0
 
 
+async def test_a_handler_that_swallows_its_timeout_does_not_cut_off_the_next_one(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    attempts: dict[str, list[int]] = {}
+
+    async def handler(message: Message) -> None:
+        attempts.setdefault(str(message.message_id), []).append(message.attempt)
+        if message.message_id == "stubborn":
+            try:
+                await anyio.sleep(5)
+            except anyio.get_cancelled_exc_class():
+                pass  # a handler bug: the timeout's cancellation swallowed
+        else:
+            await anyio.sleep(0.01)
+
+    config = cfg(broker_url, queue, handler_timeout=0.2, concurrency=1)
+    async with Consumer(config, handler, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="stubborn")
+        broker.publish(queue, b"{}", message_id="next")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 2)
+        outcomes = consumer.statistics().outcomes
+    assert attempts == {"stubborn": [1], "next": [1]}
+    assert outcomes == {"ack": 2, "retry": 0, "dead_letter": 0}
+
+
 async def test_retries_with_backoff_then_succeeds(
     broker_url: str, broker: Broker, queue: str, metrics: Metrics
 ) -> None:

@@ -61,13 +61,15 @@ class DirectConsumer:
             try:
                 ch = conn.channel()
                 ch.queue_declare(self.queue, durable=True)
-                for method, props, _body in ch.consume(self.queue, auto_ack=True,
-                                                       inactivity_timeout=0.1):  # fmt: skip
+                # manual acks: with auto-ack, what a broker restart catches on its way to
+                # this socket is gone, and the harness would report Warren's loss
+                for method, props, _body in ch.consume(self.queue, inactivity_timeout=0.1):
                     if self._stop.is_set():
                         break
                     if method is not None:
                         with self._lock:
                             self.ids[str(props.message_id)] += 1
+                        ch.basic_ack(method.delivery_tag)
             except pika.exceptions.AMQPError:
                 time.sleep(0.2)
             finally:
