@@ -30,6 +30,7 @@ from pika import spec
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 
 from ._amqp_consume import ConsumeSpec, Consuming
+from ._amqp_wire import frames
 from ._events import (
     Blocked,
     ChannelClosed,
@@ -418,29 +419,23 @@ class PikaSession:
                     self._hungry = True
 
     def _publish(self, jobs: list[Job]) -> None:
+        """Send a batch as one write: the frames were encoded at submit (``_amqp_wire``);
+        pika's connection gets the bytes (and counts them for its heartbeats)."""
         channel = self._channel
-        if not self._ready or channel is None or not channel.is_open:
+        if not jobs or not self._ready or channel is None or not channel.is_open:
             return  # the publisher still owns them and re-sends after the loss it will hear of
+        number = channel.channel_number
+        max_body = self._conn._body_max_length
+        out: list[bytes] = []
         tag = self._next_tag
-        # One properties object, re-filled per job: pika marshals a message into bytes inside
-        # basic_publish, so nothing keeps a reference to it afterwards.
-        props = pika.BasicProperties(delivery_mode=2 if self._config.persistent else 1)
-        publish = channel.basic_publish
-        try:
-            for job in jobs:
-                props.message_id = job.message_id
-                props.content_type = job.content_type
-                props.headers = job.headers
-                publish(job.exchange, job.routing_key, job.body, props, mandatory=True)
-                self._unconfirmed[tag] = job
-                tag += 1
-        except (pe.ChannelWrongStateError, pe.ConnectionWrongStateError, pe.StreamLostError):
-            log.debug("publish stopped: channel went away mid-batch")
-        finally:
-            if tag > self._next_tag:
-                self._batches.append((tag - 1, time.monotonic()))
-            self._next_tag = tag
-            self._coalesce_tx()
+        unconfirmed = self._unconfirmed
+        for job in jobs:
+            frames(out, number, job.wire_method, job.wire_header, job.body, max_body)
+            unconfirmed[tag] = job
+            tag += 1
+        self._conn._output_marshaled_frames([b"".join(out)])
+        self._batches.append((tag - 1, time.monotonic()))
+        self._next_tag = tag
 
     def _coalesce_tx(self) -> None:
         """Join pika's queued output into one buffer, so a batch leaves in one send().

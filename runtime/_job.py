@@ -36,6 +36,8 @@ class Job:
         "routing_key",
         "submitted_at",
         "waiter",
+        "wire_header",
+        "wire_method",
     )
 
     def __init__(
@@ -48,6 +50,7 @@ class Job:
         message_id: str,
         headers: Mapping[str, Any] | None,
         submitted_at: float,
+        wire: tuple[bytes, bytes],
     ) -> None:
         self.body = body
         self.content_type = content_type
@@ -56,6 +59,8 @@ class Job:
         self.message_id = message_id
         self.headers = dict(headers) if headers else None
         self.submitted_at = submitted_at
+        # the basic.publish method and content-header payloads (_amqp_wire.encode_publish)
+        self.wire_method, self.wire_header = wire
         self.waiter: Outcome | None = None
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ import anyio
 from anyio import ClosedResourceError, WouldBlock
 
 from ._amqp import AmqpConnection
+from ._amqp_wire import encode_publish
 from ._backoff import Backoff
 from ._config import PublisherConfig
 from ._events import (
@@ -297,21 +298,30 @@ class Publisher:
         if self._closing:
             raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs")
         # 63 characters are at most 252 UTF-8 bytes: encode only longer keys to measure them
-        if type(routing_key) is not str or (
-            len(routing_key) > 63 and len(routing_key.encode()) > 255
-        ):
-            raise InvalidJob("routing_key must be a str of at most 255 bytes")
         if message_id is not None and (not isinstance(message_id, str) or not message_id):
             raise InvalidJob("message_id must be a non-empty str")
         body, encoded_as = encode_body(payload, max_bytes=self._config.max_job_bytes)
+        content_type = content_type or encoded_as
+        exchange = self._config.exchange if exchange is None else exchange
+        message_id = message_id or self._new_id()
+        wire = encode_publish(
+            exchange=exchange,
+            routing_key=routing_key,
+            message_id=message_id,
+            content_type=content_type,
+            headers=headers,
+            persistent=self._config.persistent,
+            body_size=len(body),
+        )
         return Job(
             body=body,
-            content_type=content_type or encoded_as,
-            exchange=self._config.exchange if exchange is None else exchange,
+            content_type=content_type,
+            exchange=exchange,
             routing_key=routing_key,
-            message_id=message_id or self._new_id(),
+            message_id=message_id,
             headers=headers,
             submitted_at=self._clock(),
+            wire=wire,
         )
 
     def _accept(self, job: Job) -> None:

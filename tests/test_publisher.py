@@ -299,6 +299,14 @@ async def test_bad_input_is_refused_at_submit_and_poisons_nothing(
             pub.submit(b"x" * 1001, routing_key=queue_name)
         with pytest.raises(InvalidJob, match="routing_key"):
             pub.submit(b"x", routing_key="r" * 300)
+        with pytest.raises(InvalidJob, match="routing_key"):
+            pub.submit(b"x", routing_key=7)  # type: ignore[arg-type]
+        with pytest.raises(InvalidJob, match="message_id is 256 bytes"):
+            pub.submit(b"x", routing_key=queue_name, message_id="m" * 256)
+        with pytest.raises(InvalidJob, match="headers"):
+            pub.submit(b"x", routing_key=queue_name, headers={"tags": {1, 2}})
+        with pytest.raises(InvalidJob, match="exchange"):
+            pub.submit(b"x", routing_key=queue_name, exchange=b"ex")  # type: ignore[arg-type]
         assert pub.statistics().buffer_depth == 0
         await pub.publish(b"fine", routing_key=queue_name)
     assert pub.statistics().confirmed == 1
