@@ -5,6 +5,8 @@
    pipelined confirms (window 1,000) vs aio-pika connect_robust with confirms (window 1,000).
 2. select() overhead per item vs a bare receive().
 3. Memory per buffered 256-byte job while the broker is unreachable (100,000 jobs).
+4. Consumer throughput: pre-filled messages drained with a no-op handler, prefetch 100.
+5. API ``POST /messages`` latency, broker link up vs silently blackholed.
 
 Writes the table to docs/benchmarks.md (``--no-write`` to skip).
 """
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import consume, memory, publish, select_overhead
+from bench import api_latency, consume, memory, publish, select_overhead
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -64,6 +66,9 @@ def main() -> int:
 
     sel = select_overhead.measure()
     mem = memory.measure(100_000, args.size)
+    lat = api_latency.measure()
+    pct = api_latency.Latencies.pct
+    p99_ratio = pct(lat.down, 99) / pct(lat.up, 99)
 
     lines = [
         "| benchmark | result | target |",
@@ -94,6 +99,12 @@ def main() -> int:
         f"| memory per buffered {args.size}-byte job, broker unreachable (100,000 jobs) "
         f"| **{mem:.0f} bytes** | <= 1,024 bytes |"
     )
+    for name, xs in (("broker up", lat.up), ("broker link blackholed", lat.down)):
+        lines.append(
+            f"| API POST /messages, {name} ({len(xs):,} requests) "
+            f"| p50 {pct(xs, 50) * 1e3:.2f} ms, p99 {pct(xs, 99) * 1e3:.2f} ms | |"
+        )
+    lines.append(f"| **API p99 blackholed / p99 up** | **{p99_ratio:.2f}x** | <= 1.2x |")
     table = "\n".join(lines)
     print()
     print(table)
@@ -128,8 +139,13 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "select overhead: 200,000 items through a memory stream, `select(jobs=rx, events=ev)` "
         "(two cases, like the worker loop) vs `await rx.receive()`.\n\n"
         "Memory: tracemalloc delta after submitting 100,000 jobs to a Publisher whose broker "
-        "refuses connections, divided by the job count (payload, message id, Job object, buffer "
-        "slot).\n"
+        "refuses connections, divided by the job count (payload, message id, Job object, its "
+        "encoded frames, buffer slot).\n\n"
+        "API latency: `warren proxy` in front of the broker, `warren run api` publishing through "
+        "it (heartbeat 2 s), requests posted one at a time from the bench process: 300 to warm "
+        "up, then with the link up, then while the link is blackholed (no FIN, no RST) for at "
+        f"least {api_latency.HEARTBEAT * 3 + 2} s, so the watchdog fires and reconnects fail "
+        "while requests keep coming; every push is answered `queued` (buffered).\n"
     )
     print(f"\nwrote {doc}")
 

@@ -32,6 +32,11 @@ SETTINGS = (
     Setting(env="WARREN_PUSH_TIMEOUT", default="10", help="seconds per provider request"),
     Setting(env="WARREN_PUSH_MAX_ATTEMPTS", default="5", help="attempts before dead-lettering"),
     Setting(env="WARREN_PUSH_RETRY_BASE", default="1", help="first retry delay, seconds"),
+    Setting(
+        env="WARREN_PUSH_SHUTDOWN_TIMEOUT",
+        default="10",
+        help="on SIGTERM: seconds for pushes in flight to finish; the rest are redelivered",
+    ),
 )
 
 
@@ -64,6 +69,7 @@ async def main(ctx: ServiceContext) -> None:
         max_attempts=env_int(ctx.env, "WARREN_PUSH_MAX_ATTEMPTS", 5),
         retry_base=env_float(ctx.env, "WARREN_PUSH_RETRY_BASE", 1.0),
         handler_timeout=timeout * 1.5,
+        shutdown_timeout=env_float(ctx.env, "WARREN_PUSH_SHUTDOWN_TIMEOUT", 10.0),
     )
     permanent = Counter("warren_push_permanent_failures", "Pushes the provider refused for good.",
                         ["reason"], registry=ctx.metrics.registry)  # fmt: skip
