@@ -38,13 +38,15 @@ from ._exceptions import (
     WarrenError,
 )
 from ._metrics import Metrics
+from ._ops_server import OpsServer
 from ._publisher import Publisher, PublisherStatistics
 from ._redact import redact_url
 from ._select import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
 from ._service import Service, ServiceContext, Setting
 from ._topology import Binding, Exchange, Queue, Topology
+from ._version import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "DEFAULT_URL",
@@ -79,6 +81,7 @@ __all__ = [
     "Message",
     "Metrics",
     "Nacked",
+    "OpsServer",
     "Overflow",
     "PoisonMessage",
     "PublishError",

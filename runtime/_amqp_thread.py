@@ -87,15 +87,36 @@ def _loss_from(session: int, reason: BaseException | None) -> ConnectionLost:
 
 
 def _open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFailed:
-    """Map a failed open; ACCESS_REFUSED is fatal, everything else is retried."""
-    errors: list[Any] = [err]
-    if isinstance(err, AMQPConnectionWorkflowFailed):
-        errors = list(err.exceptions) or errors
-    last = errors[-1]
-    text = redact_text(f"{type(last).__name__}: {last}")
-    fatal = isinstance(last, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError) or (
-        "ACCESS_REFUSED" in text
-        or (isinstance(last, pe.ConnectionClosedByBroker) and last.reply_code == 403)
+    """Map a failed open; ACCESS_REFUSED is fatal, everything else is retried.
+
+    pika wraps the cause two or three times (``AMQPConnectionError`` around a workflow
+    failure around a connector error around the ``OSError``); the detail names the innermost
+    one, e.g. ``ConnectionRefusedError: [Errno 111] Connection refused``.
+    """
+    chain: list[Any] = [err]
+    while True:
+        last = chain[-1]
+        if isinstance(last, AMQPConnectionWorkflowFailed) and last.exceptions:
+            chain.append(last.exceptions[-1])
+        elif isinstance(getattr(last, "exception", None), BaseException):
+            chain.append(last.exception)  # pika's AMQPConnectorException family
+        elif (
+            isinstance(last, pe.AMQPConnectionError)
+            and len(last.args) == 1
+            and isinstance(last.args[0], BaseException)
+        ):
+            chain.append(last.args[0])
+        else:
+            break
+    last = chain[-1]
+    text = redact_text(f"{type(last).__name__}: {last}".rstrip(": "))
+    fatal = (
+        any(
+            isinstance(e, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError)
+            or (isinstance(e, pe.ConnectionClosedByBroker) and e.reply_code == 403)
+            for e in chain
+        )
+        or "ACCESS_REFUSED" in text
     )
     return ConnectFailed(attempt, redact_url(url), text, fatal=fatal)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from importlib.metadata import entry_points
 
 from ._config import env_settings_help
 from ._exceptions import ConfigError
+from ._logging import configure_logging
 from ._runner import DEFAULT_METRICS_ADDR, EXIT_CONFIG, run_service
 from ._service import Service
 
@@ -33,6 +33,7 @@ def load_services() -> dict[str, Service]:
 def _settings_epilog(services: dict[str, Service]) -> str:
     rows = [*env_settings_help(), ("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR)]
     rows.append(("WARREN_LOG_LEVEL", "INFO"))
+    rows.append(("WARREN_LOG_FORMAT", "text   (text | json: one JSON object per line)"))
     lines = ["settings (environment, with defaults):"]
     lines += [f"  {var:<32} {default}" for var, default in rows]
     for service in services.values():
@@ -80,25 +81,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    if args.command == "proxy":
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
-        from .testing._proxy_cli import run_proxy
-
-        return run_proxy(args.host, args.port, args.config)
     if args.command == "services":
         for name, service in services.items():
             print(f"{name}\t{service.help}")
         return 0
-    level = os.environ.get("WARREN_LOG_LEVEL", "INFO").upper()
-    if level not in logging.getLevelNamesMapping():
-        print(f"warren: {ConfigError('WARREN_LOG_LEVEL', f'unknown level {level!r}')}",
-              file=sys.stderr)  # fmt: skip
+    try:
+        configure_logging(os.environ)
+    except ConfigError as exc:
+        print(f"warren: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING if level != "DEBUG" else logging.DEBUG)
+    if args.command == "proxy":
+        from .testing._proxy_cli import run_proxy
+
+        return run_proxy(args.host, args.port, args.config)
     return run_service(services[args.service], os.environ, backend=args.backend)
 
 

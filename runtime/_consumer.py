@@ -26,6 +26,7 @@ from ._amqp import AmqpConnection
 from ._amqp_consume import ConsumeSpec
 from ._events import Connected, ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
 from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage, RetryLater
+from ._link_state import LinkState
 from ._metrics import HistogramSnapshot, LatencyHistogram, Metrics
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
@@ -82,6 +83,8 @@ class ConsumerStatistics:
     outcomes: Mapping[str, int]
     handler_seconds: HistogramSnapshot
     last_error: str | None
+    disconnected_seconds: float
+    failed: str | None
 
 
 @final
@@ -181,13 +184,10 @@ class Consumer:
             conn_config, metrics=metrics, name=f"{name}.requeue", topology=self.topology
         )
         self._session = 0
-        self._connected = False
-        self._ever_connected = False
-        self._reconnects = 0
+        self._link = LinkState(clock)
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0}
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
-        self._last_error: str | None = None
         self._closing = anyio.Event()
         self._connected_event = anyio.Event()
         self._stack: AsyncExitStack | None = None
@@ -214,13 +214,16 @@ class Consumer:
         await self._connected_event.wait()
 
     def statistics(self) -> ConsumerStatistics:
+        link = self._link
         return ConsumerStatistics(
-            connected=self._connected,
-            reconnects=self._reconnects,
+            connected=link.connected,
+            reconnects=link.reconnects,
             in_flight=self._in_flight,
             outcomes=dict(self._outcomes),
             handler_seconds=self._latency.snapshot(),
-            last_error=self._last_error,
+            last_error=link.last_error,
+            disconnected_seconds=link.disconnected_seconds(),
+            failed=link.failed,
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -238,7 +241,7 @@ class Consumer:
                     handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
                 await self._conn.aclose()
         finally:
-            self._connected = False
+            self._link.connected = False
             for end in (
                 self._events_tx,
                 self._events_rx,
@@ -386,16 +389,16 @@ class Consumer:
         match event:
             case Connected(session, url):
                 self._session = session
-                self._connected = True
-                if self._ever_connected:
-                    self._reconnects += 1
+                if self._link.up():
                     log.warning("connection.reconnected worker=%s url=%s", self._name, url)
-                self._ever_connected = True
+                else:
+                    log.info("connection.up worker=%s url=%s", self._name, url)
                 self._connected_event.set()
             case ConnectionLost(session, kind, detail):
                 if session == self._session:
-                    self._connected = False
-                self._last_error = f"{kind}: {detail}"
+                    self._link.down(kind, detail)
+                else:
+                    self._link.last_error = f"{kind}: {detail}"
                 log.warning(
                     "connection.lost worker=%s kind=%s in_flight=%d %s",
                     self._name,
@@ -404,13 +407,15 @@ class Consumer:
                     detail,
                 )
             case ConnectFailed(attempt, url, detail, fatal):
-                self._last_error = detail
+                self._link.last_error = detail
                 if fatal:
+                    self._link.fail("the broker refused the credentials")
                     raise AccessRefused(url, detail)
                 log.warning(
                     "connection.failed worker=%s attempt=%d %s", self._name, attempt, detail
                 )
             case GaveUp(attempts, last_error):
+                self._link.fail(f"gave up reconnecting after {attempts} attempts")
                 raise ConnectionGaveUp(attempts, self._in_flight, last_error)
             case _:
                 pass

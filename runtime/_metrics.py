@@ -19,8 +19,11 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
+
+from ._version import VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -83,7 +86,15 @@ class Metrics:
         self.registry = registry
         self._publishers: dict[str, Callable[[], PublisherStatistics]] = {}
         self._consumers: dict[str, Callable[[], ConsumerStatistics]] = {}
-        registry.register(_Collector(self._publishers, self._consumers))
+        registry.register(_Collector(self._publishers, self._consumers, VERSION))
+
+    def publishers(self) -> dict[str, PublisherStatistics]:
+        """A statistics snapshot of every registered publisher, by worker name."""
+        return {name: stats() for name, stats in list(self._publishers.items())}
+
+    def consumers(self) -> dict[str, ConsumerStatistics]:
+        """A statistics snapshot of every registered consumer, by worker name."""
+        return {name: stats() for name, stats in list(self._consumers.items())}
 
     def add_publisher(self, worker: str, statistics: Callable[[], PublisherStatistics]) -> None:
         """Export ``worker``'s statistics. A new worker under the same name replaces it."""
@@ -100,15 +111,20 @@ class _Collector:
         self,
         publishers: dict[str, Callable[[], PublisherStatistics]],
         consumers: dict[str, Callable[[], ConsumerStatistics]],
+        version: str,
     ) -> None:
         self._publishers = publishers
         self._consumers = consumers
+        self._version = version
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
         families = self._families()
+        info = InfoMetricFamily("warren", "The Warren runtime serving these metrics.")
+        info.add_metric([], {"version": self._version})
+        families.append(info)
         by_name = {f.name: f for f in families}
         for worker, statistics in list(self._publishers.items()):
             _add_publisher(by_name, worker, statistics())
@@ -128,6 +144,13 @@ class _Collector:
             GaugeMetricFamily("warren_connection_blocked",
                               "1 while the broker blocks publishing (resource alarm).", labels=w),
             CounterMetricFamily("warren_reconnects", "Successful reconnections.", labels=w),
+            CounterMetricFamily("warren_disconnected_seconds",
+                                "Time spent without a broker connection.", labels=w),
+            CounterMetricFamily("warren_confirm_timeouts",
+                                "Connections dropped because a publish stayed unconfirmed.",
+                                labels=w),
+            GaugeMetricFamily("warren_buffer_oldest_job_age_seconds",
+                              "How long the oldest unsettled job has waited.", labels=w),
             CounterMetricFamily("warren_jobs_submitted", "Jobs accepted into the buffer.",
                                 labels=w),
             CounterMetricFamily("warren_jobs_confirmed", "Jobs acked by the broker.", labels=w),
@@ -154,6 +177,9 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
     add("warren_connection_up", 1.0 if s.connected else 0.0)
     add("warren_connection_blocked", 1.0 if s.blocked else 0.0)
     add("warren_reconnects", s.reconnects)
+    add("warren_disconnected_seconds", s.disconnected_seconds)
+    add("warren_confirm_timeouts", s.confirm_timeouts)
+    add("warren_buffer_oldest_job_age_seconds", s.oldest_job_age)
     add("warren_jobs_submitted", s.submitted)
     add("warren_jobs_confirmed", s.confirmed)
     add("warren_jobs_returned", s.returned)
@@ -167,6 +193,7 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
 def _add_consumer(families: dict[str, Metric], worker: str, s: ConsumerStatistics) -> None:
     families["warren_connection_up"].add_metric([worker], 1.0 if s.connected else 0.0)  # type: ignore[attr-defined]
     families["warren_reconnects"].add_metric([worker], s.reconnects)  # type: ignore[attr-defined]
+    families["warren_disconnected_seconds"].add_metric([worker], s.disconnected_seconds)  # type: ignore[attr-defined]
     families["warren_handlers_in_flight"].add_metric([worker], s.in_flight)  # type: ignore[attr-defined]
     for outcome, n in s.outcomes.items():
         families["warren_deliveries"].add_metric([worker, outcome], n)  # type: ignore[attr-defined]

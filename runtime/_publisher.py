@@ -49,6 +49,7 @@ from ._exceptions import (
     PublisherClosed,
 )
 from ._job import Job, MessageIds, Outcome, encode_body
+from ._link_state import LinkState
 from ._metrics import LatencyHistogram
 from ._select import Closed, Default, Received, Timeout, select
 from ._worker import raise_single
@@ -84,6 +85,12 @@ class PublisherStatistics:
     last_error: str | None
     seconds_since_confirm: float | None
     confirm_seconds: HistogramSnapshot
+    oldest_job_age: float
+    """Seconds the oldest unsettled job has waited (0 when the buffer is empty)."""
+    disconnected_seconds: float
+    confirm_timeouts: int
+    failed: str | None
+    """Why the worker stopped for good (gave up reconnecting, credentials refused)."""
 
 
 @final
@@ -137,19 +144,17 @@ class Publisher:
         self._handoff_limit = 2 * self._config.max_in_flight
         self._depth = 0
         self._session = 0
-        self._connected = False
+        self._link = LinkState(self._clock)
         self._blocked = False
         self._closing = False
         self._deadline = _NO_DEADLINE
-        self._ever_connected = False
-        self._last_error: str | None = None
         self._last_confirm: float | None = None
         self._room = anyio.Event()
         self._full_reported = False
         self._flushed = anyio.Event()
         self._drained = anyio.Event()  # set while the buffer is empty
         self._connected_event = anyio.Event()
-        self._counts = {"submitted": 0, "confirmed": 0, "returned": 0, "nacked": 0, "reconn": 0}
+        self._counts = {"submitted": 0, "confirmed": 0, "returned": 0, "nacked": 0}
         self._dropped = {"refused": 0, "evicted": 0, "shutdown": 0, "gave_up": 0}
         self._confirm_latency = LatencyHistogram()
         self._new_id = MessageIds()
@@ -276,7 +281,7 @@ class Publisher:
                 self._full_reported = True
                 log.warning(
                     "buffer.full worker=%s capacity=%d policy=%s connected=%s",
-                    self._name, self._config.buffer_size, policy, self._connected,
+                    self._name, self._config.buffer_size, policy, self._link.connected,
                 )  # fmt: skip
             if policy == "drop-oldest":
                 self._evict_oldest()
@@ -352,9 +357,11 @@ class Publisher:
     def statistics(self) -> PublisherStatistics:
         """Counters and state now; cheap enough to call from a health check."""
         c = self._counts
-        since = None if self._last_confirm is None else self._clock() - self._last_confirm
+        link = self._link
+        now = self._clock()
+        since = None if self._last_confirm is None else now - self._last_confirm
         return PublisherStatistics(
-            connected=self._connected,
+            connected=link.connected,
             blocked=self._blocked,
             buffer_depth=self._depth,
             buffer_capacity=self._config.buffer_size,
@@ -364,11 +371,26 @@ class Publisher:
             returned=c["returned"],
             dropped=dict(self._dropped),
             nacked=c["nacked"],
-            reconnects=c["reconn"],
-            last_error=self._last_error,
+            reconnects=link.reconnects,
+            last_error=link.last_error,
             seconds_since_confirm=since,
             confirm_seconds=self._confirm_latency.snapshot(),
+            oldest_job_age=self._oldest_job_age(now),
+            disconnected_seconds=link.disconnected_seconds(),
+            confirm_timeouts=link.confirm_timeouts,
+            failed=link.failed,
         )
+
+    def _oldest_job_age(self, now: float) -> float:
+        # Jobs are settled roughly in submit order: the oldest is at the head of the re-send
+        # queue, of the in-flight jobs, or of the stream (peeked: anyio 4's buffer deque).
+        heads = [self._retry[0].submitted_at] if self._retry else []
+        if self._inflight:
+            heads.append(next(iter(self._inflight)).submitted_at)
+        waiting = self._jobs_rx._state.buffer  # anyio 4 internals (pinned), as in _select
+        if waiting:
+            heads.append(waiting[0].submitted_at)
+        return max(0.0, now - min(heads)) if heads else 0.0
 
     async def wait_connected(self) -> None:
         """Return once the first connection is up (topology declared)."""
@@ -388,7 +410,7 @@ class Publisher:
                 await self._serve()
                 await self._conn.aclose()
         finally:
-            self._connected = False
+            self._link.connected = False
             for end in (self._jobs_tx, self._jobs_rx, self._events_tx, self._events_rx):
                 end.close()
             self._flushed.set()
@@ -406,7 +428,9 @@ class Publisher:
                     return
             else:
                 remaining = math.inf
-            can_send = self._connected and not self._blocked and len(self._inflight) < handoff_limit
+            can_send = (
+                self._link.connected and not self._blocked and len(self._inflight) < handoff_limit
+            )
             if can_send and self._retry and (wait := self._resend_at - self._clock()) > 0:
                 # paused after a nack; new jobs wait too, so order is kept
                 match await select(events=self._events_rx, timeout=min(wait, remaining)):
@@ -467,13 +491,10 @@ class Publisher:
                 self._on_confirmed(session, jobs)
             case Connected(session, url):
                 self._session = session
-                self._connected = True
-                if self._ever_connected:
-                    self._counts["reconn"] += 1
+                if self._link.up():
                     log.warning("connection.reconnected worker=%s url=%s", self._name, url)
                 else:
                     log.info("connection.up worker=%s url=%s", self._name, url)
-                self._ever_connected = True
                 self._connected_event.set()
             case ConnectionLost(session, kind, detail, clean, code):
                 self._on_lost(session, kind, detail, clean, code)
@@ -501,18 +522,20 @@ class Publisher:
                 self._blocked = False
                 log.info("connection.unblocked worker=%s", self._name)
             case ChannelClosed(_, code, text):
-                self._last_error = f"channel closed by broker: {code} {text}"
+                self._link.last_error = f"channel closed by broker: {code} {text}"
                 log.error("channel.closed worker=%s reply=%d %s", self._name, code, text)
             case ConnectFailed(attempt, url, detail, fatal):
-                self._last_error = detail
+                self._link.last_error = detail
                 if fatal:
                     log.error("connection.refused worker=%s url=%s %s", self._name, url, detail)
+                    self._link.fail("the broker refused the credentials")
                     raise AccessRefused(url, detail)
                 log.warning(
                     "connection.failed worker=%s url=%s attempt=%d %s",
                     self._name, url, attempt, detail,
                 )  # fmt: skip
             case GaveUp(attempts, last_error):
+                self._link.fail(f"gave up reconnecting after {attempts} attempts")
                 lost = self._depth
                 self._drop_all("gave_up")
                 log.critical(
@@ -544,15 +567,14 @@ class Publisher:
     def _on_lost(self, session: int, kind: str, detail: str, clean: bool, code: int) -> None:
         if session != self._session:
             # a connection that never became ready; ConnectFailed-like, nothing in flight
-            self._last_error = f"{kind}: {detail}"
+            self._link.last_error = f"{kind}: {detail}"
             log.warning("connection.lost worker=%s kind=%s %s", self._name, kind, detail)
             return
-        self._connected = False
+        self._link.down(kind, detail)
         self._blocked = False
         pending = list(self._inflight)
         self._inflight.clear()
         self._retry.extendleft(reversed(pending))
-        self._last_error = f"{kind}: {detail}"
         log.warning(
             "connection.lost worker=%s kind=%s clean=%s in_flight=%d buffered=%d %s",
             self._name, kind, clean, len(pending), self._depth, detail,

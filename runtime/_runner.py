@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import logging
 import signal
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import anyio
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from ._config import PublisherConfig, parse_addr
 from ._exceptions import AccessRefused, ConfigError, ConnectionGaveUp
 from ._metrics import Metrics
+from ._ops_server import OpsServer
 from ._service import Service, ServiceContext
 from ._worker import raise_single
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
 log = logging.getLogger("warren.runner")
 
@@ -39,22 +39,6 @@ EXIT_CONFIG = 2
 EXIT_GAVE_UP = 3
 EXIT_ACCESS_REFUSED = 4
 DEFAULT_METRICS_ADDR = "127.0.0.1:9100"
-
-
-@contextmanager
-def _metrics_server(addr: str, registry: CollectorRegistry) -> Iterator[None]:
-    host, port = parse_addr("WARREN_METRICS_ADDR", addr)
-    try:
-        server, thread = start_http_server(port, host, registry)
-    except OSError as exc:
-        raise ConfigError("WARREN_METRICS_ADDR", f"cannot listen on {addr}: {exc}") from None
-    log.info("metrics.serving addr=%s", addr)
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 async def _watch_signals(ctx: ServiceContext, scope: anyio.CancelScope) -> None:
@@ -68,8 +52,10 @@ async def _watch_signals(ctx: ServiceContext, scope: anyio.CancelScope) -> None:
                 scope.cancel()
 
 
-async def _serve(service: Service, ctx: ServiceContext) -> None:
-    async with anyio.create_task_group() as tg:
+async def _serve(service: Service, ctx: ServiceContext, ops_addr: str) -> None:
+    # bound before the service starts: a busy WARREN_METRICS_ADDR fails fast (exit code 2)
+    async with OpsServer(ctx.metrics, ops_addr), anyio.create_task_group() as tg:
+        log.info("ops.serving addr=%s endpoints=/metrics,/healthz,/readyz", ops_addr)
         tg.start_soon(_watch_signals, ctx, tg.cancel_scope)
         await service.main(ctx)
         tg.cancel_scope.cancel()
@@ -81,11 +67,12 @@ def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asy
         publisher_config = PublisherConfig.from_env(env)
         registry = CollectorRegistry()
         ctx = ServiceContext(env=env, metrics=Metrics(registry), publisher_config=publisher_config)
-        with _metrics_server(env.get("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR), registry):
-            try:
-                anyio.run(_serve, service, ctx, backend=backend)
-            except BaseExceptionGroup as group:
-                raise_single(group)
+        ops_addr = env.get("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR)
+        parse_addr("WARREN_METRICS_ADDR", ops_addr)
+        try:
+            anyio.run(_serve, service, ctx, ops_addr, backend=backend)
+        except BaseExceptionGroup as group:
+            raise_single(group)
     except ConfigError as exc:
         log.error("config.invalid %s", exc)
         return EXIT_CONFIG

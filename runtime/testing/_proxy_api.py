@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import h11
 from anyio.abc import SocketAttribute, TaskStatus
 
+from .._http11 import HttpRequest, HttpResponse, serve_http
 from ._proxy import FaultProxy, split_addr
 from ._toxics import ToxicSpecError, parse_toxic, update_toxic
 
@@ -226,33 +226,14 @@ class FaultProxyServer:
         raise ApiError("404 page not found", 404)
 
     async def _http(self, stream: SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        async with stream:
-            while True:
-                request = await _next_event(conn, stream)
-                if not isinstance(request, h11.Request):
-                    return
-                body = b""
-                while True:
-                    event = await _next_event(conn, stream)
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                status, payload = await self._answer(request, body)
-                await _respond(conn, stream, status, payload)
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    return
-                try:
-                    conn.start_next_cycle()
-                except h11.LocalProtocolError:
-                    return
+        await serve_http(stream, self._answer)
 
-    async def _answer(self, request: h11.Request, body: bytes) -> Response:
-        method = request.method.decode()
-        path = request.target.decode()
+    async def _answer(self, request: HttpRequest) -> HttpResponse:
+        status, payload = await self._answer_json(request.method, request.target, request.body)
+        body = b"" if payload is None else json.dumps(payload).encode() + b"\n"
+        return HttpResponse(status, body)
+
+    async def _answer_json(self, method: str, path: str, body: bytes) -> Response:
         try:
             parsed: object = json.loads(body) if body.strip() else {}
         except ValueError as exc:
@@ -261,33 +242,6 @@ class FaultProxyServer:
             return await self._route(method, path, parsed)
         except ApiError as exc:
             return exc.status, {"error": str(exc), "status": exc.status}
-
-
-async def _next_event(conn: h11.Connection, stream: SocketStream) -> object:
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return None
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await stream.receive(65536)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-            data = b""
-        conn.receive_data(data)
-
-
-async def _respond(conn: h11.Connection, stream: SocketStream, status: int, payload: Any) -> None:
-    body = b"" if payload is None else json.dumps(payload).encode() + b"\n"
-    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    try:
-        await stream.send(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        if body:
-            await stream.send(conn.send(h11.Data(data=body)) or b"")
-        await stream.send(conn.send(h11.EndOfMessage()) or b"")
-    except (anyio.BrokenResourceError, OSError):
-        pass
 
 
 @contextmanager

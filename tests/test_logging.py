@@ -1,0 +1,102 @@
+"""Structured logs: stable event names with fields, text or JSON, credentials redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+
+from runtime import ConfigError
+from runtime._logging import configure_logging, parse_event
+from tests.test_cli import run
+from tests.test_publisher import free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_event_fields_and_free_text_are_told_apart() -> None:
+    assert parse_event("connection.lost worker=api kind=dead_link no bytes for 4.0s") == (
+        "connection.lost",
+        {"worker": "api", "kind": "dead_link"},
+        "no bytes for 4.0s",
+    )
+    assert parse_event("publish.returned worker=a routing_key='x y' reply=312 NO_ROUTE") == (
+        "publish.returned",
+        {"worker": "a", "routing_key": "x y", "reply": "312"},
+        "NO_ROUTE",
+    )
+    assert parse_event("Socket EOF; something from a library") == (
+        None,
+        {},
+        "Socket EOF; something from a library",
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_carry_the_event_and_its_fields() -> None:
+    out = io.StringIO()
+    configure_logging({"WARREN_LOG_FORMAT": "json"}, out)
+    log = logging.getLogger("warren.publisher")
+    log.warning("connection.lost worker=%s kind=%s in_flight=%d %s", "api", "dead_link", 3, "gone")
+    logging.getLogger("other").info("plain words")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["event"] == "connection.lost" and first["level"] == "warning"
+    assert first["worker"] == "api" and first["in_flight"] == "3"
+    assert first["message"] == "gone" and first["logger"] == "warren.publisher"
+    assert second["event"] == "log" and second["message"] == "plain words"
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_credentials_never_reach_a_log_line(fmt: str) -> None:
+    out = io.StringIO()
+    configure_logging({"WARREN_LOG_FORMAT": fmt}, out)
+    url = "amqp://warren:hunter2@broker:5672/%2F"
+    logging.getLogger("pika").error("connecting to %s failed", url)
+    try:
+        raise RuntimeError(f"cannot reach {url}")
+    except RuntimeError:
+        logging.getLogger("warren").exception("worker.crashed service=x")
+    text = out.getvalue()
+    assert "hunter2" not in text
+    assert "warren:***@broker" in text
+
+
+def test_unknown_format_or_level_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^WARREN_LOG_FORMAT: unknown format 'xml'"):
+        configure_logging({"WARREN_LOG_FORMAT": "xml"}, io.StringIO())
+    with pytest.raises(ConfigError, match=r"^WARREN_LOG_LEVEL"):
+        configure_logging({"WARREN_LOG_LEVEL": "LOUD"}, io.StringIO())
+
+
+def test_the_runner_logs_json_lines_end_to_end() -> None:
+    env = {
+        "WARREN_AMQP_URL": f"amqp://guest:s3cret@127.0.0.1:{free_port()}/%2F",
+        "WARREN_RECONNECT_MAX_ATTEMPTS": "2",
+        "WARREN_LOG_FORMAT": "json",
+    }
+    done = run("run", "demo-publisher", env=env)
+    assert done.returncode == 3, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    events = {line["event"] for line in lines}
+    assert {"connection.failed", "connection.gave_up"} <= events
+    gave_up = next(line for line in lines if line["event"] == "connection.gave_up")
+    assert gave_up["worker"] and gave_up["attempts"] == "2"
+    assert "s3cret" not in done.stderr
+    bad = run("run", "demo-publisher", env={"WARREN_LOG_FORMAT": "xml"})
+    assert bad.returncode == 2 and "WARREN_LOG_FORMAT" in bad.stderr
