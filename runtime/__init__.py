@@ -44,9 +44,7 @@ from ._redact import redact_url
 from ._select import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
 from ._service import Service, ServiceContext, Setting
 from ._topology import Binding, Exchange, Queue, Topology
-from ._version import VERSION
-
-__version__ = VERSION
+from ._version import VERSION as __version__
 
 __all__ = [
     "DEFAULT_URL",
