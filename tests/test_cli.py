@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -33,6 +34,7 @@ def test_help_lists_services_settings_and_exit_codes() -> None:
     assert "exit codes" in top.stdout
     sub = run("run", "--help")
     names = "AMQP_URL HEARTBEAT BUFFER_SIZE OVERFLOW RECONNECT_MAX_ATTEMPTS METRICS_ADDR DEMO_JOBS"
+    names += " LOG_LEVEL LOG_FORMAT"
     for name in names.split():
         assert f"WARREN_{name}" in sub.stdout
     assert "guest:guest" not in sub.stdout, "the default URL's password is shown redacted"
@@ -109,6 +111,10 @@ def test_sigterm_stops_serves_metrics_and_counts_what_it_could_not_flush() -> No
                 pass
             time.sleep(0.1)
         assert 'warren_connection_up{worker="demo"} 0.0' in body
+        live = json_at(f"http://127.0.0.1:{metrics_port}/healthz")
+        ready = json_at(f"http://127.0.0.1:{metrics_port}/readyz")
+        assert live == (200, True), "disconnected is not dead"
+        assert ready == (503, False), "a full buffer while disconnected is not ready"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -118,6 +124,16 @@ def test_sigterm_stops_serves_metrics_and_counts_what_it_could_not_flush() -> No
     assert "submitted=100 confirmed=0 returned=0 dropped=100" in out
     assert "shutdown.unflushed" in err
     assert "jobs_dropped=100" in err
+
+
+def json_at(url: str) -> tuple[int, bool]:
+    """(status, live or ready) of a health endpoint; 503 answers carry the body too."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            status, body = r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, json.loads(exc.read())
+    return status, bool(body["live"] if url.endswith("healthz") else body["ready"])
 
 
 def test_proxy_command_serves_the_toxiproxy_api_and_stops_on_sigterm(tmp_path: Any) -> None:
