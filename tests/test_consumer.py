@@ -6,17 +6,21 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from runtime import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
+from runtime.testing import partition
+from tests.broker import rabbitmqctl, warren_connection_pids
 from tests.test_publisher import metric, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from runtime.testing.pytest_plugin import ProxiedBroker
     from tests.broker import Broker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
@@ -240,6 +244,50 @@ async def test_resumes_after_the_broker_cancels_the_consumer(
         broker.publish(queue, b"{}", message_id="after")  # the queue was re-declared
         await wait_until(lambda: handled == ["before", "after"])
     assert "consumer_cancelled" in (consumer.statistics().last_error or "")
+
+
+@pytest.mark.parametrize("fault", ["blackhole", "close_connection"])
+async def test_rides_out_a_lost_connection_and_handles_every_message(
+    rabbit_proxy: ProxiedBroker, broker: Broker, queue: str, metrics: Metrics, fault: str
+) -> None:
+    """The link dies mid-stream (silently, or closed by the broker): the consumer notices,
+    reconnects, re-declares and resumes. Every message is handled; a message is handled twice
+    only when the broker redelivered it (its ack was lost with the connection)."""
+    n = 400
+    seen: list[tuple[str, bool]] = []
+    halfway, release = anyio.Event(), anyio.Event()
+
+    async def handler(message: Message) -> None:
+        seen.append((str(message.message_id), message.redelivered))
+        if len(seen) >= n // 3:
+            halfway.set()
+            await release.wait()  # handlers are mid-flight when the link dies
+        await anyio.sleep(0.005)
+
+    config = cfg(rabbit_proxy.url, queue, heartbeat=1, concurrency=10, prefetch=20)
+    worker = f"lost-{fault}-{anyio.get_current_task().id}"
+    async with Consumer(config, handler, metrics=metrics, name=worker) as consumer:
+        await consumer.wait_connected()
+        for i in range(n):
+            broker.publish(queue, b"{}", message_id=f"m{i}")
+        await halfway.wait()
+        if fault == "blackhole":
+            async with partition(rabbit_proxy.proxy):
+                await wait_until(lambda: not consumer.statistics().connected, within=10)
+        else:
+            pids = await anyio.to_thread.run_sync(warren_connection_pids, worker)
+            assert len(pids) == 1
+            await anyio.to_thread.run_sync(rabbitmqctl, "close_connection", pids[0], "test")
+        await wait_until(lambda: consumer.statistics().reconnects >= 1, within=20)
+        release.set()  # their acks belong to the dead connection: the broker redelivers
+        await wait_until(lambda: {m for m, _ in seen} == {f"m{i}" for i in range(n)}, within=30)
+        await wait_until(lambda: broker.depth(queue) == 0, within=10)
+    counts = Counter(m for m, _ in seen)
+    twice = [m for m, c in counts.items() if c > 1]
+    redelivered = {m for m, r in seen if r}
+    assert twice, "the messages in flight when the link died were redelivered"
+    assert set(twice) <= redelivered, "handled twice without a redelivery"
+    assert consumer.statistics().outcomes["ack"] >= n
 
 
 async def test_shutdown_acks_what_finished_and_leaves_the_rest(
