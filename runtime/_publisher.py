@@ -384,12 +384,16 @@ class Publisher:
     def _oldest_job_age(self, now: float) -> float:
         # Jobs are settled roughly in submit order: the oldest is at the head of the re-send
         # queue, of the in-flight jobs, or of the stream (peeked: anyio 4's buffer deque).
-        heads = [self._retry[0].submitted_at] if self._retry else []
-        if self._inflight:
-            heads.append(next(iter(self._inflight)).submitted_at)
-        waiting = self._jobs_rx._state.buffer  # anyio 4 internals (pinned), as in _select
-        if waiting:
-            heads.append(waiting[0].submitted_at)
+        # A scrape from another thread may race the loop; then this scrape reads 0.
+        try:
+            heads = [self._retry[0].submitted_at] if self._retry else []
+            if self._inflight:
+                heads.append(next(iter(self._inflight)).submitted_at)
+            waiting = self._jobs_rx._state.buffer  # anyio 4 internals (pinned), as in _select
+            if waiting:
+                heads.append(waiting[0].submitted_at)
+        except (RuntimeError, IndexError, StopIteration):
+            return 0.0
         return max(0.0, now - min(heads)) if heads else 0.0
 
     async def wait_connected(self) -> None:
