@@ -445,6 +445,8 @@ class PikaSession:
         channel = self._channel
         if not jobs or not self._ready or channel is None or not channel.is_open:
             return  # the publisher still owns them and re-sends after the loss it will hear of
+        if not self._conn.is_open:
+            return  # the stream is going away (pika closes the channel in the same callback)
         number = channel.channel_number
         max_body = self._conn._body_max_length
         out: list[bytes] = []
