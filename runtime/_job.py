@@ -10,14 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from typing import TYPE_CHECKING, Any, final
+from typing import final
 
 import anyio
 
 from ._exceptions import InvalidJob, JobDropped, JobReturned, PublishError
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 JSON_CONTENT_TYPE = "application/json"
 BYTES_CONTENT_TYPE = "application/octet-stream"
@@ -29,9 +26,7 @@ class Job:
 
     __slots__ = (
         "body",
-        "content_type",
         "exchange",
-        "headers",
         "message_id",
         "routing_key",
         "submitted_at",
@@ -44,20 +39,16 @@ class Job:
         self,
         *,
         body: bytes,
-        content_type: str,
         exchange: str,
         routing_key: str,
         message_id: str,
-        headers: Mapping[str, Any] | None,
         submitted_at: float,
         wire: tuple[bytes, bytes],
     ) -> None:
         self.body = body
-        self.content_type = content_type
         self.exchange = exchange
         self.routing_key = routing_key
         self.message_id = message_id
-        self.headers = dict(headers) if headers else None
         self.submitted_at = submitted_at
         # the basic.publish method and content-header payloads (_amqp_wire.encode_publish)
         self.wire_method, self.wire_header = wire

@@ -320,11 +320,9 @@ class Publisher:
         )
         return Job(
             body=body,
-            content_type=content_type,
             exchange=exchange,
             routing_key=routing_key,
             message_id=message_id,
-            headers=headers,
             submitted_at=self._clock(),
             wire=wire,
         )
