@@ -15,7 +15,7 @@ pika's encoder); the one piece of pika used here is its field-table encoder, for
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from pika import data as _pika_data
 from pika import exceptions as _pika_exceptions
@@ -43,39 +43,68 @@ def _short(value: str, what: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
-def encode_publish(
-    *,
-    exchange: str,
-    routing_key: str,
-    message_id: str,
-    content_type: str,
-    headers: Mapping[str, Any] | None,
-    persistent: bool,
-    body_size: int,
-) -> tuple[bytes, bytes]:
-    """The method and content-header payloads of one mandatory ``basic.publish``.
+@final
+class PublishEncoder:
+    """Encodes ``basic.publish`` payloads for one publisher.
 
-    Raises:
-        InvalidJob: a string over 255 bytes, or a header AMQP cannot carry.
+    The method payload (exchange, routing key) and the content type's bytes are the same for
+    most jobs of a publisher, so they are cached (bounded: the caches start over when full).
     """
-    method = b"".join(
-        (
-            _BASIC_PUBLISH,
-            _short(exchange, "exchange"),
-            _short(routing_key, "routing_key"),
-            _MANDATORY,
-        )
-    )
-    flags = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID | (_HEADERS if headers else 0)
-    pieces = [_HEADER_START.pack(60, 0, body_size, flags), _short(content_type, "content_type")]
-    if headers:
-        try:
-            _pika_data.encode_table(pieces, dict(headers))
-        except (_pika_exceptions.AMQPError, struct.error, TypeError, ValueError) as exc:
-            raise InvalidJob(f"headers cannot be sent over AMQP: {exc!r}") from None
-    pieces.append(b"\x02" if persistent else b"\x01")
-    pieces.append(_short(message_id, "message_id"))
-    return method, b"".join(pieces)
+
+    __slots__ = ("_limit", "_methods", "_mode", "_types")
+
+    def __init__(self, *, persistent: bool, cache_size: int = 1024) -> None:
+        self._mode = b"\x02" if persistent else b"\x01"
+        self._limit = cache_size
+        self._methods: dict[tuple[str, str], bytes] = {}
+        self._types: dict[str, bytes] = {}
+
+    def __call__(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        content_type: str,
+        headers: Mapping[str, Any] | None,
+        body_size: int,
+    ) -> tuple[bytes, bytes]:
+        """The method and content-header payloads of one mandatory ``basic.publish``.
+
+        Raises:
+            InvalidJob: a string over 255 bytes (or not a str), or a header AMQP cannot carry.
+        """
+        methods = self._methods
+        key = (exchange, routing_key)
+        method = methods.get(key) if type(exchange) is str and type(routing_key) is str else None
+        if method is None:
+            method = b"".join(
+                (
+                    _BASIC_PUBLISH,
+                    _short(exchange, "exchange"),
+                    _short(routing_key, "routing_key"),
+                    _MANDATORY,
+                )
+            )
+            if len(methods) >= self._limit:
+                methods.clear()
+            methods[key] = method
+        ctype = self._types.get(content_type) if type(content_type) is str else None
+        if ctype is None:
+            ctype = _short(content_type, "content_type")
+            if len(self._types) >= self._limit:
+                self._types.clear()
+            self._types[content_type] = ctype
+        flags = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID | (_HEADERS if headers else 0)
+        pieces = [_HEADER_START.pack(60, 0, body_size, flags), ctype]
+        if headers:
+            try:
+                _pika_data.encode_table(pieces, dict(headers))
+            except (_pika_exceptions.AMQPError, struct.error, TypeError, ValueError) as exc:
+                raise InvalidJob(f"headers cannot be sent over AMQP: {exc!r}") from None
+        pieces.append(self._mode)
+        pieces.append(_short(message_id, "message_id"))
+        return method, b"".join(pieces)
 
 
 def frames(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pika import frame, spec
 
 from runtime import InvalidJob
-from runtime._amqp_wire import encode_publish, frames
+from runtime._amqp_wire import PublishEncoder, frames
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,20 +78,23 @@ def test_frames_equal_pikas(
         "headers": headers,
         "persistent": persistent,
     }
-    method, header = encode_publish(**job, body_size=len(body))
-    out: list[bytes] = []
-    frames(out, channel, method, header, body, max_body)
-    assert b"".join(out) == pika_frames(channel, job, body, max_body)
+    expected = pika_frames(channel, job, body, max_body)
+    encode = PublishEncoder(persistent=job.pop("persistent"), cache_size=2)
+    for _ in range(2):  # encoded afresh, then from the caches
+        method, header = encode(**job, body_size=len(body))
+        out: list[bytes] = []
+        frames(out, channel, method, header, body, max_body)
+        assert b"".join(out) == expected
 
 
 def test_what_cannot_go_on_the_wire_is_refused_with_the_field_named() -> None:
+    encode_publish = PublishEncoder(persistent=True)
     ok: dict[str, Any] = {
         "exchange": "",
         "routing_key": "q",
         "message_id": "m",
         "content_type": "application/json",
         "headers": None,
-        "persistent": True,
         "body_size": 0,
     }
     with pytest.raises(InvalidJob, match="routing_key is 256 bytes"):
@@ -102,3 +105,8 @@ def test_what_cannot_go_on_the_wire_is_refused_with_the_field_named() -> None:
         encode_publish(**{**ok, "headers": {"k": object()}})
     with pytest.raises(InvalidJob, match="headers"):
         encode_publish(**{**ok, "headers": {"k" * 300: 1}})
+    with pytest.raises(InvalidJob, match="routing_key must be a str"):
+        encode_publish(**{**ok, "routing_key": ["not", "hashable"]})
+    encode_publish(**ok)  # cached now; a bad one is still refused, not served from a cache
+    with pytest.raises(InvalidJob, match="exchange must be a str"):
+        encode_publish(**{**ok, "exchange": b""})

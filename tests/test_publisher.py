@@ -443,3 +443,21 @@ def test_only_pikas_own_exceptions_count_as_connection_failures() -> None:
     with pytest.raises(ZeroDivisionError) as ours:
         _ = 1 / 0
     assert not _raised_inside_pika(ours.value)
+
+
+async def test_a_tight_enqueue_loop_still_honours_cancellation(metrics: Metrics) -> None:
+    """enqueue() yields only when it must wait, but it checks for cancellation at least every
+    64 calls: a producer loop that never awaits anything else can still be cancelled."""
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    cfg = config(dead, buffer_size=100_000, flush_timeout=0)
+    async with Publisher(cfg, metrics=metrics, name="tight") as pub:
+        calls_after_cancel = 0
+        with anyio.CancelScope() as scope:
+            for i in range(10_000):
+                if i == 10:
+                    scope.cancel()
+                if scope.cancel_called:
+                    calls_after_cancel += 1
+                await pub.enqueue(b"x", routing_key="q")
+    assert scope.cancelled_caught
+    assert calls_after_cancel <= 64
