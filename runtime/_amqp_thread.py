@@ -461,12 +461,13 @@ class PikaSession:
         self._next_tag = tag
 
     def _coalesce_tx(self) -> None:
-        """Join pika's queued output into one buffer, so a batch leaves in one send().
+        """Join pika's queued output into one buffer, so a batch of acks leaves in one send().
 
-        pika queues every frame separately (three per message) and sends them one syscall
-        each; every syscall releases the GIL to the event loop thread and back. Joining the
-        queued chunks keeps order and byte count and cuts that to one send per batch. If a
-        pika version lacks these internals, this does nothing.
+        pika queues every frame separately and sends them one syscall each; every syscall
+        releases the GIL to the event loop thread and back. Joining the queued chunks keeps
+        order and byte count and cuts that to one send per batch. (Publishes need none of
+        this: ``_publish`` writes a batch as one buffer already.) If a pika version lacks
+        these internals, this does nothing.
         """
         transport = getattr(self._conn, "_transport", None)
         buffers = getattr(transport, "_tx_buffers", None)

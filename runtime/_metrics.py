@@ -86,7 +86,7 @@ class Metrics:
         self.registry = registry
         self._publishers: dict[str, Callable[[], PublisherStatistics]] = {}
         self._consumers: dict[str, Callable[[], ConsumerStatistics]] = {}
-        registry.register(_Collector(self._publishers, self._consumers, VERSION))
+        registry.register(_Collector(self._publishers, self._consumers))
 
     def publishers(self) -> dict[str, PublisherStatistics]:
         """A statistics snapshot of every registered publisher, by worker name."""
@@ -111,11 +111,9 @@ class _Collector:
         self,
         publishers: dict[str, Callable[[], PublisherStatistics]],
         consumers: dict[str, Callable[[], ConsumerStatistics]],
-        version: str,
     ) -> None:
         self._publishers = publishers
         self._consumers = consumers
-        self._version = version
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
@@ -123,7 +121,7 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         info = InfoMetricFamily("warren", "The Warren runtime serving these metrics.")
-        info.add_metric([], {"version": self._version})
+        info.add_metric([], {"version": VERSION})
         families.append(info)
         by_name = {f.name: f for f in families}
         for worker, statistics in list(self._publishers.items()):

@@ -10,6 +10,7 @@ for the rules.
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -22,7 +23,7 @@ from ._health import check
 from ._http11 import HttpRequest, HttpResponse, serve_http
 
 if TYPE_CHECKING:
-    from anyio.abc import Listener, TaskGroup
+    from anyio.abc import Listener
 
     from ._metrics import Metrics
 
@@ -41,7 +42,7 @@ class OpsServer:
         self._addr = addr
         self._setting = setting
         self._listener: Listener[SocketStream] | None = None
-        self._tg: TaskGroup | None = None
+        self._stack = AsyncExitStack()
 
     @property
     def port(self) -> int:
@@ -56,16 +57,14 @@ class OpsServer:
             )
         except OSError as exc:
             raise ConfigError(self._setting, f"cannot listen on {self._addr}: {exc}") from None
-        self._tg = tg = anyio.create_task_group()
-        await tg.__aenter__()
+        await self._stack.enter_async_context(listener)  # closed last
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(tg.cancel_scope.cancel)  # stop serving first
         tg.start_soon(listener.serve, self._connection)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._tg is not None and self._listener is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-        await self._listener.aclose()
+        await self._stack.aclose()
 
     async def _connection(self, stream: SocketStream) -> None:
         await serve_http(stream, self.answer)

@@ -88,7 +88,7 @@ def test_frames_equal_pikas(
 
 
 def test_what_cannot_go_on_the_wire_is_refused_with_the_field_named() -> None:
-    encode_publish = PublishEncoder(persistent=True)
+    encode = PublishEncoder(persistent=True)
     ok: dict[str, Any] = {
         "exchange": "",
         "routing_key": "q",
@@ -98,15 +98,15 @@ def test_what_cannot_go_on_the_wire_is_refused_with_the_field_named() -> None:
         "body_size": 0,
     }
     with pytest.raises(InvalidJob, match="routing_key is 256 bytes"):
-        encode_publish(**{**ok, "routing_key": "é" * 128})
+        encode(**{**ok, "routing_key": "é" * 128})
     with pytest.raises(InvalidJob, match="content_type must be a str"):
-        encode_publish(**{**ok, "content_type": None})
+        encode(**{**ok, "content_type": None})
     with pytest.raises(InvalidJob, match="headers"):
-        encode_publish(**{**ok, "headers": {"k": object()}})
+        encode(**{**ok, "headers": {"k": object()}})
     with pytest.raises(InvalidJob, match="headers"):
-        encode_publish(**{**ok, "headers": {"k" * 300: 1}})
+        encode(**{**ok, "headers": {"k" * 300: 1}})
     with pytest.raises(InvalidJob, match="routing_key must be a str"):
-        encode_publish(**{**ok, "routing_key": ["not", "hashable"]})
-    encode_publish(**ok)  # cached now; a bad one is still refused, not served from a cache
+        encode(**{**ok, "routing_key": ["not", "hashable"]})
+    encode(**ok)  # cached now; a bad one is still refused, not served from a cache
     with pytest.raises(InvalidJob, match="exchange must be a str"):
-        encode_publish(**{**ok, "exchange": b""})
+        encode(**{**ok, "exchange": b""})

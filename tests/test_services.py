@@ -73,10 +73,13 @@ class Stack:
         async with httpx.AsyncClient() as client:
             return dict((await client.get(f"{self.fake}/received")).json())
 
-    async def wait_received(self, distinct: int, within: float = 20) -> dict[str, Any]:
-        """Poll the fake provider (an HTTP server: no event to wait on) with a deadline."""
+    async def wait_received(
+        self, distinct: int, within: float = 20, *, count: str = "distinct"
+    ) -> dict[str, Any]:
+        """Poll the fake provider (an HTTP server: no event to wait on) with a deadline until
+        its ``count`` (distinct pushes delivered, or attempts) reaches the number given."""
         with anyio.fail_after(within):
-            while (got := await self.received())["distinct"] < distinct:  # noqa: ASYNC110
+            while (got := await self.received())[count] < distinct:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
         return got
 
@@ -147,7 +150,7 @@ async def test_shutdown_mid_flight_acks_only_what_was_delivered(
             await stack.faults(latency_ms=3000)  # the next pushes hang past the deadline
             for _ in range(5):
                 await post(client, stack)
-            await wait_until_async(lambda: attempts(stack), 10)
+            await stack.wait_received(10, within=10, count="attempts")
         # the sender has stopped: 5 acked (delivered), 5 cut off and back on the queue
         acked = sender.metrics.registry.get_sample_value(
             "warren_deliveries_total", {"worker": "push-sender", "outcome": "ack"}
@@ -161,17 +164,6 @@ async def test_shutdown_mid_flight_acks_only_what_was_delivered(
     # duplicate (at-least-once), never a loss
     assert got["distinct"] == 10
     assert got["duplicates"] <= 5
-
-
-async def attempts(s: Stack) -> bool:
-    return int((await s.received())["attempts"]) >= 10
-
-
-async def wait_until_async(predicate: Any, within: float) -> None:
-    """Poll an HTTP-backed predicate (no event to wait on) with a deadline."""
-    with anyio.fail_after(within):
-        while not await predicate():  # noqa: ASYNC110
-            await anyio.sleep(0.05)
 
 
 async def test_fcm_shape_with_a_bearer_token(broker_url: str, broker: Broker) -> None:
