@@ -4,26 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench chaos clean
+.PHONY: test lint typecheck unit demo bench chaos clean tree
 
 CHAOS_MINUTES ?= 5
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py
 	$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python >= 3.11 required" && exit 1)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
-lint: $(STAMP)
-	$(BIN)/ruff format --check runtime services tests bench
-	$(BIN)/ruff check runtime services tests bench
+# The editable install imports warren from build/editable/warren, a tree of symlinks into
+# runtime/ and services/ (hatch_build.py); refresh it so new modules show up.
+tree: $(STAMP)
+	$(BIN)/python hatch_build.py
 
-typecheck: $(STAMP)
-	$(BIN)/mypy runtime services tests bench
+lint: tree
+	$(BIN)/ruff format --check runtime services tests bench hatch_build.py
+	$(BIN)/ruff check runtime services tests bench hatch_build.py
+	$(BIN)/lint-imports
+
+# mypy reads the package as it is imported (warren, through the symlink tree)
+typecheck: tree
+	$(BIN)/mypy build/editable/warren tests bench
 
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
-unit: $(STAMP)
+unit: tree
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
@@ -31,15 +38,15 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-demo: $(STAMP)
+demo: tree
 	$(BIN)/warren run demo-publisher
 
-bench: $(STAMP)
+bench: tree
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Randomized soak: random faults under steady load; exits non-zero on any loss.
-chaos: $(STAMP)
+chaos: tree
 	$(BIN)/python -m tests.chaos.soak --minutes $(CHAOS_MINUTES) $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .coverage

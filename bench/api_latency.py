@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pika
 
-from runtime.testing import ProxyHandle, ToxiproxyClient, partition_sync
+from warren.testing import ProxyHandle, ToxiproxyClient, partition_sync
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -12,7 +12,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from runtime import Consumer, ConsumerConfig, Message, Metrics
+from warren import Consumer, ConsumerConfig, Message, Metrics
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PREFETCH = 100

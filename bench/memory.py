@@ -9,7 +9,7 @@ import tracemalloc
 import anyio
 from prometheus_client import CollectorRegistry
 
-from runtime import Metrics, Publisher, PublisherConfig
+from warren import Metrics, Publisher, PublisherConfig
 
 
 def _free_port() -> int:

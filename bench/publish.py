@@ -11,7 +11,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from runtime import Metrics, Publisher, PublisherConfig, Queue, Topology
+from warren import Metrics, Publisher, PublisherConfig, Queue, Topology
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 QUEUE = "warren.bench"

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from runtime import Received, select
+from warren import Received, select
 
 N = 200_000
 

@@ -1,14 +1,15 @@
 """Warren: Go-style select workers for RabbitMQ side effects.
 
-# Layering: _select (no broker) <- _amqp_thread (the only pika code) <- _amqp (reconnects,
-# events) <- _publisher (the worker) <- _runner/_cli (processes). This module only
-# re-exports; everything public is listed in __all__.
+# Layering: _select (no broker) <- _amqp (the only pika code: thread, wire, reconnects) <-
+# _publisher / _consumer (the workers) <- _runner/_cli (processes); pyproject's import-linter
+# contract is the table. This module only re-exports; everything public is in __all__.
 """
 
-from ._backoff import Backoff
-from ._config import DEFAULT_URL, OVERFLOW_POLICIES, ConsumerConfig, Overflow, PublisherConfig
-from ._consumer import Consumer, ConsumerStatistics, Deduplicator, Handler, Message
-from ._events import (
+if __name__ != "warren":  # pragma: no cover - the repository folder imported by its own name
+    raise ImportError(f"import warren, not {__name__}: the runtime/ folder installs as warren")
+
+from ._amqp import (
+    Binding,
     Blocked,
     ChannelClosed,
     Confirmed,
@@ -17,11 +18,17 @@ from ._events import (
     ConnectionEvent,
     ConnectionLost,
     Delivered,
+    Exchange,
     GaveUp,
     Nacked,
+    Queue,
     Returned,
+    Topology,
     Unblocked,
 )
+from ._backoff import Backoff
+from ._config import DEFAULT_URL, OVERFLOW_POLICIES, ConsumerConfig, Overflow, PublisherConfig
+from ._consumer import Consumer, Deduplicator, Handler, Message
 from ._exceptions import (
     AccessRefused,
     BrokerError,
@@ -39,11 +46,11 @@ from ._exceptions import (
 )
 from ._metrics import Metrics
 from ._ops_server import OpsServer
-from ._publisher import Publisher, PublisherStatistics
+from ._publisher import Publisher
 from ._redact import redact_url
 from ._select import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
 from ._service import Service, ServiceContext, Setting
-from ._topology import Binding, Exchange, Queue, Topology
+from ._statistics import ConsumerStatistics, HistogramSnapshot, PublisherStatistics
 from ._version import VERSION as __version__
 
 __all__ = [
@@ -73,6 +80,7 @@ __all__ = [
     "Exchange",
     "GaveUp",
     "Handler",
+    "HistogramSnapshot",
     "InvalidJob",
     "JobDropped",
     "JobReturned",

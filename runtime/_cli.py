@@ -25,7 +25,7 @@ def load_services() -> dict[str, Service]:
     for ep in entry_points(group=_GROUP):
         service = ep.load()
         if not isinstance(service, Service):
-            raise TypeError(f"entry point {ep.name!r} in {_GROUP} is not a runtime Service")
+            raise TypeError(f"entry point {ep.name!r} in {_GROUP} is not a warren.Service")
         found[ep.name] = service
     return dict(sorted(found.items()))
 

@@ -22,15 +22,23 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, final
 
 import anyio
 
-from ._amqp import AmqpConnection
-from ._amqp_consume import ConsumeSpec
-from ._events import Connected, ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
+from ._amqp import (
+    AmqpConnection,
+    Connected,
+    ConnectFailed,
+    ConnectionEvent,
+    ConnectionLost,
+    ConsumeSpec,
+    Delivered,
+    GaveUp,
+    Queue,
+    Topology,
+)
 from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage, RetryLater
 from ._link_state import LinkState
-from ._metrics import HistogramSnapshot, LatencyHistogram, Metrics
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
-from ._topology import Queue, Topology
+from ._statistics import HANDLER_BUCKETS, ConsumerStatistics, LatencyHistogram
 from ._work_queue import WorkQueue
 from ._worker import raise_single
 
@@ -40,15 +48,13 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
 
     from ._config import ConsumerConfig
+    from ._metrics import Metrics
 
 log = logging.getLogger("warren.consumer")
 
 Outcome = Literal["ack", "retry", "dead_letter"]
 _T = TypeVar("_T")
 ATTEMPTS_HEADER = "x-warren-attempts"
-HANDLER_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
 
 
 @final
@@ -72,19 +78,6 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ConsumerStatistics:
-    connected: bool
-    reconnects: int
-    in_flight: int
-    outcomes: Mapping[str, int]
-    handler_seconds: HistogramSnapshot
-    last_error: str | None
-    disconnected_seconds: float
-    failed: str | None
 
 
 @final

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
-    from ._consumer import ConsumerStatistics
     from ._metrics import Metrics
-    from ._publisher import PublisherStatistics
+    from ._statistics import ConsumerStatistics, PublisherStatistics
 
 
 @final

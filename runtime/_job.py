@@ -50,7 +50,7 @@ class Job:
         self.routing_key = routing_key
         self.message_id = message_id
         self.submitted_at = submitted_at
-        # the basic.publish method and content-header payloads (_amqp_wire.PublishEncoder)
+        # the basic.publish method and content-header payloads (_amqp._wire.PublishEncoder)
         self.wire_method, self.wire_header = wire
         self.waiter: Outcome | None = None
 

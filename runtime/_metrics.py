@@ -11,8 +11,6 @@ routing key.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
 from prometheus_client.core import (
@@ -30,47 +28,9 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from ._consumer import ConsumerStatistics
-    from ._publisher import PublisherStatistics
+    from ._statistics import ConsumerStatistics, HistogramSnapshot, PublisherStatistics
 
-CONFIRM_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
 DROP_REASONS = ("refused", "evicted", "shutdown", "gave_up")
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class HistogramSnapshot:
-    """Per-bucket counts (not cumulative; the last bucket is +Inf) and the sum of values."""
-
-    bounds: tuple[float, ...]
-    counts: tuple[int, ...]
-    total: float
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-
-@final
-class LatencyHistogram:
-    """A lock-free histogram for one event loop: ``observe`` is a bisect and two adds."""
-
-    __slots__ = ("_bounds", "_counts", "_total")
-
-    def __init__(self, bounds: tuple[float, ...] = CONFIRM_BUCKETS) -> None:
-        self._bounds = bounds
-        self._counts = [0] * (len(bounds) + 1)
-        self._total = 0.0
-
-    def observe(self, value: float) -> None:
-        self._counts[bisect_left(self._bounds, value)] += 1
-        self._total += value
-
-    def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(self._bounds, tuple(self._counts), self._total)
 
 
 @final

@@ -16,17 +16,13 @@ import math
 import time
 from collections import deque
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import anyio
 from anyio import ClosedResourceError, WouldBlock
 
-from ._amqp import AmqpConnection
-from ._amqp_wire import PublishEncoder
-from ._backoff import Backoff
-from ._config import PublisherConfig
-from ._events import (
+from ._amqp import (
+    AmqpConnection,
     Blocked,
     ChannelClosed,
     Confirmed,
@@ -36,9 +32,12 @@ from ._events import (
     ConnectionLost,
     GaveUp,
     Nacked,
+    PublishEncoder,
     Returned,
     Unblocked,
 )
+from ._backoff import Backoff
+from ._config import PublisherConfig
 from ._exceptions import (
     AccessRefused,
     BufferFull,
@@ -50,48 +49,21 @@ from ._exceptions import (
 )
 from ._job import Job, MessageIds, Outcome, encode_body
 from ._link_state import LinkState
-from ._metrics import LatencyHistogram
 from ._select import Closed, Default, Received, Timeout, select
+from ._statistics import LatencyHistogram, PublisherStatistics
 from ._worker import raise_single
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from types import TracebackType
 
-    from ._metrics import HistogramSnapshot, Metrics
-    from ._topology import Topology
+    from ._amqp import Topology
+    from ._metrics import Metrics
 
 _CANCEL_CHECK_EVERY = 64
 log = logging.getLogger("warren.publisher")
 
 _NO_DEADLINE: Final = math.inf
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class PublisherStatistics:
-    """A snapshot of one publisher's counters (the metrics read the same numbers)."""
-
-    connected: bool
-    blocked: bool
-    buffer_depth: int
-    buffer_capacity: int
-    in_flight: int
-    submitted: int
-    confirmed: int
-    returned: int
-    dropped: Mapping[str, int]
-    nacked: int
-    reconnects: int
-    last_error: str | None
-    seconds_since_confirm: float | None
-    confirm_seconds: HistogramSnapshot
-    oldest_job_age: float
-    """Seconds the oldest unsettled job has waited (0 when the buffer is empty)."""
-    disconnected_seconds: float
-    confirm_timeouts: int
-    failed: str | None
-    """Why the worker stopped for good (gave up reconnecting, credentials refused)."""
 
 
 @final

@@ -1,3 +1,3 @@
-"""The runtime's version (also exported as ``runtime.__version__`` and ``warren_info``)."""
+"""The runtime's version (also exported as ``warren.__version__`` and ``warren_info``)."""
 
 VERSION = "0.1.0"

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from runtime._config import parse_addr
+from warren._config import parse_addr
 
 if TYPE_CHECKING:
     import anyio

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime import ConfigError
+from warren import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

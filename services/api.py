@@ -1,5 +1,5 @@
 """api: the producing API. ``POST /messages`` stores a message and submits a push job for its
-recipient through a ``runtime.Publisher``; its answer never waits for RabbitMQ.
+recipient through a ``warren.Publisher``; its answer never waits for RabbitMQ.
 
 - ``POST /messages`` ``{"from", "to", "text"}`` -> 202 ``{"id", "push": "queued"}`` (or
   ``"dropped"`` when the side-effect buffer refused it); 400 for a body that is not JSON,
@@ -22,10 +22,10 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime import BufferFull, Publisher, PublisherClosed, Service, ServiceContext, Setting
-from services._http import serve_asgi
-from services._settings import env_str
-from services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
+from warren import BufferFull, Publisher, PublisherClosed, Service, ServiceContext, Setting
+from warren.services._http import serve_asgi
+from warren.services._settings import env_str
+from warren.services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
 
 if TYPE_CHECKING:
     from starlette.requests import Request

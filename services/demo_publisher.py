@@ -7,7 +7,7 @@ import time
 
 import anyio
 
-from runtime import ConfigError, Publisher, Queue, Service, ServiceContext, Setting, Topology
+from warren import ConfigError, Publisher, Queue, Service, ServiceContext, Setting, Topology
 
 QUEUE = "warren.demo"
 # A bounded demo queue: repeated demos must not fill the broker's disk.

@@ -19,9 +19,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime import Service, ServiceContext, Setting
-from services._http import serve_asgi
-from services._settings import env_str
+from warren import Service, ServiceContext, Setting
+from warren.services._http import serve_asgi
+from warren.services._settings import env_str
 
 if TYPE_CHECKING:
     from starlette.requests import Request

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime import PoisonMessage, Queue, Topology
+from warren import PoisonMessage, Queue, Topology
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

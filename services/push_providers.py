@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from runtime import RetryLater
+from warren import RetryLater
 
 if TYPE_CHECKING:
-    from services.push_common import PushJob
+    from warren.services.push_common import PushJob
 
 PERMANENT = (400, 404, 410)
 

@@ -1,6 +1,6 @@
 """push-sender: consume ``push.notifications`` and deliver each job to the push provider.
 
-Runs a ``runtime.Consumer``: poison jobs go to the dead-letter queue with the reason, the
+Runs a ``warren.Consumer``: poison jobs go to the dead-letter queue with the reason, the
 provider's 429/5xx are retried through delay queues (Retry-After honoured), permanent
 refusals (400/404/410, UNREGISTERED) are counted and logged, not retried.
 """
@@ -12,10 +12,10 @@ import logging
 import httpx
 from prometheus_client import Counter
 
-from runtime import Consumer, ConsumerConfig, Message, Service, ServiceContext, Setting
-from services._settings import env_choice, env_float, env_int, env_secret, env_str
-from services.push_common import QUEUE, QUEUE_SETTING, parse_push_job, queue_name
-from services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
+from warren import Consumer, ConsumerConfig, Message, Service, ServiceContext, Setting
+from warren.services._settings import env_choice, env_float, env_int, env_secret, env_str
+from warren.services.push_common import QUEUE, QUEUE_SETTING, parse_push_job, queue_name
+from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
 
 log = logging.getLogger("warren.push")
 
@@ -47,7 +47,7 @@ def build_provider(ctx: ServiceContext) -> Provider:
         return WebhookProvider(url)
     token = env_secret(ctx.env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")
     if token is None:
-        from runtime import ConfigError
+        from warren import ConfigError
 
         raise ConfigError("WARREN_PUSH_FCM_TOKEN_FILE", "fcm needs a bearer token")
     return FcmProvider(url, token)

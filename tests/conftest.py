@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runtime import Metrics
 from tests.broker import BROKER_URL, Broker
+from warren import Metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

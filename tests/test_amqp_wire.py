@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from runtime import InvalidJob
-from runtime._amqp_wire import PublishEncoder, frames
+from warren import InvalidJob
+from warren._amqp._wire import PublishEncoder, frames
 
 pytestmark = pytest.mark.timeout(60)
 

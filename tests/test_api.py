@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import inspect
 
-import runtime
-from runtime import WarrenError
+import warren
+from warren import WarrenError
 
 
 def test_all_lists_every_public_name_and_each_imports() -> None:
     public = {
         name
-        for name, value in vars(runtime).items()
-        if not name.startswith("_") and not inspect.ismodule(value)  # runtime.testing
+        for name, value in vars(warren).items()
+        if not name.startswith("_") and not inspect.ismodule(value)  # warren.testing
     } | {"__version__"}
-    assert set(runtime.__all__) == public
-    for name in runtime.__all__:
-        assert getattr(runtime, name) is not None
+    assert set(warren.__all__) == public
+    for name in warren.__all__:
+        assert getattr(warren, name) is not None
 
 
 def test_every_exception_is_a_warren_error() -> None:
-    import runtime._exceptions as exc_module
+    import warren._exceptions as exc_module
 
     exceptions = [
         obj

@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_publisher import free_port
 
-WARREN = [sys.executable, "-m", "runtime._cli"]
+WARREN = [sys.executable, "-m", "warren._cli"]
 
 
 def run(
@@ -137,7 +137,7 @@ def json_at(url: str) -> tuple[int, bool]:
 
 
 def test_proxy_command_serves_the_toxiproxy_api_and_stops_on_sigterm(tmp_path: Any) -> None:
-    from runtime.testing import ToxiproxyClient
+    from warren.testing import ToxiproxyClient
 
     config = tmp_path / "proxies.json"
     spec = {"name": "rabbit", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:5672"}

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from runtime import Backoff, ConfigError, PublisherConfig, redact_url
-from runtime._config import parse_addr
+from warren import Backoff, ConfigError, PublisherConfig, redact_url
+from warren._config import parse_addr
 
 
 @pytest.mark.parametrize(

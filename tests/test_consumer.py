@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from runtime import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
-from runtime.testing import partition
 from tests.broker import rabbitmqctl, warren_connection_pids
 from tests.test_publisher import metric, wait_until
+from warren import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
+from warren.testing import partition
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runtime.testing.pytest_plugin import ProxiedBroker
     from tests.broker import Broker
+    from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
 

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from runtime import ConfigError
-from runtime._logging import configure_logging, parse_event
 from tests.test_cli import run
 from tests.test_publisher import free_port
+from warren import ConfigError
+from warren._logging import configure_logging, parse_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,9 +10,9 @@ import anyio
 import httpx
 import pytest
 
-import runtime
-from runtime import ConnectionGaveUp, Metrics, OpsServer, Publisher
+import warren
 from tests.test_publisher import config, free_port, wait_until
+from warren import ConnectionGaveUp, Metrics, OpsServer, Publisher
 
 if TYPE_CHECKING:
     from tests.broker import Broker
@@ -92,7 +92,7 @@ async def test_metrics_in_both_formats_with_the_contract_names(
     ):
         assert f'{name}{{worker="pub"' in text.text, name
     assert 'warren_jobs_dropped_total{reason="refused",worker="pub"} 0.0' in text.text
-    assert f'warren_info{{version="{runtime.__version__}"}} 1.0' in text.text
+    assert f'warren_info{{version="{warren.__version__}"}} 1.0' in text.text
     assert 'warren_jobs_confirmed_total{worker="pub"} 1.0' in text.text
     body: dict[str, Any] = r.json()
     assert r.status_code == 200 and body["workers"]["pub"]["connected"] is True
@@ -119,10 +119,10 @@ async def test_unknown_paths_and_methods_and_a_busy_address(metrics: Metrics) ->
             r = await client.post(f"http://127.0.0.1:{server.port}/metrics")
         assert r.status_code == 405
         busy = f"127.0.0.1:{server.port}"
-        with pytest.raises(runtime.ConfigError, match=r"^WARREN_METRICS_ADDR: cannot listen"):
+        with pytest.raises(warren.ConfigError, match=r"^WARREN_METRICS_ADDR: cannot listen"):
             async with OpsServer(metrics, busy):
                 pass
 
 
 def test_the_package_version_is_the_runtime_version() -> None:
-    assert importlib.metadata.version("warren") == runtime.__version__
+    assert importlib.metadata.version("warren") == warren.__version__

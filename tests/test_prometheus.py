@@ -13,16 +13,16 @@ import anyio
 import httpx
 import pytest
 
-from runtime import Metrics, OpsServer, Publisher
-from runtime.testing import partition
 from tests.prometheus_tools import DEPLOY, dashboard_exprs, tool
 from tests.test_publisher import config, free_port
+from warren import Metrics, OpsServer, Publisher
+from warren.testing import partition
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from runtime.testing.pytest_plugin import ProxiedBroker
+    from warren.testing.pytest_plugin import ProxiedBroker
 
 # one backend: this checks the integration with Prometheus; the endpoints themselves are
 # tested on both backends in test_ops.py

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runtime.testing import ToxiproxyClient, ToxiproxyError
+from warren.testing import ToxiproxyClient, ToxiproxyError
 
 
 def raw(client: ToxiproxyClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from runtime import (
+from tests.broker import Broker, rabbitmqctl, warren_connection_pids
+from warren import (
     AccessRefused,
     BufferFull,
     ConnectionGaveUp,
@@ -23,11 +24,10 @@ from runtime import (
     Queue,
     Topology,
 )
-from runtime.testing import partition
-from tests.broker import Broker, rabbitmqctl, warren_connection_pids
+from warren.testing import partition
 
 if TYPE_CHECKING:
-    from runtime.testing.pytest_plugin import ProxiedBroker
+    from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = pytest.mark.broker
 
@@ -435,7 +435,7 @@ def test_only_pikas_own_exceptions_count_as_connection_failures() -> None:
     must not be mistaken for one (they would be retried forever)."""
     import pika
 
-    from runtime._amqp_thread import _raised_inside_pika
+    from warren._amqp._thread import _raised_inside_pika
 
     with pytest.raises(ValueError, match="heartbeat") as from_pika:
         pika.URLParameters("amqp://h/?heartbeat=notanumber")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
+from warren import Closed, Default, Received, Send, Sent, Timeout, select, select_nowait
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream

@@ -13,16 +13,16 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from runtime import Metrics, PublisherConfig, Service, ServiceContext
-from runtime.testing import partition
-from services import api, fake_push_provider, push_sender
 from tests.test_publisher import free_port, wait_until
+from warren import Metrics, PublisherConfig, Service, ServiceContext
+from warren.services import api, fake_push_provider, push_sender
+from warren.testing import partition
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
 
-    from runtime.testing.pytest_plugin import ProxiedBroker
     from tests.broker import Broker
+    from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

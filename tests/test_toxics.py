@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from runtime.testing import ProxyHandle, ToxiproxyClient, partition
+from warren.testing import ProxyHandle, ToxiproxyClient, partition
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -9,8 +9,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runtime._work_queue import WorkQueue
 from tests.test_publisher import wait_until
+from warren._work_queue import WorkQueue
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -4,7 +4,7 @@
   ``warren proxy``) and a client for it or a real Toxiproxy (``ToxiproxyClient``).
 - ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
 - ``RabbitNode``: a throwaway RabbitMQ node for destructive tests.
-- A pytest plugin with fixtures for all of these (``runtime.testing.pytest_plugin``).
+- A pytest plugin with fixtures for all of these (``warren.testing.pytest_plugin``).
 """
 
 from ._client import (

@@ -19,7 +19,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from runtime import BufferFull, Metrics, Publisher, PublisherConfig, Queue, Topology
+from warren import BufferFull, Metrics, Publisher, PublisherConfig, Queue, Topology
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import anyio
 import pika
 
-from runtime.testing import ProxyHandle, ToxiproxyClient, fault_proxy_in_thread
 from tests.chaos.harness import Chaos, wait_for
+from warren.testing import ProxyHandle, ToxiproxyClient, fault_proxy_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from runtime import Publisher
+    from warren import Publisher
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

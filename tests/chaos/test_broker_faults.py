@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from runtime.testing import ProxyHandle, RabbitNode, ToxiproxyClient
 from tests.chaos.harness import Chaos, wait_for
+from warren.testing import ProxyHandle, RabbitNode, ToxiproxyClient
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

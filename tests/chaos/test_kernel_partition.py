@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from runtime.testing import RabbitNode
 from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
 from tests.chaos.netns import VethLink, missing_requirements
+from warren.testing import RabbitNode
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from runtime import Metrics, Publisher
 from tests.broker import Broker
 from tests.test_publisher import config, metric, wait_until
+from warren import Metrics, Publisher
 
 if TYPE_CHECKING:
-    from runtime.testing import RabbitNode
+    from warren.testing import RabbitNode
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

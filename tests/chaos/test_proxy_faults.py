@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from runtime import ConnectionGaveUp
-from runtime.testing import link_down, partition
 from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
+from warren import ConnectionGaveUp
+from warren.testing import link_down, partition
 
 if TYPE_CHECKING:
-    from runtime.testing.pytest_plugin import ProxiedBroker
+    from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from ._job import Job
+    from .._job import Job
 
 LossKind = Literal[
     "closed_by_broker",  # Connection.Close from the broker (e.g. 320 CONNECTION_FORCED)

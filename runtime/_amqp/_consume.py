@@ -34,7 +34,7 @@ class Consuming:
         self,
         session: int,
         spec: ConsumeSpec,
-        emit: Callable[[ConnectionEvent], None],
+        emit: Callable[[ConnectionEvent], object],
         on_cancelled: Callable[[], None],
     ) -> None:
         self._session = session

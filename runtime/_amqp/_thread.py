@@ -1,12 +1,12 @@
 """One pika connection, owned by one thread from open to close.
 
 pika is callback-driven and not thread-safe. A ``PikaSession`` runs a ``SelectConnection``'s
-ioloop in a dedicated thread (started by ``_amqp.AmqpConnection`` through
-``anyio.to_thread``). Other threads only call the ``*_threadsafe`` methods, which go through
-pika's one thread-safe call, ``add_callback_threadsafe``. Callbacks here do one thing each:
-turn what happened into an event (``_events``) and hand it to ``emit``. This module is the
-only place that imports pika, and ``_loss_from`` / ``_open_failure`` are the one boundary
-where pika's exceptions are translated.
+ioloop in a dedicated thread (started by ``AmqpConnection`` through ``anyio.to_thread``).
+Other threads only call the ``*_threadsafe`` methods, which hand items over through a
+``Mailbox`` whose wake-up is pika's one thread-safe call, ``add_callback_threadsafe``.
+Callbacks here do one thing each: turn what happened into an event (``_events``) and hand it
+to ``emit``. ``_loss_from`` / ``_open_failure`` are the one boundary where pika's exceptions
+are translated.
 
 Dead links are found without waiting for TCP: a watchdog declares the connection dead when no
 byte arrived for 2 x heartbeat (the broker sends one every heartbeat / 2), or when a publish
@@ -29,8 +29,8 @@ import pika.exceptions as pe
 from pika import spec
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed
 
-from ._amqp_consume import ConsumeSpec, Consuming
-from ._amqp_wire import frames
+from .._redact import redact_text, redact_url
+from ._consume import ConsumeSpec, Consuming
 from ._events import (
     Blocked,
     ChannelClosed,
@@ -44,16 +44,17 @@ from ._events import (
     Returned,
     Unblocked,
 )
-from ._redact import redact_text, redact_url
+from ._mailbox import Mailbox
+from ._wire import frames
 
 if TYPE_CHECKING:
-    from ._config import PublisherConfig
-    from ._job import Job
+    from .._config import PublisherConfig
+    from .._job import Job
     from ._topology import Topology
 
 log = logging.getLogger("warren.amqp")
 
-Emit = Callable[[ConnectionEvent], None]
+Emit = Callable[[ConnectionEvent], object]
 
 
 class _WatchdogAbort(Exception):
@@ -153,15 +154,14 @@ class PikaSession:
         self._topology = topology
         self._emit = emit
         self._name = name
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _loop_alive
         self._consuming = (
             Consuming(session, consume, emit, self._on_consumer_cancelled) if consume else None
         )
         self._consumer_cancelled = False
-        self._acks: list[int] = []  # guarded by _lock
-        self._acks_scheduled = False
-        self._outbox: list[Job] = []  # handed over by the event loop, guarded by _lock
-        self._hungry = True  # guarded by _lock: the thread has nothing queued; wake it
+        # handed over by the event loop; each wakes this thread once per burst
+        self._acks: Mailbox[int] = Mailbox()
+        self._outbox: Mailbox[Job] = Mailbox()
         self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
         self._loop_alive = False
         self._conn: Any = None
@@ -187,33 +187,17 @@ class PikaSession:
         """Queue ``jobs`` for publishing; False if the connection is already gone.
 
         Batches queued while the I/O thread is busy share one wake-up: the thread drains
-        the whole outbox at once, so the cost of crossing threads is paid per burst.
+        the whole outbox at once, so the cost of crossing threads is paid per burst. A
+        thread with jobs still queued is not woken: its next ack picks these up.
         """
-        with self._lock:
-            if not self._loop_alive:
-                return False
-            self._outbox.extend(jobs)
-            # Wake the thread only if it ran dry; otherwise its next ack picks these up.
-            if self._hungry:
-                self._hungry = False
-                self._conn.ioloop.add_callback_threadsafe(self._pump)
-            return True
+        return self._outbox.put_all(jobs)
 
     def ack_threadsafe(self, tags: list[int]) -> bool:
         """Ack deliveries of this connection (batched: one wake-up per burst)."""
-        with self._lock:
-            if not self._loop_alive:
-                return False
-            self._acks.extend(tags)
-            if not self._acks_scheduled:
-                self._acks_scheduled = True
-                self._conn.ioloop.add_callback_threadsafe(self._drain_acks)
-            return True
+        return self._acks.put_all(tags)
 
     def _drain_acks(self) -> None:
-        with self._lock:
-            tags, self._acks = self._acks, []
-            self._acks_scheduled = False
+        tags = self._acks.take()
         if self._consuming is not None:
             self._consuming.ack(tags)
             self._coalesce_tx()
@@ -247,6 +231,9 @@ class PikaSession:
                 on_close_callback=self._on_close,
             )
             self._loop_alive = True
+        add_callback = self._conn.ioloop.add_callback_threadsafe
+        self._outbox.open(lambda: add_callback(self._pump))
+        self._acks.open(lambda: add_callback(self._drain_acks))
         try:
             self._conn.ioloop.start()
         except Exception as exc:
@@ -264,6 +251,8 @@ class PikaSession:
         finally:
             with self._lock:
                 self._loop_alive = False
+            self._outbox.close()
+            self._acks.close()
             self._conn.ioloop.close()
         return self._outcome
 
@@ -421,23 +410,22 @@ class PikaSession:
 
         Runs when the event loop hands over jobs to an idle thread, and after every ack, so
         the window refills inside this thread without a round trip through the event loop.
+        It returns with jobs still queued only when an ack (window full) or the broker's
+        unblock will run it again; otherwise it re-arms the outbox's wake-up.
         """
         queued = self._queued
-        room = self._config.max_in_flight - len(self._unconfirmed)
-        if len(queued) < room:
-            with self._lock:
-                queued.extend(self._outbox)
-                self._outbox.clear()
-        if room > 0 and queued and not self._blocked:
-            self._publish([queued.popleft() for _ in range(min(room, len(queued)))])
-        if not queued:
-            with self._lock:
-                # re-check under the lock: a hand-off may have raced with the check above
-                if self._outbox:
-                    queued.extend(self._outbox)
-                    self._outbox.clear()
-                else:
-                    self._hungry = True
+        while True:
+            room = self._config.max_in_flight - len(self._unconfirmed)
+            if len(queued) < room:
+                queued.extend(self._outbox.take(rearm=False))
+            if room > 0 and queued and not self._blocked:
+                self._publish([queued.popleft() for _ in range(min(room, len(queued)))])
+            if queued:
+                return  # the window is full or we are blocked: an ack or unblock comes
+            more = self._outbox.take(rearm=False)  # re-armed if empty: we are idle
+            if not more:
+                return
+            queued.extend(more)
 
     def _publish(self, jobs: list[Job]) -> None:
         """Send a batch as one write: the frames were encoded at submit (``_amqp_wire``);

@@ -7,8 +7,8 @@ worker that owns it ``select``-s over that stream. It stops when cancelled, when
 purpose, after ACCESS_REFUSED (reported as ``ConnectFailed(fatal=True)``), or after
 ``reconnect_max_attempts`` consecutive failed attempts (reported as ``GaveUp``).
 
-Events cross from the pika thread in batches: the thread appends to a list and wakes the event
-loop once per batch with the backend's own non-blocking thread-safe call (asyncio's
+Events cross from the pika thread in batches through a ``Mailbox`` that wakes the event loop
+once per batch with the backend's own non-blocking thread-safe call (asyncio's
 ``call_soon_threadsafe``, trio's ``TrioToken.run_sync_soon``), so the pika thread never waits
 for the event loop and a burst of confirms costs one wake-up.
 """
@@ -19,16 +19,16 @@ import asyncio
 import contextlib
 import logging
 import sys
-import threading
 from typing import TYPE_CHECKING, final
 
 import anyio
 from anyio import BrokenResourceError, ClosedResourceError
 
-from ._amqp_thread import PikaSession
-from ._backoff import Backoff
+from .._backoff import Backoff
+from .._redact import redact_url
 from ._events import ConnectFailed, ConnectionEvent, ConnectionLost, Delivered, GaveUp
-from ._redact import redact_url
+from ._mailbox import Mailbox
+from ._thread import PikaSession
 from ._topology import Topology
 
 if TYPE_CHECKING:
@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectSendStream
 
-    from ._amqp_consume import ConsumeSpec
-    from ._config import PublisherConfig
-    from ._job import Job
+    from .._config import PublisherConfig
+    from .._job import Job
+    from ._consume import ConsumeSpec
 
 log = logging.getLogger("warren.amqp")
 
@@ -85,10 +85,7 @@ class AmqpConnection:
         self._topology = topology or Topology()
         self._backoff = backoff or Backoff(base=config.backoff_base, cap=config.backoff_cap)
         self._sleep = sleep
-        self._lock = threading.Lock()
-        self._pending: list[ConnectionEvent] = []
-        self._wake_scheduled = False
-        self._call_soon: Callable[[Callable[[], None]], None] | None = None
+        self._inbox: Mailbox[ConnectionEvent] = Mailbox()
         self._current: PikaSession | None = None
         self._current_no = 0
         self._closing = False
@@ -120,7 +117,15 @@ class AmqpConnection:
 
     async def run(self) -> None:
         """Connect and reconnect until cancelled, closed, refused, or out of attempts."""
-        self._call_soon = _call_soon_threadsafe()
+        call_soon = _call_soon_threadsafe()
+
+        def wake() -> None:
+            # RuntimeError: the event loop is closing; run() delivers what is pending when
+            # the thread ends.
+            with contextlib.suppress(RuntimeError):
+                call_soon(self._deliver)
+
+        self._inbox.open(wake)
         urls = self._config.url_list
         failures = 0
         last_error = "never connected"
@@ -135,7 +140,7 @@ class AmqpConnection:
                 attempt=failures + 1,
                 config=self._config,
                 topology=self._topology,
-                emit=self._emit_threadsafe,
+                emit=self._inbox.put,
                 name=self._name,
                 consume=self._consume,
             )
@@ -180,23 +185,8 @@ class AmqpConnection:
 
     # -- thread -> event loop ---------------------------------------------------------------
 
-    def _emit_threadsafe(self, event: ConnectionEvent) -> None:
-        with self._lock:
-            self._pending.append(event)
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        assert self._call_soon is not None
-        # RuntimeError: the event loop is closing; run() delivers what is pending when the
-        # thread ends.
-        with contextlib.suppress(RuntimeError):
-            self._call_soon(self._deliver)
-
     def _deliver(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-            self._wake_scheduled = False
-        for event in events:
+        for event in self._inbox.take():
             self._send(event)
 
     def _send(self, event: ConnectionEvent) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 from pika import data as _pika_data
 from pika import exceptions as _pika_exceptions
 
-from ._exceptions import InvalidJob
+from .._exceptions import InvalidJob
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -1,0 +1,51 @@
+"""The AMQP bridge: the only package that imports pika.
+
+One broker connection with reconnects (``AmqpConnection``), the pika thread that owns each
+connection (``_thread``), the publish wire format (``_wire``), the consume side (``_consume``),
+the events they report (``_events``) and the topology they declare (``_topology``). Layers
+above see events and jobs, never pika (ruff's banned-api and the import-linter contract in
+pyproject.toml keep it so).
+"""
+
+from ._connection import AmqpConnection
+from ._consume import ConsumeSpec
+from ._events import (
+    Blocked,
+    ChannelClosed,
+    Confirmed,
+    Connected,
+    ConnectFailed,
+    ConnectionEvent,
+    ConnectionLost,
+    Delivered,
+    GaveUp,
+    LossKind,
+    Nacked,
+    Returned,
+    Unblocked,
+)
+from ._topology import Binding, Exchange, Queue, Topology
+from ._wire import PublishEncoder
+
+__all__ = [
+    "AmqpConnection",
+    "Binding",
+    "Blocked",
+    "ChannelClosed",
+    "Confirmed",
+    "ConnectFailed",
+    "Connected",
+    "ConnectionEvent",
+    "ConnectionLost",
+    "ConsumeSpec",
+    "Delivered",
+    "Exchange",
+    "GaveUp",
+    "LossKind",
+    "Nacked",
+    "PublishEncoder",
+    "Queue",
+    "Returned",
+    "Topology",
+    "Unblocked",
+]
