@@ -16,37 +16,32 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import anyio
 
 from ._amqp import (
-    AmqpConnection,
-    Connected,
-    ConnectFailed,
     ConnectionEvent,
-    ConnectionLost,
     ConsumeSpec,
     Delivered,
-    GaveUp,
     Queue,
     Topology,
+    amqp_link_factory,
 )
-from ._exceptions import AccessRefused, ConnectionGaveUp, PoisonMessage, RetryLater
-from ._link_state import LinkState
+from ._backoff import Backoff
+from ._exceptions import PoisonMessage, RetryLater
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
 from ._statistics import HANDLER_BUCKETS, ConsumerStatistics, LatencyHistogram
 from ._work_queue import WorkQueue
-from ._worker import raise_single
+from ._worker import Wake, Worker
 
 if TYPE_CHECKING:
-    from types import TracebackType
 
     from anyio.streams.memory import MemoryObjectReceiveStream
 
+    from ._amqp import LinkFactory
     from ._config import ConsumerConfig
     from ._metrics import Metrics
 
@@ -107,7 +102,7 @@ class Deduplicator:
 
 
 @final
-class Consumer:
+class Consumer(Worker):
     """Consumes ``config.queue`` with ``handler``. Use as ``async with Consumer(...)``.
 
     Leaving the block stops taking deliveries, lets running handlers finish (up to
@@ -123,11 +118,14 @@ class Consumer:
         name: str = "consumer",
         topology: Topology | None = None,
         clock: Callable[[], float] = time.monotonic,
+        connection: LinkFactory | None = None,
     ) -> None:
         self._config = config
         self._handler = handler
-        self._name = name
-        self._clock = clock
+        self._events_tx, self._events_rx = anyio.create_memory_object_stream[
+            ConnectionEvent | Wake
+        ](math.inf)
+        super().__init__(name, clock, self._events_tx, log)
         q = config.queue
         self._delays = config.retry_delays()
         self._retry_queues = [f"{q}.retry.{int(d * 1000)}ms" for d in self._delays]
@@ -155,17 +153,16 @@ class Consumer:
             bindings=extra.bindings,
         )
         conn_config = config.connection()
-        self._events_tx, self._events_rx = anyio.create_memory_object_stream[ConnectionEvent](
-            math.inf
-        )
         self._deliveries_tx, self._deliveries_rx = anyio.create_memory_object_stream[Delivered](
             math.inf
         )
         self._done_tx, self._done_rx = anyio.create_memory_object_stream[tuple[Delivered, Outcome]](
             math.inf
         )
-        self._conn = AmqpConnection(
-            conn_config,
+        connect = connection or amqp_link_factory(
+            conn_config, Backoff(base=conn_config.backoff_base, cap=conn_config.backoff_cap)
+        )
+        self._conn = connect(
             self._events_tx,
             name=name,
             topology=self.topology,
@@ -174,37 +171,16 @@ class Consumer:
         )
         # re-publishes retries and dead letters, with confirms, before the original is acked
         self._publisher = Publisher(
-            conn_config, metrics=metrics, name=f"{name}.requeue", topology=self.topology
+            conn_config,
+            metrics=metrics,
+            name=f"{name}.requeue",
+            topology=self.topology,
+            connection=connection,
         )
-        self._session = 0
-        self._link = LinkState(clock)
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0}
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
-        self._closing = anyio.Event()
-        self._connected_event = anyio.Event()
-        self._stack: AsyncExitStack | None = None
         metrics.add_consumer(name, self.statistics)
-
-    async def __aenter__(self) -> Self:
-        stack = AsyncExitStack()
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        self._stack = stack
-        tg.start_soon(self._run, name=f"warren-consumer-{self._name}")
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._stack is not None
-        self._closing.set()
-        try:
-            await self._stack.__aexit__(et, e, tb)
-        except BaseExceptionGroup as group:
-            raise_single(group)
-
-    async def wait_connected(self) -> None:
-        await self._connected_event.wait()
 
     def statistics(self) -> ConsumerStatistics:
         link = self._link
@@ -309,7 +285,7 @@ class Consumer:
         deadline = math.inf
         concurrency = self._config.concurrency
         while True:
-            if self._closing.is_set():
+            if self._closing:
                 if deadline == math.inf:
                     deadline = self._clock() + self._config.shutdown_timeout
                     log.info(
@@ -318,11 +294,9 @@ class Consumer:
                 if self._in_flight == 0 or self._clock() >= deadline:
                     return
             cases: dict[str, Any] = {"events": self._events_rx, "done": self._done_rx}
-            if not self._closing.is_set() and self._in_flight < concurrency:
+            if not self._closing and self._in_flight < concurrency:
                 cases["deliveries"] = self._deliveries_rx
             timeout = None if deadline == math.inf else max(0.0, deadline - self._clock())
-            if timeout is None and not self._closing.is_set():
-                timeout = 0.25  # re-check _closing (an Event, not a stream)
             match await select(**cases, timeout=timeout):
                 case Received("deliveries", delivery):
                     # take what else is waiting too: one select per burst, not per message
@@ -378,40 +352,15 @@ class Consumer:
                 return
             self._on_event(event)
 
-    def _on_event(self, event: ConnectionEvent) -> None:
-        match event:
-            case Connected(session, url):
-                self._session = session
-                if self._link.up():
-                    log.warning("connection.reconnected worker=%s url=%s", self._name, url)
-                else:
-                    log.info("connection.up worker=%s url=%s", self._name, url)
-                self._connected_event.set()
-            case ConnectionLost(session, kind, detail):
-                if session == self._session:
-                    self._link.down(kind, detail)
-                else:
-                    self._link.last_error = f"{kind}: {detail}"
-                log.warning(
-                    "connection.lost worker=%s kind=%s in_flight=%d %s",
-                    self._name,
-                    kind,
-                    self._in_flight,
-                    detail,
-                )
-            case ConnectFailed(attempt, url, detail, fatal):
-                self._link.last_error = detail
-                if fatal:
-                    self._link.fail("the broker refused the credentials")
-                    raise AccessRefused(url, detail)
-                log.warning(
-                    "connection.failed worker=%s attempt=%d %s", self._name, attempt, detail
-                )
-            case GaveUp(attempts, last_error):
-                self._link.fail(f"gave up reconnecting after {attempts} attempts")
-                raise ConnectionGaveUp(attempts, self._in_flight, last_error)
-            case _:
-                pass
+    def _on_event(self, event: ConnectionEvent | Wake) -> None:
+        self._apply_link_event(event)  # the rest (deliveries) comes on the deliveries stream
+
+    def _on_lost(self) -> str:
+        # unacked deliveries of that connection are the broker's to redeliver
+        return f"in_flight={self._in_flight}"
+
+    def _abandon_work(self) -> int:
+        return self._in_flight
 
     async def _retry(self, message: Message, exc: BaseException, not_before: float) -> None:
         level = message.attempt - 1

@@ -26,7 +26,7 @@ from ._exceptions import AccessRefused, ConfigError, ConnectionGaveUp
 from ._metrics import Metrics
 from ._ops_server import OpsServer
 from ._service import Service, ServiceContext
-from ._worker import raise_single
+from ._unwrap import raise_single
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

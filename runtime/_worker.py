@@ -1,41 +1,161 @@
-"""Helpers shared by workers (task groups that select over jobs and connection events)."""
+"""The lifecycle both workers share, and the one place connection events change link state.
+
+A worker is an ``async with`` object that owns a task group: entering starts its loop,
+leaving asks the loop to stop (``_begin_close``) and waits for it, and a failure comes out
+as the one exception that caused it, not an exception group. Whatever the worker does with
+jobs or deliveries, what its connection reports about itself (up, lost, refused, gave up)
+is applied to its ``LinkState`` here, so the publisher and the consumer cannot disagree
+about what "connected" means.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from typing import NoReturn
+import contextlib
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Final, Self, final
 
-from ._exceptions import PublisherClosed
+import anyio
+from anyio import ClosedResourceError
+
+from ._amqp import Connected, ConnectFailed, ConnectionLost, GaveUp
+from ._exceptions import AccessRefused, ConnectionGaveUp
+from ._link_state import LinkState
+from ._unwrap import raise_single
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from ._amqp import ConnectionEvent
 
 
-def _cancellation_types() -> tuple[type[BaseException], ...]:
-    # Works outside an event loop too (the runner calls this after anyio.run returned).
-    trio = sys.modules.get("trio")
-    return (asyncio.CancelledError, trio.Cancelled) if trio else (asyncio.CancelledError,)
+@final
+class Wake:
+    """Posted on a worker's event stream to make its loop look again (shutdown began)."""
 
 
-def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise the one real error in a task group's exception group, unwrapped.
+WAKE: Final = Wake()
 
-    A worker fails for one reason (``ConnectionGaveUp``, ``AccessRefused``, a bug); callers
-    should be able to ``except`` it without ``except*``. Anything else re-raises the group.
-    """
-    cancelled = _cancellation_types()
-    leaves: list[BaseException] = []
 
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        elif not isinstance(exc, cancelled):
-            leaves.append(exc)
+class Worker:
+    """Base of ``Publisher`` and ``Consumer``: lifecycle and link state (see module doc)."""
 
-    walk(group)
-    # PublisherClosed from producers racing a failing worker is a consequence, not a cause.
-    causes = [exc for exc in leaves if not isinstance(exc, PublisherClosed)]
-    if causes:
-        leaves = causes
-    if len(leaves) == 1:
-        raise leaves[0]
-    raise group
+    def __init__(
+        self,
+        name: str,
+        clock: Callable[[], float],
+        events: MemoryObjectSendStream[ConnectionEvent | Wake],
+        log: logging.Logger,
+    ) -> None:
+        self._name = name
+        self._clock = clock
+        self._wake_tx = events
+        self._log = log
+        self._link = LinkState(clock)
+        self._session = 0  # the connection whose jobs and deliveries count
+        self._connected_event = anyio.Event()
+        self._closing = False
+        self._stack: AsyncExitStack | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        stack = AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack
+        tg.start_soon(self._run, name=f"warren-{type(self).__name__.lower()}-{self._name}")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._stack is not None, "__aexit__ without __aenter__"
+        try:
+            self._begin_close()
+        finally:
+            try:
+                await self._stack.__aexit__(et, e, tb)
+            except BaseExceptionGroup as group:
+                raise_single(group)
+
+    async def wait_connected(self) -> None:
+        """Return once the first connection is up (topology declared)."""
+        await self._connected_event.wait()
+
+    def _begin_close(self) -> None:
+        """Stop taking work; the loop drains and returns. Idempotent."""
+        if not self._closing:
+            self._closing = True
+            self._on_close_begun()
+            with contextlib.suppress(ClosedResourceError):  # the loop already ended
+                self._wake_tx.send_nowait(WAKE)
+
+    def _on_close_begun(self) -> None:
+        """What the worker does first when a close begins (before its loop is woken)."""
+
+    async def _run(self) -> None:  # pragma: no cover - every worker defines its loop
+        raise NotImplementedError
+
+    # -- connection facts ----------------------------------------------------------------
+
+    def _apply_link_event(self, event: ConnectionEvent | Wake) -> bool:
+        """Apply a connection event about the link itself; False if it is about work.
+
+        Raises:
+            AccessRefused: the broker refused the credentials (the worker stops).
+            ConnectionGaveUp: reconnect attempts ran out (the worker stops).
+        """
+        link, log, name = self._link, self._log, self._name
+        match event:
+            case Connected(session, url):
+                self._session = session
+                if link.up():
+                    log.warning("connection.reconnected worker=%s url=%s", name, url)
+                else:
+                    log.info("connection.up worker=%s url=%s", name, url)
+                self._connected_event.set()
+            case ConnectionLost(session, kind, detail, clean):
+                if session == self._session:
+                    link.down(kind, detail)
+                    log.warning(
+                        "connection.lost worker=%s kind=%s clean=%s %s %s",
+                        name, kind, clean, self._on_lost(), detail,
+                    )  # fmt: skip
+                else:  # a connection that never became ready: nothing of ours was on it
+                    link.last_error = f"{kind}: {detail}"
+                    log.warning("connection.lost worker=%s kind=%s %s", name, kind, detail)
+            case ConnectFailed(attempt, url, detail, fatal):
+                link.last_error = detail
+                if fatal:
+                    log.error("connection.refused worker=%s url=%s %s", name, url, detail)
+                    link.fail("the broker refused the credentials")
+                    raise AccessRefused(url, detail)
+                log.warning(
+                    "connection.failed worker=%s url=%s attempt=%d %s",
+                    name, url, attempt, detail,
+                )  # fmt: skip
+            case GaveUp(attempts, last_error):
+                link.fail(f"gave up reconnecting after {attempts} attempts")
+                lost = self._abandon_work()
+                log.critical(
+                    "connection.gave_up worker=%s attempts=%d jobs_lost=%d last_error=%s",
+                    name, attempts, lost, last_error,
+                )  # fmt: skip
+                raise ConnectionGaveUp(attempts, lost, last_error)
+            case Wake():
+                pass  # re-evaluate the loop (shutdown began)
+            case _:
+                return False
+        return True
+
+    def _on_lost(self) -> str:
+        """The current connection died: take back what was on it; return ``key=value``
+        fields for the log line."""
+        return ""
+
+    def _abandon_work(self) -> int:
+        """The worker gives up for good: settle what it holds; return how many jobs died."""
+        return 0

@@ -24,6 +24,7 @@ from ._events import (
     Returned,
     Unblocked,
 )
+from ._link import Link, LinkFactory, amqp_link_factory
 from ._topology import Binding, Exchange, Queue, Topology
 from ._wire import PublishEncoder
 
@@ -41,6 +42,8 @@ __all__ = [
     "Delivered",
     "Exchange",
     "GaveUp",
+    "Link",
+    "LinkFactory",
     "LossKind",
     "Nacked",
     "PublishEncoder",
@@ -48,4 +51,5 @@ __all__ = [
     "Returned",
     "Topology",
     "Unblocked",
+    "amqp_link_factory",
 ]

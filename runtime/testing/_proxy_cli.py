@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 
-from .._worker import raise_single
+from .._unwrap import raise_single
 from ._proxy_api import ApiError, FaultProxyServer
 
 log = logging.getLogger("warren.proxy")

@@ -1,0 +1,77 @@
+"""The seam between a worker and its broker connection.
+
+A worker needs four things of a connection: ``run()`` it (connect, reconnect, report every
+change as an event on the stream it was given), hand it jobs to ``publish`` or delivery tags
+to ``ack`` for one numbered session, and ``aclose()`` it. ``AmqpConnection`` is the real
+one; tests pass a fake through ``Publisher(connection=...)`` / ``Consumer(connection=...)``
+to drive the worker's accounting through any sequence of events without a broker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
+
+    from .._backoff import Backoff
+    from .._config import PublisherConfig
+    from .._job import Job
+    from ._consume import ConsumeSpec
+    from ._events import ConnectionEvent, Delivered
+    from ._topology import Topology
+
+
+class Link(Protocol):
+    """One logical broker connection, owned by one worker."""
+
+    async def run(self) -> None:
+        """Connect and reconnect until cancelled, closed, refused, or out of attempts."""
+
+    def publish(self, session: int, jobs: list[Job]) -> bool:
+        """Hand ``jobs`` to connection ``session``; False if that connection is gone."""
+
+    def ack(self, session: int, tags: list[int]) -> bool:
+        """Ack deliveries of connection ``session``; False if it is gone."""
+
+    async def aclose(self) -> None:
+        """Close on purpose: ``run()`` returns without reconnecting."""
+
+
+class LinkFactory(Protocol):
+    """Builds a worker's ``Link``, reporting on ``events`` (and ``deliveries``, to consume)."""
+
+    def __call__(
+        self,
+        events: MemoryObjectSendStream[ConnectionEvent],
+        *,
+        name: str,
+        topology: Topology,
+        consume: ConsumeSpec | None = None,
+        deliveries: MemoryObjectSendStream[Delivered] | None = None,
+    ) -> Link: ...
+
+
+def amqp_link_factory(config: PublisherConfig, backoff: Backoff) -> LinkFactory:
+    """The real thing: an ``AmqpConnection`` with ``config`` and ``backoff``."""
+    from ._connection import AmqpConnection
+
+    def connect(
+        events: MemoryObjectSendStream[ConnectionEvent],
+        *,
+        name: str,
+        topology: Topology,
+        consume: ConsumeSpec | None = None,
+        deliveries: MemoryObjectSendStream[Delivered] | None = None,
+    ) -> Link:
+        return AmqpConnection(
+            config,
+            events,
+            name=name,
+            topology=topology,
+            backoff=backoff,
+            consume=consume,
+            deliveries=deliveries,
+        )
+
+    return connect

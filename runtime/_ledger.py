@@ -1,0 +1,200 @@
+"""The publisher's buffer accounting, as plain code with no I/O.
+
+Every accepted job is in exactly one place until it is settled: *waiting* (the job
+memory-stream, oldest first), *in flight* (handed to a connection, unconfirmed) or *to
+re-send* (its connection died or the broker nacked it). It leaves only by being settled:
+confirmed, returned (unroutable), or dropped with a reason. So, at every moment::
+
+    submitted == confirmed + returned + dropped(evicted, shutdown, gave_up) + depth
+    depth == waiting + in_flight + to_resend <= capacity
+
+Operations change the books and return what the worker loop must do (jobs to send, waiters
+to wake or fail); the loop does the I/O. ``tests/test_ledger.py`` drives random sequences of
+them with hypothesis and checks the invariant after every step, with no broker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Final, final
+
+from anyio import EndOfStream, WouldBlock
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._job import Job
+
+DROP_REASONS: Final = ("refused", "evicted", "shutdown", "gave_up")
+
+
+@final
+class Ledger:
+    """Where each accepted job is, and how many ended which way. Not thread-safe."""
+
+    __slots__ = (
+        "_rx",
+        "_tx",
+        "capacity",
+        "confirmed",
+        "depth",
+        "dropped",
+        "inflight",
+        "nacked",
+        "resend",
+        "returned",
+        "submitted",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        waiting: tuple[MemoryObjectSendStream[Job], MemoryObjectReceiveStream[Job]],
+    ) -> None:
+        self.capacity = capacity
+        self._tx, self._rx = waiting  # an unbounded stream: capacity is enforced here
+        self.depth = 0
+        self.submitted = 0
+        self.confirmed = 0
+        self.returned = 0
+        self.nacked = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        # handed to the connection and not yet settled, in hand-off order
+        self.inflight: dict[Job, None] = {}
+        self.resend: deque[Job] = deque()
+
+    @property
+    def full(self) -> bool:
+        return self.depth >= self.capacity
+
+    def accept(self, job: Job) -> None:
+        """Take ``job`` in (the caller checked ``full`` and applied the overflow policy).
+
+        Raises:
+            anyio.ClosedResourceError: the job stream was closed (shutdown began).
+        """
+        self._tx.send_nowait(job)
+        self.depth += 1
+        self.submitted += 1
+
+    def refuse(self) -> None:
+        """Count a job refused at the door (never accepted)."""
+        self.dropped["refused"] += 1
+
+    def evict_oldest(self) -> Job:
+        """Drop the oldest unsettled job to make room, and return it (fail its waiter).
+
+        Oldest first: waiting to be re-sent, then in flight (it may still reach the broker;
+        a late confirm for it is ignored), then waiting in the stream.
+        """
+        if self.resend:
+            victim = self.resend.popleft()
+        elif self.inflight:
+            victim = next(iter(self.inflight))
+            del self.inflight[victim]
+        else:
+            victim = self._rx.receive_nowait()
+        self.dropped["evicted"] += 1
+        self.depth -= 1
+        return victim
+
+    def take(self, first: Job | None, room: int) -> list[Job]:
+        """Up to ``room`` jobs to hand to the connection now: ``first`` (already received from
+        the stream), then those to re-send, then waiting ones. They are in flight from now."""
+        batch: list[Job] = []
+        if first is not None:
+            batch.append(first)
+            room -= 1
+        resend = self.resend
+        while room > 0 and resend:
+            batch.append(resend.popleft())
+            room -= 1
+        receive = self._rx.receive_nowait
+        while room > 0:
+            try:
+                batch.append(receive())
+            except (WouldBlock, EndOfStream):
+                break
+            room -= 1
+        inflight = self.inflight
+        for job in batch:
+            inflight[job] = None
+        return batch
+
+    def confirmed_now(self, jobs: tuple[Job, ...]) -> list[Job]:
+        """The broker acked ``jobs``: the ones that were still in flight are settled and
+        returned (stale confirms for evicted or re-queued jobs are ignored)."""
+        pop = self.inflight.pop
+        settled = [job for job in jobs if pop(job, 0) is None]
+        if settled:
+            self.confirmed += len(settled)
+            self.depth -= len(settled)
+        return settled
+
+    def nacked_now(self, jobs: tuple[Job, ...]) -> list[Job]:
+        """The broker nacked ``jobs``: the ones still in flight go to the front of the re-send
+        queue, in order, and are returned."""
+        pop = self.inflight.pop
+        requeue = [job for job in jobs if pop(job, 0) is None]
+        self.resend.extendleft(reversed(requeue))
+        self.nacked += len(requeue)
+        return requeue
+
+    def returned_now(self, job: Job) -> bool:
+        """The broker returned ``job`` as unroutable: settled if it was still in flight."""
+        if self.inflight.pop(job, 0) is not None:
+            return False
+        self.returned += 1
+        self.depth -= 1
+        return True
+
+    def lost(self) -> int:
+        """The connection died: everything in flight is re-sent first, in order."""
+        pending = list(self.inflight)
+        self.inflight.clear()
+        self.resend.extendleft(reversed(pending))
+        return len(pending)
+
+    def drop_all(self, reason: str) -> list[Job]:
+        """Drop every unsettled job (shutdown past its deadline, or gave up): return them."""
+        jobs = list(self.resend) + list(self.inflight)
+        self.inflight.clear()
+        self.resend.clear()
+        receive = self._rx.receive_nowait
+        while True:
+            try:
+                jobs.append(receive())
+            except (WouldBlock, EndOfStream):
+                break
+        self.dropped[reason] += len(jobs)
+        self.depth -= len(jobs)
+        return jobs
+
+    def oldest(self) -> Job | None:
+        """The unsettled job accepted first (for its age); None when the buffer is empty.
+
+        Safe to call from a scrape on another thread racing the loop: it may miss, never
+        raise anything but ``RuntimeError``/``IndexError``/``StopIteration``.
+        """
+        heads = [self.resend[0]] if self.resend else []
+        if self.inflight:
+            heads.append(next(iter(self.inflight)))
+        waiting = self._rx._state.buffer  # anyio 4 internals (pinned; tests/test_internals.py)
+        if waiting:
+            heads.append(waiting[0])
+        return min(heads, key=_submitted_at) if heads else None
+
+    def check(self) -> None:
+        """Assert the invariant (tests call this after every step)."""
+        waiting = len(self._rx._state.buffer)
+        dropped = self.dropped
+        settled = self.confirmed + self.returned
+        settled += dropped["evicted"] + dropped["shutdown"] + dropped["gave_up"]
+        assert self.submitted == settled + self.depth, (self.submitted, settled, self.depth)
+        assert self.depth == waiting + len(self.inflight) + len(self.resend)
+        assert not set(self.inflight) & set(self.resend)
+        assert 0 <= self.depth <= self.capacity, (self.depth, self.capacity)
+
+
+def _submitted_at(job: Job) -> float:
+    return job.submitted_at
