@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,25 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_publisher import free_port
-
-WARREN = [sys.executable, "-m", "warren._cli"]
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{free_port()}", **(env or {})}
-    return subprocess.run([*WARREN, *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, check=False)  # fmt: skip
+from tests.helpers import WARREN, free_port, run_warren
 
 
 def test_help_lists_services_settings_and_exit_codes() -> None:
-    top = run("--help")
+    top = run_warren("--help")
     assert top.returncode == 0
     assert "demo-publisher" in top.stdout
     assert "exit codes" in top.stdout
-    sub = run("run", "--help")
+    sub = run_warren("run", "--help")
     names = "AMQP_URL HEARTBEAT BUFFER_SIZE OVERFLOW RECONNECT_MAX_ATTEMPTS METRICS_ADDR DEMO_JOBS"
     names += " LOG_LEVEL LOG_FORMAT"
     for name in names.split():
@@ -51,7 +40,7 @@ def test_help_lists_services_settings_and_exit_codes() -> None:
     ],
 )
 def test_bad_config_exits_2_naming_the_setting(env: dict[str, str], needle: str) -> None:
-    done = run("run", "demo-publisher", env=env)
+    done = run_warren("run", "demo-publisher", env=env)
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert "topsecret" not in done.stderr + done.stdout
@@ -65,21 +54,21 @@ def test_gave_up_reconnecting_exits_3_with_jobs_lost() -> None:
         "WARREN_BACKOFF_CAP": "0.1",
         "WARREN_DEMO_JOBS": "50",
     }
-    done = run("run", "demo-publisher", env=env)
+    done = run_warren("run", "demo-publisher", env=env)
     assert done.returncode == 3, done.stderr
     assert "gave up reconnecting after 2 attempts; 50 buffered jobs lost" in done.stderr
 
 
 def test_refused_credentials_exit_4(broker_url: str) -> None:
     env = {"WARREN_AMQP_URL": "amqp://guest:wrong-pass-xyz@127.0.0.1:5672/%2F"}
-    done = run("run", "demo-publisher", env=env)
+    done = run_warren("run", "demo-publisher", env=env)
     assert done.returncode == 4, done.stderr
     assert "access refused" in done.stderr
     assert "wrong-pass-xyz" not in done.stderr
 
 
 def test_demo_publishes_and_reports(broker_url: str) -> None:
-    done = run("run", "demo-publisher", env={"WARREN_DEMO_JOBS": "2000"})
+    done = run_warren("run", "demo-publisher", env={"WARREN_DEMO_JOBS": "2000"})
     assert done.returncode == 0, done.stderr
     assert "submitted=2000 confirmed=2000" in done.stdout
 
@@ -164,6 +153,6 @@ def test_proxy_command_serves_the_toxiproxy_api_and_stops_on_sigterm(tmp_path: A
 def test_proxy_command_bad_config_exits_2(tmp_path: Any) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('[{"name": "x"}]')
-    done = run("proxy", "--port", str(free_port()), "--config", str(bad))
+    done = run_warren("proxy", "--port", str(free_port()), "--config", str(bad))
     assert done.returncode == 2
     assert "missing required field: upstream" in done.stderr

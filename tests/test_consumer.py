@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from tests.broker import rabbitmqctl, warren_connection_pids
-from tests.test_publisher import metric, wait_until
+from tests.helpers import metric, wait_until
 from warren import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
 from warren.testing import partition
 

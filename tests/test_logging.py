@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.test_cli import run
-from tests.test_publisher import free_port
+from tests.helpers import free_port, run_warren
 from warren import ConfigError
 from warren._logging import configure_logging, parse_event
 
@@ -90,7 +89,7 @@ def test_the_runner_logs_json_lines_end_to_end() -> None:
         "WARREN_RECONNECT_MAX_ATTEMPTS": "2",
         "WARREN_LOG_FORMAT": "json",
     }
-    done = run("run", "demo-publisher", env=env)
+    done = run_warren("run", "demo-publisher", env=env)
     assert done.returncode == 3, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     events = {line["event"] for line in lines}
@@ -98,5 +97,5 @@ def test_the_runner_logs_json_lines_end_to_end() -> None:
     gave_up = next(line for line in lines if line["event"] == "connection.gave_up")
     assert gave_up["worker"] and gave_up["attempts"] == "2"
     assert "s3cret" not in done.stderr
-    bad = run("run", "demo-publisher", env={"WARREN_LOG_FORMAT": "xml"})
+    bad = run_warren("run", "demo-publisher", env={"WARREN_LOG_FORMAT": "xml"})
     assert bad.returncode == 2 and "WARREN_LOG_FORMAT" in bad.stderr

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import warren
-from tests.test_publisher import config, free_port, wait_until
+from tests.helpers import config, free_port, wait_until
 from warren import ConnectionGaveUp, Metrics, OpsServer, Publisher
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ import anyio
 import httpx
 import pytest
 
+from tests.helpers import config, free_port
 from tests.prometheus_tools import DEPLOY, dashboard_exprs, tool
-from tests.test_publisher import config, free_port
 from warren import Metrics, OpsServer, Publisher
 from warren.testing import partition
 

@@ -4,13 +4,13 @@ overflow policies, giving up, refused credentials, bad input."""
 from __future__ import annotations
 
 import logging
-import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from tests.broker import Broker, rabbitmqctl, warren_connection_pids
+from tests.helpers import config, free_port, metric, wait_until
 from warren import (
     AccessRefused,
     BufferFull,
@@ -30,33 +30,6 @@ if TYPE_CHECKING:
     from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = pytest.mark.broker
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def config(url: str, **kw: Any) -> PublisherConfig:
-    kw.setdefault("heartbeat", 2)
-    kw.setdefault("backoff_base", 0.05)
-    kw.setdefault("backoff_cap", 0.5)
-    kw.setdefault("flush_timeout", 10.0)
-    return PublisherConfig(urls=url, **kw)
-
-
-def metric(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-async def wait_until(predicate: Any, within: float = 20.0, poll: float = 0.02) -> None:
-    """Poll with a deadline for state that has no event of its own (counters, flags)."""
-    with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - polling with a deadline, see docstring
-            await anyio.sleep(poll)
 
 
 @pytest.mark.timeout(90)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.test_publisher import free_port, wait_until
+from tests.helpers import free_port, wait_until
 from warren import Metrics, PublisherConfig, Service, ServiceContext
 from warren.services import api, fake_push_provider, push_sender
 from warren.testing import partition

@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.test_publisher import wait_until
+from tests.helpers import wait_until
 from warren._work_queue import WorkQueue
 
 pytestmark = pytest.mark.timeout(30)

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from tests.broker import Broker
-from tests.test_publisher import config, metric, wait_until
+from tests.helpers import config, metric, wait_until
 from warren import Metrics, Publisher
 
 if TYPE_CHECKING:

@@ -1,0 +1,55 @@
+"""Helpers shared by the tests (not tests themselves): ports, configs, metrics, polling."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from warren import PublisherConfig
+
+if TYPE_CHECKING:
+    from warren import Metrics
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(url: str, **kw: Any) -> PublisherConfig:
+    kw.setdefault("heartbeat", 2)
+    kw.setdefault("backoff_base", 0.05)
+    kw.setdefault("backoff_cap", 0.5)
+    kw.setdefault("flush_timeout", 10.0)
+    return PublisherConfig(urls=url, **kw)
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def wait_until(predicate: Any, within: float = 20.0, poll: float = 0.02) -> None:
+    """Poll with a deadline for state that has no event of its own (counters, flags)."""
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - polling with a deadline, see docstring
+            await anyio.sleep(poll)
+
+
+WARREN = [sys.executable, "-m", "warren._cli"]
+"""The ``warren`` command, run with this interpreter."""
+
+
+def run_warren(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{free_port()}", **(env or {})}
+    return subprocess.run([*WARREN, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, check=False)  # fmt: skip
