@@ -12,6 +12,7 @@ from ._exceptions import ConfigError
 from ._logging import configure_logging
 from ._runner import DEFAULT_METRICS_ADDR, EXIT_CONFIG, run_service
 from ._service import Service
+from ._version import VERSION
 
 _GROUP = "warren.services"
 _EXIT_CODES = """exit codes:
@@ -19,15 +20,30 @@ _EXIT_CODES = """exit codes:
   1  unexpected error        3  gave up reconnecting"""
 
 
-def load_services() -> dict[str, Service]:
-    """Every service registered in the ``warren.services`` entry-point group."""
+def load_services() -> tuple[dict[str, Service], dict[str, str]]:
+    """Every service registered in the ``warren.services`` entry-point group.
+
+    Returns the services that load, and for each one that cannot (a dependency is not
+    installed) what to install, so ``warren`` can say so instead of printing a traceback.
+    """
     found: dict[str, Service] = {}
+    missing: dict[str, str] = {}
     for ep in entry_points(group=_GROUP):
-        service = ep.load()
+        try:
+            service = ep.load()
+        except ModuleNotFoundError as exc:
+            missing[ep.name] = _install_hint(ep.value, exc.name or str(exc))
+            continue
         if not isinstance(service, Service):
             raise TypeError(f"entry point {ep.name!r} in {_GROUP} is not a warren.Service")
         found[ep.name] = service
-    return dict(sorted(found.items()))
+    return dict(sorted(found.items())), dict(sorted(missing.items()))
+
+
+def _install_hint(target: str, module: str) -> str:
+    if target.startswith("warren.services."):
+        return f"needs the services extra: pip install 'warren[services]' (no module {module!r})"
+    return f"cannot load {target}: no module {module!r}"
 
 
 def _settings_epilog(services: dict[str, Service]) -> str:
@@ -42,8 +58,9 @@ def _settings_epilog(services: dict[str, Service]) -> str:
     return "\n".join(lines) + "\n\n" + _EXIT_CODES
 
 
-def _parser(services: dict[str, Service]) -> argparse.ArgumentParser:
-    listing = "\n".join(f"  {name:<20} {s.help}" for name, s in services.items())
+def _parser(services: dict[str, Service], missing: dict[str, str]) -> argparse.ArgumentParser:
+    rows = [(name, s.help) for name, s in services.items()] + list(missing.items())
+    listing = "\n".join(f"  {name:<20} {text}" for name, text in sorted(rows))
     parser = argparse.ArgumentParser(
         prog="warren",
         description="Run Warren services: RabbitMQ side-effect workers that survive outages.",
@@ -58,7 +75,7 @@ def _parser(services: dict[str, Service]) -> argparse.ArgumentParser:
         epilog=_settings_epilog(services),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("service", choices=list(services), metavar="SERVICE")
+    run.add_argument("service", choices=sorted([*services, *missing]), metavar="SERVICE")
     run.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     proxy = sub.add_parser(
         "proxy",
@@ -74,16 +91,16 @@ def _parser(services: dict[str, Service]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    services = load_services()
-    args = _parser(services).parse_args(argv)
+    services, missing = load_services()
+    args = _parser(services, missing).parse_args(argv)
     if args.command == "version":
-        from . import __version__
-
-        print(__version__)
+        print(VERSION)
         return 0
     if args.command == "services":
         for name, service in services.items():
             print(f"{name}\t{service.help}")
+        for name, hint in missing.items():
+            print(f"{name}\t({hint})")
         return 0
     try:
         configure_logging(os.environ)
@@ -94,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         from .testing._proxy_cli import run_proxy
 
         return run_proxy(args.host, args.port, args.config)
+    if args.service in missing:
+        print(f"warren: service {args.service!r} {missing[args.service]}", file=sys.stderr)
+        return EXIT_CONFIG
     return run_service(services[args.service], os.environ, backend=args.backend)
 
 

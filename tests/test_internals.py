@@ -1,0 +1,51 @@
+"""Every private attribute Warren touches in pika and anyio still exists.
+
+Warren uses a few internals on purpose (pyproject.toml pins the minor versions tested):
+anyio's memory-stream state for ``select`` and the buffer's age gauge, and pika's connection
+output path and stream termination in the AMQP bridge. A new release that moves one fails
+here, naming it, instead of somewhere deep in a worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import OrderedDict, deque
+
+import anyio
+import pika
+import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pika.adapters.base_connection import BaseConnection
+from pika.adapters.utils import io_services_utils
+from pika.connection import Connection
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_anyio_memory_stream_internals() -> None:
+    tx, rx = anyio.create_memory_object_stream[int](math.inf)
+    with tx, rx:
+        for end in (tx, rx):
+            state = getattr(end, "_state", None)
+            assert state is not None, f"{type(end).__name__}._state is gone (used by _select)"
+        state = rx._state
+        assert isinstance(state.waiting_receivers, OrderedDict), "_state.waiting_receivers"
+        assert isinstance(state.waiting_senders, OrderedDict), "_state.waiting_senders"
+        assert isinstance(state.buffer, deque), "_state.buffer (the buffer's oldest-job age)"
+    # _select parks a watcher that answers this question; anyio must still ask it
+    source = inspect.getsource(MemoryObjectSendStream.send_nowait)
+    assert "has_pending_cancellation" in source, "send_nowait no longer skips cancelled receivers"
+    assert "waiting_receivers" in inspect.getsource(MemoryObjectReceiveStream.receive)
+
+
+def test_pika_connection_internals() -> None:
+    for name in ("_output_marshaled_frames", "_terminate_stream"):
+        assert callable(getattr(Connection, name, None)), f"pika Connection.{name} is gone"
+    connection = inspect.getsource(Connection)
+    assert "self._body_max_length =" in connection, "pika Connection._body_max_length is gone"
+    base = inspect.getsource(BaseConnection.__init__)
+    assert "self._transport" in base, "pika BaseConnection._transport is gone"
+    transport = inspect.getsource(io_services_utils._AsyncTransportBase.__init__)
+    assert "self._tx_buffers" in transport, "pika's transport _tx_buffers is gone"
+    assert isinstance(pika.__version__, str)
