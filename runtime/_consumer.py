@@ -38,7 +38,6 @@ from ._work_queue import WorkQueue
 from ._worker import Wake, Worker
 
 if TYPE_CHECKING:
-
     from anyio.streams.memory import MemoryObjectReceiveStream
 
     from ._amqp import LinkFactory
