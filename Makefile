@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench chaos clean tree
+.PHONY: test lint typecheck unit demo bench chaos clean tree sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -19,6 +19,23 @@ $(STAMP): pyproject.toml hatch_build.py
 # runtime/ and services/ (hatch_build.py); refresh it so new modules show up.
 tree: $(STAMP)
 	$(BIN)/python hatch_build.py
+
+# Debian packages the full suite uses (command:package): nftables and iproute2 for the
+# kernel-level partitions, prometheus (promtool checks; a real Prometheus scraping a worker).
+# Installed here when root; otherwise the one command to run is printed, and those tests
+# skip (outside CI) until then. RabbitMQ itself must already answer on 127.0.0.1:5672.
+SYSDEPS := nft:nftables ip:iproute2 promtool:prometheus
+
+sysdeps:
+	@missing=""; for pair in $(SYSDEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages for the full suite:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+	  echo "some tests need Debian packages; run: sudo apt-get install -y$$missing"; \
+	fi
 
 lint: tree
 	$(BIN)/ruff format --check runtime services tests bench hatch_build.py
@@ -36,7 +53,7 @@ unit: tree
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
 	  report=$$?; [ $$status -eq 0 ] && exit $$report || exit $$status
 
-test: lint typecheck unit
+test: sysdeps lint typecheck unit
 
 demo: tree
 	$(BIN)/warren run demo-publisher

@@ -17,7 +17,7 @@ from ._version import VERSION
 _GROUP = "warren.services"
 _EXIT_CODES = """exit codes:
   0  clean shutdown          2  bad configuration       4  broker refused credentials
-  1  unexpected error        3  gave up reconnecting"""
+  1  unexpected error        3  gave up reconnecting    5  stopped, unflushed jobs dropped"""
 
 
 def load_services() -> tuple[dict[str, Service], dict[str, str]]:

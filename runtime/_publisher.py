@@ -120,8 +120,15 @@ class Publisher(Worker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop accepting, flush (up to ``flush_timeout``), close the connection cleanly."""
+        """Stop accepting, flush (up to ``flush_timeout``), close the connection cleanly.
+
+        Returns within ``flush_timeout`` plus a short close grace whatever the link is doing;
+        at once for a publisher that was never started.
+        """
         self._begin_close()
+        if self._stack is None:  # never entered: nothing buffered, no connection
+            self._close_streams()
+            return
         with anyio.CancelScope(shield=True):
             await self._flushed.wait()
 
@@ -328,9 +335,14 @@ class Publisher(Worker):
                 await self._conn.aclose()
         finally:
             self._link.connected = False
-            for end in (self._jobs_tx, self._jobs_rx, self._events_tx, self._events_rx):
-                end.close()
+            if self._ledger.depth:  # cancelled (a forced stop): what is left is dropped, counted
+                self._drop_unflushed()
+            self._close_streams()
             self._flushed.set()
+
+    def _close_streams(self) -> None:
+        for end in (self._jobs_tx, self._jobs_rx, self._events_tx, self._events_rx):
+            end.close()
 
     async def _serve(self) -> None:
         handoff_limit = self._handoff_limit

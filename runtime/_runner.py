@@ -4,12 +4,18 @@ handled, and an exit code an orchestrator can act on.
 Exit codes (a public contract, documented in the README):
 
 ===  ==================================================================
-0    clean shutdown (done, or SIGTERM/SIGINT and the buffer flushed)
+0    clean shutdown: done, or stopped by SIGTERM/SIGINT with every accepted job settled
 1    unexpected error (a bug: the traceback is logged)
 2    bad configuration (the message names the setting)
 3    gave up reconnecting (``WARREN_RECONNECT_MAX_ATTEMPTS`` ran out)
-4    the broker refused the credentials (ACCESS_REFUSED)
+4    the broker refused the credentials or a permission (ACCESS_REFUSED)
+5    stopped, but accepted jobs could not be flushed in time and were dropped
+     (``shutdown.unflushed_total`` in the log says how many)
 ===  ==================================================================
+
+Exit code 5 is not 0 on purpose: the jobs are gone (counted in
+``warren_jobs_dropped_total{reason="shutdown"}``), and a deploy that loses work should not
+look like one that did not.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_GAVE_UP = 3
 EXIT_ACCESS_REFUSED = 4
+EXIT_UNFLUSHED = 5
 DEFAULT_METRICS_ADDR = "127.0.0.1:9100"
 
 
@@ -63,6 +70,7 @@ async def _serve(service: Service, ctx: ServiceContext, ops_addr: str) -> None:
 
 def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asyncio") -> int:
     """Run ``service`` to completion; return the process exit code."""
+    ctx: ServiceContext | None = None
     try:
         publisher_config = PublisherConfig.from_env(env)
         registry = CollectorRegistry()
@@ -83,8 +91,20 @@ def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asy
         log.critical("worker.failed %s", exc)
         return EXIT_ACCESS_REFUSED
     except KeyboardInterrupt:
-        return EXIT_OK
+        return _stopped(ctx)
     except Exception:
         log.exception("worker.crashed service=%s", service.name)
         return EXIT_ERROR
+    return _stopped(ctx)
+
+
+def _stopped(ctx: ServiceContext | None) -> int:
+    """The exit code of a stop: 0, or 5 if accepted jobs were dropped unflushed."""
+    if ctx is None:
+        return EXIT_OK
+    dropped = sum(s.dropped.get("shutdown", 0) for s in ctx.metrics.publishers().values())
+    if dropped:
+        log.error("shutdown.unflushed_total jobs_dropped=%d", dropped)
+        return EXIT_UNFLUSHED
+    log.info("shutdown.complete jobs_dropped=0")
     return EXIT_OK

@@ -31,6 +31,7 @@ is a real sender in anyio's queue, and two of them could both be taken before th
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import dataclass
@@ -229,13 +230,28 @@ async def _wait_once(cases: dict[str, Case], send: Send[Any] | None) -> Sent | N
         send.stream._state.waiting_senders[wake] = send.item
     try:
         await wake.wait()
-    except BaseException:
-        if _unpark(wake, receivers, send):
-            # The item left before the cancellation landed: the send happened, so report it.
-            # The cancellation is delivered again at the caller's next checkpoint.
+    except BaseException as exc:
+        if _unpark(wake, receivers, send) and _sent_despite(exc):
             return Sent(send_name)
         raise
     return Sent(send_name) if _unpark(wake, receivers, send) else None
+
+
+def _sent_despite(exc: BaseException) -> bool:
+    """The parked send's item left just as ``exc`` landed: may the select report ``Sent``?
+
+    Only for the backend's cancellation, and only if it will be delivered again: a cancelled
+    anyio/trio scope re-raises at the caller's next checkpoint (trio's rule for a send that
+    completed). A native ``asyncio`` ``task.cancel()`` is edge-triggered, so it is requested
+    again here. Anything else (``KeyboardInterrupt``, ``SystemExit``, a bug) is re-raised.
+    """
+    if not isinstance(exc, anyio.get_cancelled_exc_class()):
+        return False
+    if isinstance(exc, asyncio.CancelledError) and anyio.current_effective_deadline() > -math.inf:
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel(*exc.args)
+    return True
 
 
 def _unpark(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from warren._config import parse_addr
 
 if TYPE_CHECKING:
-    import anyio
     from starlette.types import ASGIApp
 
 
@@ -28,7 +30,11 @@ async def serve_asgi(app: ASGIApp, addr: str, setting: str, stopping: anyio.Even
         from hypercorn.trio import serve
     else:
         from hypercorn.asyncio import serve
-    await serve(app, config, shutdown_trigger=stopping.wait)
+    # In a task of its own: hypercorn's asyncio server runs a native asyncio.TaskGroup, whose
+    # cancel()/uncancel() of its parent task must not land on the task that runs the service
+    # (that turned every SIGTERM into a stray CancelledError and exit code 1).
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(serve, app, config, shutdown_trigger=stopping.wait))
 
 
 def _running_trio() -> bool:

@@ -17,7 +17,7 @@ DASHBOARD = DEPLOY / "grafana" / "warren.json"
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found (apt-get install prometheus; .ci/run installs it)"
+        message = f"{name} not found (apt-get install prometheus; make test installs it as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -44,7 +44,10 @@ BIN = Path(sys.executable).parent
 
 
 def _queues() -> set[str]:
-    return set(rabbitmqctl("list_queues", "--quiet", "--no-table-headers", "name").split())
+    """The broker's queues, less the suite's own (``warren.test.*``, which a test running
+    beside this one may be creating right now)."""
+    names = rabbitmqctl("list_queues", "--quiet", "--no-table-headers", "name").split()
+    return {name for name in names if not name.startswith("warren.test.")}
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float) -> None:

@@ -44,9 +44,10 @@ def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
         "rule_files": ["alerts.yml"],
         "scrape_configs": [{"job_name": "warren", "static_configs": [{"targets": [target]}]}],
     }))  # fmt: skip
+    binary = tool("prometheus")  # skips or fails before anything is opened
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
-        [tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

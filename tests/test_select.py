@@ -239,3 +239,36 @@ async def test_cancelled_parked_send_reports_sent_if_it_happened() -> None:
             assert out_rx.receive_nowait() == "x"  # taken while the select is parked
             holder[0].cancel()  # cancellation lands after the item left
         assert outcome == [Sent("out")]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_native_asyncio_cancel_is_not_lost_when_the_send_completed() -> None:
+    """``task.cancel()`` (not a cancel scope) landing as the parked send's item is taken:
+    select may report Sent, but the task must still end cancelled."""
+    import asyncio
+
+    out_tx, out_rx = stream(0)
+    reached: list[str] = []
+
+    async def sender() -> None:
+        reached.append(repr(await select(out=Send(out_tx, "x"))))
+        await anyio.sleep(5)  # the cancel must land here at the latest
+        reached.append("kept running after cancel()")
+
+    with out_tx, out_rx, anyio.fail_after(5):
+        task = asyncio.get_running_loop().create_task(sender())
+        await anyio.wait_all_tasks_blocked()
+        assert out_rx.receive_nowait() == "x"  # taken while the select is parked
+        task.cancel()  # lands after the item left
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert task.cancelled()
+    assert reached == [repr(Sent("out"))]
+
+
+async def test_only_the_backends_cancellation_may_be_reported_as_sent() -> None:
+    """A KeyboardInterrupt (or any other exception) as the send completes is re-raised."""
+    from warren._select import _sent_despite
+
+    for exc in (KeyboardInterrupt(), SystemExit(1), RuntimeError("bug")):
+        assert not _sent_despite(exc), exc

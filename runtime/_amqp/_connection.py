@@ -89,6 +89,7 @@ class AmqpConnection:
         self._current: PikaSession | None = None
         self._current_no = 0
         self._closing = False
+        self._backoff_wait = anyio.CancelScope()  # aclose() cuts the wait short
 
     def publish(self, session: int, jobs: list[Job]) -> bool:
         """Hand ``jobs`` to connection ``session``; False if that connection is gone.
@@ -110,8 +111,13 @@ class AmqpConnection:
         return current.ack_threadsafe(tags)
 
     async def aclose(self) -> None:
-        """Close the connection on purpose; ``run()`` returns without reconnecting."""
+        """Close the connection on purpose; ``run()`` returns without reconnecting.
+
+        Returns at once; ``run()`` ends within the session's close grace (a close handshake
+        the broker does not answer is cut short), and a backoff wait is interrupted.
+        """
         self._closing = True
+        self._backoff_wait.cancel()
         if self._current is not None:
             self._current.close_threadsafe()
 
@@ -147,8 +153,8 @@ class AmqpConnection:
             log.debug("connection.attempt url=%s", redact_url(url))
             outcome = await self._run_session(session)
             self._deliver()  # what the thread said comes before how it ended
-            if outcome is None:
-                return
+            if outcome is None or self._closing:
+                return  # closed on purpose (an attempt cut short by the close is no failure)
             if isinstance(outcome, ConnectionLost):
                 failures = 0 if session.ready_once else failures + 1
             else:
@@ -161,7 +167,9 @@ class AmqpConnection:
             if limit and failures >= limit:
                 self._send(GaveUp(failures, last_error))
                 return
-            await self._sleep(self._backoff.delay(failures + 1))
+            with self._backoff_wait:
+                await self._sleep(self._backoff.delay(failures + 1))
+            self._backoff_wait = anyio.CancelScope()
 
     async def _run_session(self, session: PikaSession) -> ConnectionLost | ConnectFailed | None:
         self._current = session

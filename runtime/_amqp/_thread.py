@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("warren.amqp")
 
 Emit = Callable[[ConnectionEvent], object]
+_CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
 
 
 class _WatchdogAbort(Exception):
@@ -167,6 +168,7 @@ class PikaSession:
         self._conn: Any = None
         self._channel: Any = None
         self._intentional = False
+        self._close_requested = False  # guarded by _lock
         self._channel_loss: tuple[int, str] | None = None
         self._ready = False
         self.ready_once = False  # announced Connected at least once: the attempt succeeded
@@ -207,16 +209,13 @@ class PikaSession:
         if self._conn.is_open:
             self._conn.close()
 
-    def close_threadsafe(self) -> bool:
-        """Close on purpose (no reconnect follows); False if already gone."""
-        return self._call_threadsafe(self._close_intentionally)
-
-    def _call_threadsafe(self, fn: Callable[[], None]) -> bool:
+    def close_threadsafe(self) -> None:
+        """Close on purpose (no reconnect follows). Works before the thread started too:
+        the session then closes as soon as it is up, and reports ``None``."""
         with self._lock:
-            if not self._loop_alive:
-                return False
-            self._conn.ioloop.add_callback_threadsafe(fn)
-            return True
+            self._close_requested = True
+            if self._loop_alive:
+                self._conn.ioloop.add_callback_threadsafe(self._close_intentionally)
 
     # -- the thread ----------------------------------------------------------------------
 
@@ -231,6 +230,8 @@ class PikaSession:
                 on_close_callback=self._on_close,
             )
             self._loop_alive = True
+            if self._close_requested:
+                self._conn.ioloop.add_callback_threadsafe(self._close_intentionally)
         add_callback = self._conn.ioloop.add_callback_threadsafe
         self._outbox.open(lambda: add_callback(self._pump))
         self._acks.open(lambda: add_callback(self._drain_acks))
@@ -283,7 +284,8 @@ class PikaSession:
         conn.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, conn: Any, err: BaseException | str) -> None:
-        self._outcome = _open_failure(self._attempt, self._url, err)
+        # an open cut short by our own close is no failure
+        self._outcome = None if self._intentional else _open_failure(self._attempt, self._url, err)
         conn.ioloop.stop()
 
     def _on_close(self, conn: Any, reason: BaseException | None) -> None:
@@ -465,9 +467,24 @@ class PikaSession:
             buffers.append(joined)
 
     def _close_intentionally(self) -> None:
+        if self._intentional:
+            return
         self._intentional = True
-        if not (self._conn.is_closing or self._conn.is_closed):
-            self._conn.close()
+        conn = self._conn
+        if not (conn.is_closing or conn.is_closed):
+            conn.close()
+        # A broker that does not answer (a silent partition) would hold the close handshake
+        # for pika's own timeouts: cut the stream after a short grace instead.
+        conn.ioloop.call_later(_CLOSE_GRACE, self._cut_after_grace)
+
+    def _cut_after_grace(self) -> None:
+        conn = self._conn
+        if conn.is_closed:
+            return
+        if conn.is_closing or conn.is_open:
+            conn._terminate_stream(_WatchdogAbort("dead_link", "close not answered in time"))
+        else:  # still connecting: stop the ioloop, the session ends here
+            conn.ioloop.stop()
 
     # -- watchdog ------------------------------------------------------------------------
 

@@ -1,0 +1,181 @@
+"""Stopping workers and `warren run` processes: on time, with the right exit code, on both
+backends.
+
+Every service exits 0 on SIGTERM when it had nothing to lose (a deploy must not look like a
+crash), the stop is bounded even while the broker link is silently blackholed, and a second
+signal forces the process out within a second.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from tests.broker import Broker, rabbitmqctl
+from tests.helpers import WARREN, free_port, wait_until
+from warren import Backoff, Metrics, Publisher, PublisherClosed, PublisherConfig
+from warren.testing import partition
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from warren.testing.pytest_plugin import ProxiedBroker
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
+BACKENDS = ["asyncio", "trio"]
+
+
+def start(service: str, backend: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    full = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{port}", **env}
+    cmd = [*WARREN, "run", service, "--backend", backend]
+    proc = subprocess.Popen(cmd, env=full, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return proc, port
+
+
+def wait_serving(proc: subprocess.Popen[str], port: int, within: float = 20) -> None:
+    """Until the ops server answers /healthz (the service is up)."""
+    deadline = time.monotonic() + within
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the service never served /healthz"
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[str], within: float) -> tuple[float, str, str]:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=within + 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return time.monotonic() - started, out, err
+
+
+def service_env(service: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "api": {"WARREN_API_ADDR": f"127.0.0.1:{free_port()}",
+                "WARREN_API_DB": str(tmp_path / "api.sqlite3")},
+        "fake-push-provider": {"WARREN_FAKE_PUSH_ADDR": f"127.0.0.1:{free_port()}"},
+        "push-sender": {},
+        "demo-publisher": {"WARREN_DEMO_JOBS": "0"},
+    }[service]  # fmt: skip
+
+
+@pytest.fixture
+def cleanup_queues() -> Iterator[str]:
+    """A queue name prefix; every queue with it is deleted afterwards."""
+    prefix = f"warren.test.stop.{uuid.uuid4().hex[:8]}"
+    yield prefix
+    names = rabbitmqctl("list_queues", "--quiet", "--no-table-headers", "name").split()
+    with Broker() as broker:
+        for name in names:
+            if name.startswith(prefix):
+                broker.delete_queue(name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("service", ["api", "fake-push-provider", "push-sender"])
+def test_sigterm_is_a_clean_exit_for_every_service(
+    service: str, backend: str, tmp_path: Path, broker_url: str, cleanup_queues: str
+) -> None:
+    env = {**service_env(service, tmp_path), "WARREN_PUSH_QUEUE": cleanup_queues}
+    proc, port = start(service, backend, env)
+    wait_serving(proc, port)
+    _, _, err = stop(proc, within=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert "CancelledError" not in err, err
+
+
+# -- the library: bounded stops ---------------------------------------------------------
+
+
+class _LongestBackoff(random.Random):
+    """Every backoff draw is the longest allowed (full jitter made deterministic)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_aclose_before_enter_returns(metrics: Metrics) -> None:
+    pub = Publisher(PublisherConfig(), metrics=metrics, name="never-started")
+    with anyio.fail_after(2):
+        await pub.aclose()
+    with pytest.raises(PublisherClosed):
+        pub.submit({"late": True}, routing_key="q")
+
+
+async def test_stop_interrupts_the_reconnect_backoff(metrics: Metrics) -> None:
+    refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    backoff = Backoff(base=30, cap=30, rng=_LongestBackoff())
+    config = PublisherConfig(urls=refused, flush_timeout=0.5)
+    pub = Publisher(config, metrics=metrics, name="backing-off", backoff=backoff)
+    async with pub:
+        await wait_until(lambda: pub.statistics().last_error, within=10)  # now waiting 30 s
+        started = anyio.current_time()
+    took = anyio.current_time() - started
+    assert took < config.flush_timeout + 1, f"the stop waited out the backoff: {took:.1f}s"
+
+
+@pytest.mark.timeout(60)
+async def test_stop_during_a_silent_partition_is_bounded(
+    rabbit_proxy: ProxiedBroker, metrics: Metrics, queue_name: str
+) -> None:
+    """heartbeat 10: without a bound, pika's close handshake waits ~30 s on a dead link."""
+    config = PublisherConfig(urls=rabbit_proxy.url, heartbeat=10, flush_timeout=1.0)
+    pub = Publisher(config, metrics=metrics, name="partitioned")
+    async with pub:
+        await pub.wait_connected()
+        async with partition(rabbit_proxy.proxy):
+            for i in range(20):
+                pub.submit({"i": i}, routing_key=queue_name)
+            started = anyio.current_time()
+            with anyio.fail_after(30):
+                await pub.aclose()
+            took = anyio.current_time() - started
+    assert took < config.flush_timeout + 1, f"stop took {took:.1f}s"
+    stats = pub.statistics()
+    assert stats.dropped["shutdown"] + stats.confirmed == 20
+    assert stats.buffer_depth == 0
+
+
+def test_a_second_signal_forces_the_exit_within_a_second() -> None:
+    """First SIGTERM: flush (up to a minute here, and the broker never answers); second:
+    out within a second, the jobs it gave up on counted and the exit code saying so."""
+    env = {
+        "WARREN_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        "WARREN_BUFFER_SIZE": "50",
+        "WARREN_FLUSH_TIMEOUT": "60",
+        "WARREN_DEMO_JOBS": "1000",
+    }
+    proc, port = start("demo-publisher", "asyncio", env)
+    wait_serving(proc, port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the first signal is handled: the flush has begun
+        if "shutdown.requested" in line:
+            break
+    assert proc.poll() is None, "exited on the first signal although it could not flush"
+    took, _, err = stop(proc, within=1)
+    assert took < 1.0, f"the second signal took {took:.1f}s"
+    assert proc.returncode == 5, err
+    assert "shutdown.forced" in err
+    assert "shutdown.unflushed_total jobs_dropped=50" in err
