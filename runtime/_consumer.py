@@ -10,6 +10,7 @@ means redelivery, never loss (at-least-once: use ``Deduplicator`` in handlers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -46,9 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warren.consumer")
 
-Outcome = Literal["ack", "retry", "dead_letter"]
+Outcome = Literal["ack", "retry", "dead_letter", "rejected"]
 _T = TypeVar("_T")
 ATTEMPTS_HEADER = "x-warren-attempts"
+BROKER_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # RabbitMQ's hard ceiling for one message
 
 
 @final
@@ -168,16 +170,21 @@ class Consumer(Worker):
             consume=ConsumeSpec(q, config.prefetch),
             deliveries=self._deliveries_tx,
         )
-        # re-publishes retries and dead letters, with confirms, before the original is acked
+        # re-publishes retries and dead letters, with confirms, before the original is acked;
+        # bounded by what the broker takes (it delivered the message), not by the producer
+        # side's job limit, and waiting for room rather than refusing
+        requeue_config = dataclasses.replace(
+            conn_config, max_job_bytes=BROKER_MAX_MESSAGE_BYTES, overflow="block"
+        )
         self._publisher = Publisher(
-            conn_config,
+            requeue_config,
             metrics=metrics,
             name=f"{name}.requeue",
             topology=self.topology,
             connection=connection,
         )
         self._in_flight = 0
-        self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0}
+        self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0, "rejected": 0}
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
         metrics.add_consumer(name, self.statistics)
 
@@ -243,12 +250,13 @@ class Consumer(Worker):
         when it does, ``current`` is the delivery that ran out of time.
         """
         timeout = self._config.handler_timeout
+        max_attempts = self._config.max_attempts
         clock = self._clock
         current: tuple[Delivered, Message, float] | None = None
         with anyio.CancelScope() as scope:
             while True:
                 delivery = await work.get()
-                message = _message(delivery)
+                message = _message(delivery, max_attempts)
                 started = clock()
                 current = (delivery, message, started)
                 scope.deadline = anyio.current_time() + timeout
@@ -269,7 +277,36 @@ class Consumer(Worker):
         return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
 
     async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
-        """Re-publish a failed message (retry queue or DLQ) before its original is acked."""
+        """Re-publish a failed message (retry queue or DLQ) before its original is acked.
+
+        Never raises for the message's sake: what the broker delivered can always be settled.
+        If the re-publish fails (a header that cannot be written back, a broker that returns
+        it, a stop cutting it short), the message is dead-lettered with only Warren's own
+        headers and the reason; if even that fails it is rejected without requeue (the
+        broker dead-letters it if the queue has a dead-letter exchange, else drops it), and
+        counted as ``rejected``. One message never ends the worker.
+        """
+        try:
+            return await self._route_failure(message, exc)
+        except Exception as first:  # see the docstring: one message, any reason
+            failure = first
+            log.error(
+                "delivery.unsettleable worker=%s message_id=%s error=%s: %s",
+                self._name, message.message_id, type(first).__name__, first,
+            )  # fmt: skip
+        bare = Message(message.message_id, message.body, {}, message.redelivered,
+                       message.attempt, message.content_type)  # fmt: skip
+        try:
+            await self._dead_letter(bare, "unsettleable", failure)
+        except Exception as second:
+            log.error(
+                "delivery.rejected worker=%s message_id=%s error=%s: %s",
+                self._name, message.message_id, type(second).__name__, second,
+            )  # fmt: skip
+            return "rejected"
+        return "dead_letter"
+
+    async def _route_failure(self, message: Message, exc: Exception) -> Outcome:
         if isinstance(exc, PoisonMessage):
             await self._dead_letter(message, "poison", exc)
             return "dead_letter"
@@ -338,6 +375,12 @@ class Consumer(Worker):
         self._ack(session, tags, outcomes)
 
     def _ack(self, session: int, tags: list[int], outcomes: list[Outcome]) -> None:
+        if "rejected" in outcomes:  # rare: the last resort for a message nothing could settle
+            rejects = [t for t, o in zip(tags, outcomes, strict=True) if o == "rejected"]
+            if self._conn.reject(session, rejects):
+                self._outcomes["rejected"] += len(rejects)
+            tags = [t for t, o in zip(tags, outcomes, strict=True) if o != "rejected"]
+            outcomes = [o for o in outcomes if o != "rejected"]
         if self._conn.ack(session, tags):
             for outcome in outcomes:
                 self._outcomes[outcome] += 1
@@ -407,16 +450,25 @@ class Consumer(Worker):
         )
 
 
-def _message(delivery: Delivered) -> Message:
+def _message(delivery: Delivered, max_attempts: int) -> Message:
     headers = delivery.headers
     return Message(
         delivery.message_id,
         delivery.body,
         headers,
         delivery.redelivered,
-        1 + _int(headers.get(ATTEMPTS_HEADER)),
+        1 + _attempts_so_far(headers.get(ATTEMPTS_HEADER), max_attempts),
         delivery.content_type,
     )
+
+
+def _attempts_so_far(value: object, max_attempts: int) -> int:
+    """The attempts header, as far as it can be trusted: anyone can publish one, so a
+    negative, huge or non-integer value must not break the retry arithmetic (or the
+    re-publish that writes it back): it counts as 0, and at most ``max_attempts``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, max_attempts)
 
 
 def _drain(stream: MemoryObjectReceiveStream[_T]) -> list[_T]:
@@ -430,7 +482,3 @@ def _drain(stream: MemoryObjectReceiveStream[_T]) -> list[_T]:
 
 def _why(exc: BaseException) -> dict[str, object]:
     return {"x-warren-error-type": type(exc).__name__, "x-warren-error": str(exc)[:1000]}
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -45,6 +45,9 @@ class FakeLink:
     def ack(self, session: int, tags: list[int]) -> bool:
         return session == self.session
 
+    def reject(self, session: int, tags: list[int]) -> bool:
+        return session == self.session
+
     async def aclose(self) -> None:
         self.closed.set()
 

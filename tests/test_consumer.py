@@ -136,7 +136,7 @@ async def test_a_handler_that_swallows_its_timeout_does_not_cut_off_the_next_one
         await wait_until(lambda: consumer.statistics().outcomes["ack"] == 2)
         outcomes = consumer.statistics().outcomes
     assert attempts == {"stubborn": [1], "next": [1]}
-    assert outcomes == {"ack": 2, "retry": 0, "dead_letter": 0}
+    assert outcomes == {"ack": 2, "retry": 0, "dead_letter": 0, "rejected": 0}
 
 
 async def test_retries_with_backoff_then_succeeds(
@@ -201,7 +201,12 @@ async def test_poison_goes_straight_to_the_dlq_and_the_worker_goes_on(
         broker.publish(queue, b'{"title": "no recipient"}', message_id="p2")
         broker.publish(queue, b'{"to": "dev-1"}', message_id="ok")
         await wait_until(lambda: sum(consumer.statistics().outcomes.values()) == 3)
-        assert consumer.statistics().outcomes == {"ack": 1, "retry": 0, "dead_letter": 2}
+        assert consumer.statistics().outcomes == {
+            "ack": 1,
+            "retry": 0,
+            "dead_letter": 2,
+            "rejected": 0,
+        }
     assert good == [{"to": "dev-1"}]
     reasons = {}
     while (got := broker.get(f"{queue}.dlq")) is not None:
@@ -346,3 +351,26 @@ async def test_deliveries_racing_their_connected_event_are_handled(
                 return c.statistics().outcomes["ack"] == 60
 
             await wait_until(all_acked, within=10)
+
+
+async def test_a_message_nothing_can_settle_is_rejected_and_the_worker_goes_on(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """The dead-letter queue is gone (deleted under the running worker): a poison message
+    cannot be dead-lettered, so it is rejected (counted) and later messages still flow."""
+
+    async def handler(message: Message) -> None:
+        if message.body == b"poison":
+            raise PoisonMessage("test")
+
+    async with Consumer(cfg(broker_url, queue), handler, metrics=metrics, name="c") as consumer:
+        await consumer.wait_connected()
+        broker.delete_queue(f"{queue}.dlq")
+        broker.publish(queue, b"poison", message_id="p1")
+        await wait_until(lambda: consumer.statistics().outcomes["rejected"] == 1)
+        for i in range(5):
+            broker.publish(queue, b"{}", message_id=f"ok{i}")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 5)
+        assert consumer.statistics().failed is None
+    assert broker.depth(queue) == 0
+    assert metric(metrics, "warren_deliveries_total", worker="c", outcome="rejected") == 1

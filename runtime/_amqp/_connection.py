@@ -110,6 +110,13 @@ class AmqpConnection:
             return False
         return current.ack_threadsafe(tags)
 
+    def reject(self, session: int, tags: list[int]) -> bool:
+        """Reject deliveries of connection ``session`` without requeue; False if it is gone."""
+        current = self._current
+        if current is None or self._current_no != session:
+            return False
+        return current.reject_threadsafe(tags)
+
     async def aclose(self) -> None:
         """Close the connection on purpose; ``run()`` returns without reconnecting.
 

@@ -70,6 +70,18 @@ class Consuming:
             )
         )
 
+    def reject(self, tags: list[int]) -> None:
+        """Reject deliveries without requeue. Each counts as settled on its own, so the
+        ``multiple`` ack of a later prefix never covers it (a second settle of one tag would
+        make the broker close the channel)."""
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        for tag in tags:
+            channel.basic_reject(tag, requeue=False)
+            self._sent.add(tag)
+        self.ack([])  # the finished prefix may now extend past the rejected tags
+
     def ack(self, tags: list[int]) -> None:
         """Ack finished deliveries: one ``multiple`` ack for the finished prefix, single acks
         for the rest. A tag the broker no longer knows would close the channel, so every tag

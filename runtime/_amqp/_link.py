@@ -34,6 +34,10 @@ class Link(Protocol):
     def ack(self, session: int, tags: list[int]) -> bool:
         """Ack deliveries of connection ``session``; False if it is gone."""
 
+    def reject(self, session: int, tags: list[int]) -> bool:
+        """Reject deliveries of ``session`` without requeue (the broker dead-letters them
+        if the queue has a dead-letter exchange); False if it is gone."""
+
     async def aclose(self) -> None:
         """Close on purpose: ``run()`` returns without reconnecting."""
 

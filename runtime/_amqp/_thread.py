@@ -162,6 +162,7 @@ class PikaSession:
         self._consumer_cancelled = False
         # handed over by the event loop; each wakes this thread once per burst
         self._acks: Mailbox[int] = Mailbox()
+        self._rejects: Mailbox[int] = Mailbox()
         self._outbox: Mailbox[Job] = Mailbox()
         self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
         self._loop_alive = False
@@ -197,6 +198,15 @@ class PikaSession:
     def ack_threadsafe(self, tags: list[int]) -> bool:
         """Ack deliveries of this connection (batched: one wake-up per burst)."""
         return self._acks.put_all(tags)
+
+    def reject_threadsafe(self, tags: list[int]) -> bool:
+        """Reject deliveries of this connection without requeue (rare: a last resort)."""
+        return self._rejects.put_all(tags)
+
+    def _drain_rejects(self) -> None:
+        tags = self._rejects.take()
+        if self._consuming is not None:
+            self._consuming.reject(tags)
 
     def _drain_acks(self) -> None:
         tags = self._acks.take()
@@ -235,6 +245,7 @@ class PikaSession:
         add_callback = self._conn.ioloop.add_callback_threadsafe
         self._outbox.open(lambda: add_callback(self._pump))
         self._acks.open(lambda: add_callback(self._drain_acks))
+        self._rejects.open(lambda: add_callback(self._drain_rejects))
         try:
             self._conn.ioloop.start()
         except Exception as exc:
@@ -254,6 +265,7 @@ class PikaSession:
                 self._loop_alive = False
             self._outbox.close()
             self._acks.close()
+            self._rejects.close()
             self._conn.ioloop.close()
         return self._outcome
 
