@@ -23,28 +23,49 @@ OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
-def _check_url(setting: str, url: str) -> str:
+_URL_FORM = (
+    "expected amqp://user:password@host:port/vhost, with any of / # ? , @ % in the password "
+    "percent-encoded"
+)
+
+
+def _check_url(setting: str, url: str, where: str) -> str:
+    """Validate one URL. Errors never echo it: a password with an unencoded ``/``, ``#``,
+    ``?`` or ``,`` breaks parsing in ways that would print part of it."""
     url = url.strip()
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(setting, f"malformed URL {redact_url(url)!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(setting, f"{where} is malformed (not shown); {_URL_FORM}") from None
     if parts.scheme not in ("amqp", "amqps"):
-        raise ConfigError(setting, f"URL {redact_url(url)!r} must start with amqp:// or amqps://")
-    if not parts.hostname:
-        raise ConfigError(setting, f"URL {redact_url(url)!r} has no host")
+        raise ConfigError(setting, f"{where} must start with amqp:// or amqps:// (not shown)")
+    if not parts.hostname or "@" in f"{parts.path}{parts.query}{parts.fragment}":
+        raise ConfigError(setting, f"{where} has no host or a stray '@' (not shown); {_URL_FORM}")
     del port
     return url
 
 
 def parse_urls(setting: str, value: str | Sequence[str]) -> tuple[str, ...]:
     """One URL, a comma-separated list, or a sequence -> a validated tuple (cluster nodes)."""
-    raw = value.split(",") if isinstance(value, str) else list(value)
-    urls = tuple(_check_url(setting, u) for u in raw if u.strip())
-    if not urls:
+    raw = [u for u in (value.split(",") if isinstance(value, str) else list(value)) if u.strip()]
+    if not raw:
         raise ConfigError(setting, "needs at least one amqp:// URL")
-    return urls
+    return tuple(
+        _check_url(setting, u, "the URL" if len(raw) == 1 else f"URL {i} of {len(raw)}")
+        for i, u in enumerate(raw, 1)
+    )
+
+
+def _redacted_repr(config: object) -> str:
+    """A dataclass repr with the URLs' passwords replaced by ``***``."""
+    fields = []
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, f.name)
+        if f.name == "urls":
+            value = redact_url(value) if isinstance(value, str) else tuple(map(redact_url, value))
+        fields.append(f"{f.name}={value!r}")
+    return f"{type(config).__name__}({', '.join(fields)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +117,9 @@ class PublisherConfig:
             raise ConfigError("backoff_cap", f"must be >= backoff_base ({self.backoff_base})")
         if self.tcp_user_timeout is not None:
             _positive_float("tcp_user_timeout", self.tcp_user_timeout)
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self)
 
     @property
     def url_list(self) -> tuple[str, ...]:
@@ -224,6 +248,9 @@ class ConsumerConfig:
             raise ConfigError("retry_cap", f"must be >= retry_base ({self.retry_base})")
         # the connection settings are validated by the PublisherConfig they become
         self.connection()
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self)
 
     def retry_delays(self) -> tuple[float, ...]:
         """The delay before attempt 2, 3, ... max_attempts (capped exponential, no jitter:

@@ -15,7 +15,7 @@ from warren._config import parse_addr
     [
         ({"urls": "http://host"}, r"^urls: .*amqp://"),
         ({"urls": "amqp://"}, r"^urls: .*no host"),
-        ({"urls": "amqp://h:99999999/"}, r"^urls: malformed URL"),
+        ({"urls": "amqp://h:99999999/"}, r"^urls: the URL is malformed"),
         ({"urls": ""}, r"^urls: needs at least one"),
         ({"buffer_size": 0}, r"^buffer_size: must be a positive integer, got 0"),
         ({"buffer_size": -5}, r"^buffer_size: .*got -5"),
