@@ -97,6 +97,7 @@ class PublisherConfig:
         urls: Any = self.urls
         object.__setattr__(self, "urls", parse_urls("urls", urls))
         _positive_int("heartbeat", self.heartbeat)
+        _at_most("heartbeat", self.heartbeat, 65_535, "AMQP carries it in 16 bits")
         _positive_int("buffer_size", self.buffer_size)
         _positive_int("max_in_flight", self.max_in_flight)
         _positive_int("max_job_bytes", self.max_job_bytes)
@@ -161,6 +162,11 @@ class PublisherConfig:
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+def _at_most(name: str, value: int, limit: int, why: str) -> None:
+    if value > limit:
+        raise ConfigError(name, f"must be at most {limit:,} ({why}), got {value:,}")
 
 
 def _positive_float(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -240,8 +246,13 @@ class ConsumerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
             raise ConfigError("queue", f"must be a non-empty queue name, got {self.queue!r}")
+        if len(self.queue.encode()) > 255:
+            raise ConfigError("queue", f"{self.queue[:40]!r}... is over AMQP's 255 bytes")
         for name in ("prefetch", "concurrency", "max_attempts"):
             _positive_int(name, getattr(self, name))
+        _at_most("prefetch", self.prefetch, 65_535, "AMQP carries it in 16 bits")
+        _at_most("concurrency", self.concurrency, 10_000, "one task each, all in one process")
+        _at_most("max_attempts", self.max_attempts, 100, "each attempt has a delay queue")
         for name in ("retry_base", "retry_cap", "handler_timeout", "shutdown_timeout"):
             _positive_float(name, getattr(self, name))
         if self.retry_cap < self.retry_base:
@@ -251,6 +262,16 @@ class ConsumerConfig:
 
     def __repr__(self) -> str:
         return _redacted_repr(self)
+
+    @classmethod
+    def sharing(cls, connection: PublisherConfig, **settings: Any) -> ConsumerConfig:
+        """A consumer config that takes every connection setting (URLs, heartbeat, timeouts,
+        reconnect budget, backoff) from ``connection``: one connection config for every
+        worker of a process, so none is silently dropped."""
+        shared = {f.name for f in dataclasses.fields(cls)} & {
+            f.name for f in dataclasses.fields(connection)
+        }
+        return cls(**{name: getattr(connection, name) for name in shared}, **settings)
 
     def retry_delays(self) -> tuple[float, ...]:
         """The delay before attempt 2, 3, ... max_attempts (capped exponential, no jitter:

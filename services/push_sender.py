@@ -12,7 +12,15 @@ import logging
 import httpx
 from prometheus_client import Counter
 
-from warren import Consumer, ConsumerConfig, Message, Service, ServiceContext, Setting
+from warren import (
+    ConfigError,
+    Consumer,
+    ConsumerConfig,
+    Message,
+    Service,
+    ServiceContext,
+    Setting,
+)
 from warren.services._settings import env_choice, env_float, env_int, env_secret, env_str
 from warren.services.push_common import QUEUE, QUEUE_SETTING, parse_push_job, queue_name
 from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
@@ -47,30 +55,48 @@ def build_provider(ctx: ServiceContext) -> Provider:
         return WebhookProvider(url)
     token = env_secret(ctx.env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")
     if token is None:
-        from warren import ConfigError
-
         raise ConfigError("WARREN_PUSH_FCM_TOKEN_FILE", "fcm needs a bearer token")
     return FcmProvider(url, token)
 
 
-async def main(ctx: ServiceContext) -> None:
-    provider = build_provider(ctx)
+def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
+    """The push queue's consumer: the process's one connection config, plus push settings."""
     concurrency = env_int(ctx.env, "WARREN_PUSH_CONCURRENCY", 20)
     timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
-    base = ctx.publisher_config
-    config = ConsumerConfig(
-        queue=queue_name(ctx.env),
-        urls=base.urls,
-        heartbeat=base.heartbeat,
-        connect_timeout=base.connect_timeout,
-        reconnect_max_attempts=base.reconnect_max_attempts,
-        concurrency=concurrency,
-        prefetch=max(concurrency * 2, 10),
-        max_attempts=env_int(ctx.env, "WARREN_PUSH_MAX_ATTEMPTS", 5),
-        retry_base=env_float(ctx.env, "WARREN_PUSH_RETRY_BASE", 1.0),
-        handler_timeout=timeout * 1.5,
-        shutdown_timeout=env_float(ctx.env, "WARREN_PUSH_SHUTDOWN_TIMEOUT", 10.0),
-    )
+    try:
+        return ConsumerConfig.sharing(
+            ctx.publisher_config,
+            queue=queue_name(ctx.env),
+            concurrency=concurrency,
+            prefetch=min(max(concurrency * 2, 10), 65_535),
+            max_attempts=env_int(ctx.env, "WARREN_PUSH_MAX_ATTEMPTS", 5),
+            retry_base=env_float(ctx.env, "WARREN_PUSH_RETRY_BASE", 1.0),
+            handler_timeout=timeout * 1.5,
+            shutdown_timeout=env_float(ctx.env, "WARREN_PUSH_SHUTDOWN_TIMEOUT", 10.0),
+        )
+    except ConfigError as exc:  # name the variable the operator set, not the field
+        var = _PUSH_VARS.get(exc.setting)
+        if var is None:
+            raise
+        raise ConfigError(var, str(exc).split(": ", 1)[1]) from None
+
+
+_PUSH_VARS = {
+    "queue": QUEUE_SETTING,
+    "concurrency": "WARREN_PUSH_CONCURRENCY",
+    "max_attempts": "WARREN_PUSH_MAX_ATTEMPTS",
+    "retry_base": "WARREN_PUSH_RETRY_BASE",
+    "retry_cap": "WARREN_PUSH_RETRY_BASE",
+    "handler_timeout": "WARREN_PUSH_TIMEOUT",
+    "shutdown_timeout": "WARREN_PUSH_SHUTDOWN_TIMEOUT",
+}
+
+
+async def main(ctx: ServiceContext) -> None:
+    provider = build_provider(ctx)
+    config = consumer_config(ctx)
+    concurrency = config.concurrency
+    timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
     permanent = Counter("warren_push_permanent_failures", "Pushes the provider refused for good.",
                         ["reason"], registry=ctx.metrics.registry)  # fmt: skip
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

@@ -89,3 +89,50 @@ def test_backoff_is_capped_full_jitter() -> None:
     delays = [backoff.delay(10) for _ in range(1000)]
     assert min(delays) < 0.2
     assert max(delays) > 1.8
+
+
+def test_one_connection_config_flows_to_the_push_senders_consumer() -> None:
+    """Every connection setting of the process reaches the push sender's consumer (the
+    backoff settings used to be dropped on the way)."""
+    from prometheus_client import CollectorRegistry
+
+    from warren import Metrics, ServiceContext
+    from warren.services.push_sender import consumer_config
+
+    env = {"WARREN_AMQP_URL": "amqp://u:p@h1:5672/%2F,amqp://u:p@h2:5672/%2F",
+           "WARREN_HEARTBEAT": "7", "WARREN_CONNECT_TIMEOUT": "2.5",
+           "WARREN_RECONNECT_MAX_ATTEMPTS": "4", "WARREN_BACKOFF_BASE": "0.7",
+           "WARREN_BACKOFF_CAP": "3"}  # fmt: skip
+    base = PublisherConfig.from_env(env)
+    ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()), publisher_config=base)
+    consumer = consumer_config(ctx)
+    for name in ("urls", "heartbeat", "connect_timeout", "reconnect_max_attempts",
+                 "backoff_base", "backoff_cap"):  # fmt: skip
+        assert getattr(consumer, name) == getattr(base, name), name
+    connection = consumer.connection()
+    assert (connection.backoff_base, connection.backoff_cap) == (0.7, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WARREN_HEARTBEAT": "70000"}, r"^WARREN_HEARTBEAT: must be at most 65,535"),
+        ({"WARREN_PUSH_MAX_ATTEMPTS": "1000000"}, r"^WARREN_PUSH_MAX_ATTEMPTS: must be at most"),
+        ({"WARREN_PUSH_CONCURRENCY": "10000000"}, r"^WARREN_PUSH_CONCURRENCY: must be at most"),
+        ({"WARREN_PUSH_RETRY_BASE": "0"}, r"^WARREN_PUSH_RETRY_BASE: "),
+        ({"WARREN_PUSH_QUEUE": "q" * 256}, r"^WARREN_PUSH_QUEUE: .* over AMQP's 255 bytes"),
+    ],
+)
+def test_out_of_range_push_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from warren import Metrics, ServiceContext
+    from warren.services.push_sender import consumer_config
+
+    def build() -> None:
+        base = PublisherConfig.from_env(env)
+        ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()), publisher_config=base)
+        consumer_config(ctx)
+
+    with pytest.raises(ConfigError, match=needle):
+        build()
