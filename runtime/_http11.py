@@ -8,8 +8,9 @@ the handlers read worker state on the thread that owns it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 import anyio
 import h11
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from anyio.abc import SocketStream
+
+log = logging.getLogger("warren.http")
 
 
 @final
@@ -37,28 +40,56 @@ class HttpResponse:
     content_type: str = "application/json"
 
 
+MAX_BODY: Final = 1024 * 1024
+IDLE_TIMEOUT: Final = 30.0
+
+
 async def serve_http(
-    stream: SocketStream, answer: Callable[[HttpRequest], Awaitable[HttpResponse]]
+    stream: SocketStream,
+    answer: Callable[[HttpRequest], Awaitable[HttpResponse]],
+    *,
+    max_body: int = MAX_BODY,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> None:
-    """Answer requests on one connection (keep-alive) until the client goes away."""
+    """Answer requests on one connection (keep-alive) until the client goes away.
+
+    A body over ``max_body`` gets 413 and the connection closed; a connection that sends
+    nothing for ``idle_timeout`` (idle keep-alive, or half-open) is closed; a handler that
+    raises gets a logged 500, and the server goes on.
+    """
     conn = h11.Connection(h11.SERVER)
     async with stream:
         while True:
-            request = await _next_event(conn, stream)
+            with anyio.move_on_after(idle_timeout):
+                request = await _next_event(conn, stream)
             if not isinstance(request, h11.Request):
                 return
-            body = b""
+            body = bytearray()
             while True:
-                event = await _next_event(conn, stream)
+                with anyio.move_on_after(idle_timeout) as idle:
+                    event = await _next_event(conn, stream)
+                if idle.cancelled_caught:
+                    return
                 if isinstance(event, h11.Data):
                     body += event.data
+                    if len(body) > max_body:
+                        await _respond(conn, stream, _too_large(max_body), head=False,
+                                       close=True)  # fmt: skip
+                        await _discard(stream)
+                        return
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 else:
                     return
             headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
-            req = HttpRequest(request.method.decode(), request.target.decode(), headers, body)
-            response = await answer(req)
+            req = HttpRequest(request.method.decode(), request.target.decode("latin-1"),
+                              headers, bytes(body))  # fmt: skip
+            try:
+                response = await answer(req)
+            except Exception:  # one request never takes the server down
+                log.exception("http.handler_failed method=%s target=%r", req.method,
+                              req.target[:200])  # fmt: skip
+                response = HttpResponse(500, b'{"error": "internal error"}\n')
             if not await _respond(conn, stream, response, head=req.method == "HEAD"):
                 return
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -67,6 +98,23 @@ async def serve_http(
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+
+async def _discard(stream: SocketStream, *, within: float = 2.0, limit: int = 16 << 20) -> None:
+    """Read and drop what the client is still sending, briefly: closing with unread data
+    would reset the connection before the client reads the 413."""
+    with anyio.move_on_after(within):
+        seen = 0
+        while seen < limit:
+            try:
+                seen += len(await stream.receive(65536))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return
+
+
+def _too_large(max_body: int) -> HttpResponse:
+    message = f'{{"error": "body over {max_body} bytes", "status": 413}}\n'
+    return HttpResponse(413, message.encode())
 
 
 async def _next_event(conn: h11.Connection, stream: SocketStream) -> object:
@@ -85,10 +133,17 @@ async def _next_event(conn: h11.Connection, stream: SocketStream) -> object:
 
 
 async def _respond(
-    conn: h11.Connection, stream: SocketStream, response: HttpResponse, *, head: bool
+    conn: h11.Connection,
+    stream: SocketStream,
+    response: HttpResponse,
+    *,
+    head: bool,
+    close: bool = False,
 ) -> bool:
     headers = [("content-type", response.content_type),
                ("content-length", str(len(response.body)))]  # fmt: skip
+    if close:
+        headers.append(("connection", "close"))
     try:
         await stream.send(
             conn.send(h11.Response(status_code=response.status, headers=headers)) or b""

@@ -2,8 +2,10 @@
 recipient through a ``warren.Publisher``; its answer never waits for RabbitMQ.
 
 - ``POST /messages`` ``{"from", "to", "text"}`` -> 202 ``{"id", "push": "queued"}`` (or
-  ``"dropped"`` when the side-effect buffer refused it); 400 for a body that is not JSON,
-  422 naming the bad field.
+  ``"dropped"`` when the side-effect buffer refused it); 400 for a body that is not strict
+  JSON (NaN, 1e999, lone surrogates, nesting over 32), 413 over 64 KiB, 422 naming the bad
+  field ("from"/"to" at most 320 characters, "text" at most 10,000), 503 if the message
+  could not be stored (then no push was sent).
 - ``GET /messages/{id}`` -> 200 with the message, or 404.
 
 The publisher lives as long as the app: started before serving, flushed on shutdown.
@@ -11,6 +13,7 @@ The publisher lives as long as the app: started before serving, flushed on shutd
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from warren import BufferFull, Publisher, PublisherClosed, Service, ServiceContext, Setting
+from warren._json import BadRequest, loads_strict
 from warren.services._http import serve_asgi
 from warren.services._settings import env_str
 from warren.services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
@@ -31,7 +35,11 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 MAX_TEXT = 10_000
+MAX_ADDRESS = 320  # an e-mail address's limit; "from" and "to" are addresses or user ids
+MAX_BODY = 64 * 1024  # the largest valid message is ~41 KB of JSON (UTF-8, escaped)
 _FIELDS = ("from", "to", "text")
+_LIMITS = {"from": MAX_ADDRESS, "to": MAX_ADDRESS, "text": MAX_TEXT}
+log = logging.getLogger("warren.api")
 
 
 class MessageStore:
@@ -52,6 +60,11 @@ class MessageStore:
             self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", row)
             self._db.commit()
 
+    def _set_push(self, message_id: str, push: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE messages SET push = ? WHERE id = ?", (push, message_id))
+            self._db.commit()
+
     def _get(self, message_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
@@ -66,6 +79,9 @@ class MessageStore:
     async def insert(self, row: tuple[str, str, str, str, float, str]) -> None:
         await anyio.to_thread.run_sync(self._insert, row)
 
+    async def set_push(self, message_id: str, push: str) -> None:
+        await anyio.to_thread.run_sync(self._set_push, message_id, push)
+
     async def get(self, message_id: str) -> dict[str, Any] | None:
         return await anyio.to_thread.run_sync(self._get, message_id)
 
@@ -78,21 +94,43 @@ def _invalid(field: str, problem: str) -> Response:
     return JSONResponse({"error": f"{field}: {problem}", "field": field}, status_code=422)
 
 
+async def _read_json(request: Request) -> object:
+    """The body as strict JSON, read no further than ``MAX_BODY`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise BadRequest(413, f"body is {int(declared):,} bytes, over {MAX_BODY:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(413, f"body is over {MAX_BODY:,} bytes")
+    return loads_strict(bytes(body), max_bytes=MAX_BODY)
+
+
 def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) -> Starlette:
     async def post_message(request: Request) -> Response:
         try:
-            doc = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+            doc = await _read_json(request)
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         if not isinstance(doc, dict):
             return JSONResponse({"error": "body must be a JSON object"}, status_code=422)
         for field in _FIELDS:
             value = doc.get(field)
             if not isinstance(value, str) or not value.strip():
                 return _invalid(field, "required, a non-empty string")
-        if len(doc["text"]) > MAX_TEXT:
-            return _invalid("text", f"at most {MAX_TEXT} characters")
+            if len(value) > _LIMITS[field]:
+                return _invalid(field, f"at most {_LIMITS[field]} characters")
         message_id = uuid.uuid4().hex
+        # Stored first: a message that could not be stored must not have sent a push (a
+        # client retrying the 5xx would send it again).
+        try:
+            await store.insert((message_id, doc["from"], doc["to"], doc["text"], time.time(),
+                                "queued"))  # fmt: skip
+        except sqlite3.Error as exc:
+            log.error("message.store_failed error=%s: %s", type(exc).__name__, exc)
+            return JSONResponse({"error": "the message could not be stored; retry"},
+                                status_code=503)  # fmt: skip
         job = {
             "message_id": f"push-{message_id}",
             "to": doc["to"],
@@ -105,7 +143,7 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
             push = "queued"
         except (BufferFull, PublisherClosed):
             push = "dropped"  # counted in warren_jobs_dropped_total; the message is stored
-        await store.insert((message_id, doc["from"], doc["to"], doc["text"], time.time(), push))
+            await store.set_push(message_id, push)
         return JSONResponse({"id": message_id, "push": push}, status_code=202)
 
     async def get_message(request: Request) -> Response:

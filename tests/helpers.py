@@ -6,14 +6,17 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import httpx
+from prometheus_client import CollectorRegistry
 
-from warren import PublisherConfig
+from warren import Metrics, PublisherConfig, Service, ServiceContext
 
 if TYPE_CHECKING:
-    from warren import Metrics
+    from collections.abc import AsyncIterator, Mapping
 
 
 def free_port() -> int:
@@ -53,3 +56,26 @@ def run_warren(
     full_env = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{free_port()}", **(env or {})}
     return subprocess.run([*WARREN, *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, check=False)  # fmt: skip
+
+
+@asynccontextmanager
+async def running(service: Service, env: Mapping[str, str]) -> AsyncIterator[ServiceContext]:
+    ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()),
+                         publisher_config=PublisherConfig.from_env(env))  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.main, ctx)
+        try:
+            yield ctx
+        finally:
+            ctx.stopping.set()
+
+
+async def wait_http(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        with anyio.fail_after(15):
+            while True:
+                try:
+                    await client.get(url)
+                    return
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)

@@ -11,43 +11,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 
-from tests.helpers import free_port, wait_until
-from warren import Metrics, PublisherConfig, Service, ServiceContext
+from tests.helpers import free_port, running, wait_http, wait_until
 from warren.services import api, fake_push_provider, push_sender
 from warren.testing import partition
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Iterator
 
     from tests.broker import Broker
+    from warren import ServiceContext
     from warren.testing.pytest_plugin import ProxiedBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
-
-
-@asynccontextmanager
-async def running(service: Service, env: Mapping[str, str]) -> AsyncIterator[ServiceContext]:
-    ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()),
-                         publisher_config=PublisherConfig.from_env(env))  # fmt: skip
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(service.main, ctx)
-        try:
-            yield ctx
-        finally:
-            ctx.stopping.set()
-
-
-async def wait_http(url: str) -> None:
-    async with httpx.AsyncClient() as client:
-        with anyio.fail_after(15):
-            while True:
-                try:
-                    await client.get(url)
-                    return
-                except httpx.TransportError:
-                    await anyio.sleep(0.05)
 
 
 class Stack:
@@ -263,3 +239,33 @@ async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
         assert broker.depth(s.queue) == 450
     finally:
         s.cleanup(broker)
+
+
+async def test_api_stores_before_it_pushes(broker_url: str, broker: Broker, tmp_path: Any) -> None:
+    """A message the API cannot store (the database is locked) is answered 503 and sends no
+    push: a client retrying it must not send the push twice."""
+    import sqlite3
+
+    db = tmp_path / "api.sqlite3"
+    queue = f"warren.test.order.{uuid.uuid4().hex[:8]}"
+    addr = f"127.0.0.1:{free_port()}"
+    env = {"WARREN_AMQP_URL": broker_url, "WARREN_API_ADDR": addr, "WARREN_API_DB": str(db),
+           "WARREN_PUSH_QUEUE": queue}  # fmt: skip
+    try:
+        async with running(api.service, env) as ctx, httpx.AsyncClient(timeout=30) as client:
+            await wait_http(f"http://{addr}/messages/none")
+            locker = sqlite3.connect(db, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            try:
+                r = await client.post(f"http://{addr}/messages",
+                                      json={"from": "a", "to": "b", "text": "hi"})  # fmt: skip
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            assert r.status_code == 503, r.text
+            assert ctx.metrics.publishers()["api"].submitted == 0, "pushed an unstored message"
+            r = await client.post(f"http://{addr}/messages",
+                                  json={"from": "a", "to": "b", "text": "hi"})  # fmt: skip
+            assert r.status_code == 202 and r.json()["push"] == "queued"
+    finally:
+        broker.delete_queue(queue)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 from anyio.abc import SocketAttribute, TaskStatus
 
-from .._http11 import HttpRequest, HttpResponse, serve_http
+from .._http11 import MAX_BODY, HttpRequest, HttpResponse, serve_http
+from .._json import BadRequest, loads_strict
 from ._proxy import FaultProxy, split_addr
 from ._toxics import ToxicSpecError, parse_toxic, update_toxic
 
@@ -235,13 +236,17 @@ class FaultProxyServer:
 
     async def _answer_json(self, method: str, path: str, body: bytes) -> Response:
         try:
-            parsed: object = json.loads(body) if body.strip() else {}
-        except ValueError as exc:
-            return 400, {"error": f"bad request body: {exc}", "status": 400}
+            parsed: object = loads_strict(body, max_bytes=MAX_BODY) if body.strip() else {}
+        except BadRequest as exc:
+            return exc.status, {"error": f"bad request body: {exc}", "status": exc.status}
         try:
             return await self._route(method, path, parsed)
         except ApiError as exc:
             return exc.status, {"error": str(exc), "status": exc.status}
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # a field of the wrong type deep in a toxic's attributes: the client's mistake
+            return 400, {"error": f"bad request body: {type(exc).__name__}: {exc}"[:300],
+                         "status": 400}  # fmt: skip
 
 
 @contextmanager
