@@ -186,7 +186,23 @@ class Consumer(Worker):
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0, "rejected": 0}
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
-        metrics.add_consumer(name, self.statistics)
+        self._metrics = metrics
+
+    def _close_streams(self) -> None:
+        for end in (
+            self._events_tx,
+            self._events_rx,
+            self._deliveries_tx,
+            self._deliveries_rx,
+            self._done_tx,
+            self._done_rx,
+        ):
+            end.close()
+        if self._stack is None:  # never entered: neither was the re-publisher
+            self._publisher._close_streams()
+
+    def _register(self) -> None:
+        self._metrics.add_consumer(self._name, self.statistics, running=lambda: self._running)
 
     def statistics(self) -> ConsumerStatistics:
         link = self._link
@@ -217,15 +233,7 @@ class Consumer(Worker):
                 await self._conn.aclose()
         finally:
             self._link.connected = False
-            for end in (
-                self._events_tx,
-                self._events_rx,
-                self._deliveries_tx,
-                self._deliveries_rx,
-                self._done_tx,
-                self._done_rx,
-            ):
-                end.close()
+            self._close_streams()
 
     async def _work(self, work: WorkQueue[Delivered]) -> None:
         """One task of the handler pool, until cancelled: handlers that succeed are settled
@@ -397,9 +405,9 @@ class Consumer(Worker):
     def _on_event(self, event: ConnectionEvent | Wake) -> None:
         self._apply_link_event(event)  # the rest (deliveries) comes on the deliveries stream
 
-    def _on_lost(self) -> str:
+    def _on_lost(self) -> dict[str, int]:
         # unacked deliveries of that connection are the broker's to redeliver
-        return f"in_flight={self._in_flight}"
+        return {"in_flight": self._in_flight}
 
     def _abandon_work(self) -> int:
         return self._in_flight

@@ -1,10 +1,12 @@
 """Process logging for the runner: one event per line, as text or JSON, secrets redacted.
 
 Warren's log messages start with a stable event name and carry ``key=value`` fields
-(``connection.lost worker=api kind=dead_link in_flight=3 ...``). The text format prints them
-as they are; the JSON format (``WARREN_LOG_FORMAT=json``) turns each into one object with
-``event`` and the fields as keys, so a log pipeline can filter on ``event`` without regexes.
-Every line, from Warren or from a library, passes through URL-credential redaction.
+(``connection.lost worker=api kind=dead_link in_flight=3 ...``). The fields are read from the
+call's template and arguments (``"... worker=%s ..."``, ``name``), never by re-parsing the
+formatted line, so a value that holds a newline or ``key=value`` (a producer-chosen message
+id, say) cannot forge a line or a field: the text format quotes and escapes such a value,
+the JSON format (``WARREN_LOG_FORMAT=json``) puts it in its field as it is. Every line, from
+Warren or from a library, passes through URL-credential redaction.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _FIELD = re.compile(r"([a-z_]+)=('[^']*'|\"[^\"]*\"|\S+)")
 _TEXT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def parse_event(message: str) -> tuple[str | None, dict[str, str], str]:
+def parse_event(message: str) -> tuple[str | None, dict[str, object], str]:
     """``"connection.lost worker=a kind=b why"`` -> ``("connection.lost", {...}, "why")``.
 
     Fields are the ``key=value`` words right after the event name; the first word that is
@@ -38,7 +40,7 @@ def parse_event(message: str) -> tuple[str | None, dict[str, str], str]:
     head, _, rest = message.partition(" ")
     if not _EVENT.fullmatch(head):
         return None, {}, message
-    fields: dict[str, str] = {}
+    fields: dict[str, object] = {}
     while rest:
         match = _FIELD.match(rest)
         if match is None:
@@ -49,8 +51,75 @@ def parse_event(message: str) -> tuple[str | None, dict[str, str], str]:
     return head, fields, rest
 
 
+_SPEC = re.compile(
+    r"%(?:\((?P<name>[^)]*)\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]"
+)
+_FIELD_SPEC = re.compile(r"(?:^|\s)(?P<key>[a-z_]+)=(?P<quote>'?)$")
+_UNSAFE = re.compile(r"[\s='\"\\]|[\x00-\x1f\x7f]")
+
+
+def structured(record: logging.LogRecord) -> tuple[str | None, dict[str, object], str]:
+    """(event, fields, free text) of a record, from its template and arguments.
+
+    Falls back to ``parse_event`` on the formatted message when the template is not
+    Warren's ``event key=%s ...`` form (a library's message, or arguments by mapping).
+    """
+    template, args = record.msg, record.args
+    if not isinstance(template, str) or not isinstance(args, tuple):
+        return parse_event(record.getMessage())
+    head, _, _ = template.partition(" ")
+    if not _EVENT.fullmatch(head):
+        return None, {}, record.getMessage()
+    fields: dict[str, object] = {}
+    pos = 0
+    consumed = 0  # args used by field specifiers
+    tail_start = len(template)
+    for match in _SPEC.finditer(template):
+        if match.group() == "%%":
+            continue
+        key = _FIELD_SPEC.search(template, pos, match.start())
+        if key is None or template[key.end() : match.start()] != "" or consumed >= len(args):
+            tail_start = match.start()
+            break
+        spec = match.group()
+        value: object = args[consumed]
+        if spec not in ("%s", "%r", "%d", "%i"):
+            value = spec % (value,)
+        end = match.end() + (1 if key.group("quote") else 0)
+        space = template.find(" ", end)
+        suffix = template[end : len(template) if space < 0 else space]
+        if suffix and "%" not in suffix:  # a unit glued to the value: ``%.1fs``
+            value, end = f"{value}{suffix}", end + len(suffix)
+        elif suffix:
+            tail_start = match.start()
+            break
+        fields[key.group("key")] = value
+        consumed += 1
+        pos = end
+    else:
+        tail_start = pos if pos else len(template)
+    tail = template[tail_start:].strip(" ")
+    try:
+        rest = tail % args[consumed:] if tail else ""
+    except (TypeError, ValueError):
+        return parse_event(record.getMessage())
+    return head, fields, rest
+
+
+def _text_value(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or _UNSAFE.search(text) else text
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        event, fields, rest = structured(record)
+        if event is not None:
+            parts = [event, *(f"{k}={_text_value(v)}" for k, v in fields.items())]
+            if rest:
+                parts.append(rest.replace("\n", "\\n").replace("\r", "\\r"))
+            record = logging.makeLogRecord({**record.__dict__, "msg": " ".join(parts),
+                                            "args": ()})  # fmt: skip
         return redact_text(super().format(record))  # message and traceback alike
 
 
@@ -58,7 +127,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, event, fields, message, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        event, fields, rest = parse_event(record.getMessage())
+        event, fields, rest = structured(record)
         doc: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -66,7 +135,9 @@ class JsonFormatter(logging.Formatter):
             "event": event or "log",
         }
         for key, value in fields.items():
-            doc.setdefault(key, value)  # a field never overwrites the envelope
+            # a field never overwrites the envelope; values that JSON cannot carry as they
+            # are become strings
+            doc.setdefault(key, value if isinstance(value, int | float | bool) else str(value))
         if rest:
             doc["message"] = rest
         if record.exc_info:

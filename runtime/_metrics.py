@@ -21,6 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ._exceptions import ConfigError
 from ._version import VERSION
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Metrics:
         self.registry = registry
         self._publishers: dict[str, Callable[[], PublisherStatistics]] = {}
         self._consumers: dict[str, Callable[[], ConsumerStatistics]] = {}
+        self._running: dict[str, Callable[[], bool]] = {}
         registry.register(_Collector(self._publishers, self._consumers))
 
     def publishers(self) -> dict[str, PublisherStatistics]:
@@ -56,13 +58,50 @@ class Metrics:
         """A statistics snapshot of every registered consumer, by worker name."""
         return {name: stats() for name, stats in list(self._consumers.items())}
 
-    def add_publisher(self, worker: str, statistics: Callable[[], PublisherStatistics]) -> None:
-        """Export ``worker``'s statistics. A new worker under the same name replaces it."""
+    def add_publisher(
+        self,
+        worker: str,
+        statistics: Callable[[], PublisherStatistics],
+        *,
+        running: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Export ``worker``'s statistics. ``running`` says whether that worker is still
+        running: a name is one worker's while it runs (see ``add_consumer``).
+
+        Raises:
+            ConfigError: a running worker already has that name.
+        """
+        self._claim(worker, running)
         self._publishers[worker] = statistics
 
-    def add_consumer(self, worker: str, statistics: Callable[[], ConsumerStatistics]) -> None:
-        """Export a consumer worker's statistics (same rule for names)."""
+    def add_consumer(
+        self,
+        worker: str,
+        statistics: Callable[[], ConsumerStatistics],
+        *,
+        running: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Export a consumer worker's statistics. Names are shared by publishers and
+        consumers: two running workers with one name would hide each other in the metrics
+        and the health checks, so that is refused; a finished worker's name can be reused.
+
+        Raises:
+            ConfigError: a running worker already has that name.
+        """
+        self._claim(worker, running)
         self._consumers[worker] = statistics
+
+    def _claim(self, worker: str, running: Callable[[], bool]) -> None:
+        holder = self._running.get(worker)
+        if holder is not None and holder():
+            raise ConfigError(
+                "name",
+                f"worker name {worker!r} is already used by a running worker in this process"
+                " (metrics and health would mix them up); give each worker its own name",
+            )
+        self._publishers.pop(worker, None)
+        self._consumers.pop(worker, None)
+        self._running[worker] = running
 
 
 @final

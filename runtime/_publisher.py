@@ -115,7 +115,7 @@ class Publisher(Worker):
         self._new_id = MessageIds()
         self._calls = 0
         self._encode = PublishEncoder(persistent=self._config.persistent)
-        metrics.add_publisher(name, self.statistics)
+        self._metrics = metrics
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -131,6 +131,9 @@ class Publisher(Worker):
             return
         with anyio.CancelScope(shield=True):
             await self._flushed.wait()
+
+    def _register(self) -> None:
+        self._metrics.add_publisher(self._name, self.statistics, running=lambda: self._running)
 
     def _on_close_begun(self) -> None:
         self._deadline = self._clock() + self._config.flush_timeout
@@ -444,10 +447,10 @@ class Publisher(Worker):
         self._last_confirm = now
         self._settled()
 
-    def _on_lost(self) -> str:
+    def _on_lost(self) -> dict[str, int]:
         self._blocked = False
         in_flight = self._ledger.lost()
-        return f"in_flight={in_flight} buffered={self._ledger.depth}"
+        return {"in_flight": in_flight, "buffered": self._ledger.depth}
 
     def _abandon_work(self) -> int:
         jobs = self._ledger.drop_all("gave_up")

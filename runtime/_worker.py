@@ -58,11 +58,18 @@ class Worker:
         self._session = 0  # the connection whose jobs and deliveries count
         self._connected_event = anyio.Event()
         self._closing = False
+        self._running = False  # entered and not yet exited: its name is taken
         self._stack: AsyncExitStack | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            self._register()  # refuses a name a running worker has
+        except BaseException:
+            self._close_streams()  # never ran: nothing else to clean up
+            raise
+        self._running = True
         stack = AsyncExitStack()
         tg = await stack.enter_async_context(anyio.create_task_group())
         self._stack = stack
@@ -80,6 +87,8 @@ class Worker:
                 await self._stack.__aexit__(et, e, tb)
             except BaseExceptionGroup as group:
                 raise_single(group)
+            finally:
+                self._running = False
 
     async def wait_connected(self) -> None:
         """Return once the first connection is up (topology declared)."""
@@ -92,6 +101,12 @@ class Worker:
             self._on_close_begun()
             with contextlib.suppress(ClosedResourceError):  # the loop already ended
                 self._wake_tx.send_nowait(WAKE)
+
+    def _register(self) -> None:
+        """Export the worker's statistics under its name (at ``__aenter__``)."""
+
+    def _close_streams(self) -> None:
+        """Close every memory stream the worker made (when its loop will never run)."""
 
     def _on_close_begun(self) -> None:
         """What the worker does first when a close begins (before its loop is woken)."""
@@ -120,9 +135,11 @@ class Worker:
             case ConnectionLost(session, kind, detail, clean):
                 if session == self._session:
                     link.down(kind, detail)
+                    work = self._on_lost()
                     log.warning(
-                        "connection.lost worker=%s kind=%s clean=%s %s %s",
-                        name, kind, clean, self._on_lost(), detail,
+                        "connection.lost worker=%s kind=%s clean=%s"
+                        + "".join(f" {key}=%s" for key in work) + " %s",
+                        name, kind, clean, *work.values(), detail,
                     )  # fmt: skip
                 else:  # a connection that never became ready: nothing of ours was on it
                     link.last_error = f"{kind}: {detail}"
@@ -151,10 +168,10 @@ class Worker:
                 return False
         return True
 
-    def _on_lost(self) -> str:
-        """The current connection died: take back what was on it; return ``key=value``
-        fields for the log line."""
-        return ""
+    def _on_lost(self) -> dict[str, int]:
+        """The current connection died: take back what was on it; return fields for the log
+        line (what was on it)."""
+        return {}
 
     def _abandon_work(self) -> int:
         """The worker gives up for good: settle what it holds; return how many jobs died."""

@@ -55,7 +55,7 @@ def test_json_lines_carry_the_event_and_its_fields() -> None:
     logging.getLogger("other").info("plain words")
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["event"] == "connection.lost" and first["level"] == "warning"
-    assert first["worker"] == "api" and first["in_flight"] == "3"
+    assert first["worker"] == "api" and first["in_flight"] == 3
     assert first["message"] == "gone" and first["logger"] == "warren.publisher"
     assert second["event"] == "log" and second["message"] == "plain words"
 
@@ -95,7 +95,39 @@ def test_the_runner_logs_json_lines_end_to_end() -> None:
     events = {line["event"] for line in lines}
     assert {"connection.failed", "connection.gave_up"} <= events
     gave_up = next(line for line in lines if line["event"] == "connection.gave_up")
-    assert gave_up["worker"] and gave_up["attempts"] == "2"
+    assert gave_up["worker"] and gave_up["attempts"] == 2
     assert "s3cret" not in done.stderr
     bad = run_warren("run", "demo-publisher", env={"WARREN_LOG_FORMAT": "xml"})
     assert bad.returncode == 2 and "WARREN_LOG_FORMAT" in bad.stderr
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_producer_chosen_value_cannot_forge_log_lines_or_fields(fmt: str) -> None:
+    """A message id with a newline, or with ``key=value`` inside, stays one value."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    configure_logging({"WARREN_LOG_FORMAT": fmt}, stream)
+    evil = "m1\n2026-01-01 00:00:00,000 CRITICAL warren.fake forged.event worker=x level=debug"
+    logging.getLogger("warren.consumer").warning(
+        "delivery.dead_letter worker=%s message_id=%s reason=%s attempts=%d %s",
+        "push",
+        evil,
+        "poison",
+        1,
+        "ValueError: bad\nsecond line",
+    )
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    if fmt == "json":
+        doc = json.loads(lines[0])
+        assert doc["message_id"] == evil
+        assert doc["level"] == "warning"
+        assert doc["worker"] == "push"
+        assert doc["event"] == "delivery.dead_letter"
+        assert doc["message"] == "ValueError: bad\nsecond line"
+    else:
+        assert "forged.event" in lines[0]  # still there, but inside the one escaped value
+        assert "message_id=" + json.dumps(evil) in lines[0]

@@ -126,3 +126,27 @@ async def test_unknown_paths_and_methods_and_a_busy_address(metrics: Metrics) ->
 
 def test_the_package_version_is_the_runtime_version() -> None:
     assert importlib.metadata.version("warren") == warren.__version__
+
+
+async def test_two_running_workers_cannot_share_a_name(metrics: Metrics) -> None:
+    """They would hide each other in the metrics and the health checks."""
+    from warren import ConfigError, Consumer, ConsumerConfig, Message, PublisherConfig
+
+    async def handler(message: Message) -> None:
+        pass
+
+    refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    config = PublisherConfig(urls=refused, flush_timeout=0.1)
+    async with Publisher(config, metrics=metrics, name="jobs"):
+        with pytest.raises(ConfigError, match="'jobs' is already used by a running worker"):
+            async with Publisher(config, metrics=metrics, name="jobs"):
+                pass  # pragma: no cover
+        consumer = Consumer(ConsumerConfig(queue="q", urls=refused), handler, metrics=metrics,
+                            name="jobs")  # fmt: skip
+        with pytest.raises(ConfigError, match="already used"):
+            async with consumer:
+                pass  # pragma: no cover
+    # a finished worker's name can be used again
+    async with Publisher(config, metrics=metrics, name="jobs"):
+        assert list(metrics.publishers()) == ["jobs"]
+    assert not metrics.consumers()
