@@ -4,6 +4,7 @@ overflow policies, giving up, refused credentials, bad input."""
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 import anyio
@@ -434,3 +435,44 @@ async def test_a_tight_enqueue_loop_still_honours_cancellation(metrics: Metrics)
                 await pub.enqueue(b"x", routing_key="q")
     assert scope.cancelled_caught
     assert calls_after_cancel <= 64
+
+
+async def test_a_channel_level_access_refused_is_final(broker_url: str, metrics: Metrics) -> None:
+    """Declaring an ``amq.*`` queue is refused with a channel-level 403: as final as a
+    refused login (it used to be retried forever)."""
+    topology = Topology(queues=(Queue(name="amq.warren-not-allowed"),))
+    with anyio.fail_after(20), pytest.raises(AccessRefused, match="channel refused: 403"):
+        async with Publisher(config(broker_url), metrics=metrics, topology=topology) as pub:
+            await pub.wait_connected()  # never: the declare is refused
+    assert "refused" in str(pub.statistics().failed)
+
+
+async def test_returns_are_matched_to_their_own_job_when_ids_repeat(
+    broker_url: str, broker: Broker, metrics: Metrics
+) -> None:
+    """Two jobs with the same caller-chosen id, one routable and one not: each gets its own
+    outcome (returns used to be matched by message id, so they could swap). The routable
+    one goes to a durable queue: its ack waits for the disk, so it arrives after the other
+    one's return, in one ``multiple`` ack with it."""
+    queue_name = f"warren.test.returns.{uuid.uuid4().hex[:8]}"
+    topology = Topology(queues=(Queue(name=queue_name, durable=True),))
+    pub = Publisher(config(broker_url), metrics=metrics, topology=topology)
+    async with pub:
+        await pub.wait_connected()
+        for round_no in range(20):
+            mid = f"same-{round_no}"
+            results: dict[str, str] = {}
+
+            async def send(key: str, routing_key: str, mid: str = mid,
+                           results: dict[str, str] = results) -> None:  # fmt: skip
+                try:
+                    await pub.publish({"k": key}, routing_key=routing_key, message_id=mid)
+                    results[key] = "confirmed"
+                except JobReturned:
+                    results[key] = "returned"
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "routable", queue_name)
+                tg.start_soon(send, "unroutable", "warren.test.no-such-queue")
+            assert results == {"routable": "confirmed", "unroutable": "returned"}, round_no
+    broker.delete_queue(queue_name)

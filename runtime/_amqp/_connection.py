@@ -170,6 +170,12 @@ class AmqpConnection:
             self._send(outcome)
             if isinstance(outcome, ConnectFailed) and outcome.fatal:
                 return
+            if isinstance(outcome, ConnectionLost) and outcome.reply_code == 403:
+                # a channel-level ACCESS_REFUSED (no configure permission, an amq.* name):
+                # as final as a refused login; retrying would only repeat it forever
+                detail = f"channel refused: {outcome.detail}"
+                self._send(ConnectFailed(failures, redact_url(url), detail, fatal=True))
+                return
             limit = self._config.reconnect_max_attempts
             if limit and failures >= limit:
                 self._send(GaveUp(failures, last_error))

@@ -180,7 +180,7 @@ class PikaSession:
         self._lowest_tag = 1
         self._next_tag = 1
         self._batches: deque[tuple[int, float]] = deque()
-        self._returned: dict[str, tuple[int, str]] = {}
+        self._returned: dict[int, tuple[int, str]] = {}  # delivery tag -> reply
         self._rx_bytes = -1
         self._rx_at = 0.0
 
@@ -390,7 +390,16 @@ class PikaSession:
         self._pump()
 
     def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
-        self._returned[str(props.message_id)] = (method.reply_code, method.reply_text)
+        """Match a basic.return to its publish. It carries no delivery tag, but the broker
+        returns messages in publish order, before their ack: it is the oldest unconfirmed,
+        not yet returned publish with the same id, exchange and routing key (two jobs that
+        share a caller-chosen id are told apart by that order)."""
+        key = (str(props.message_id), method.exchange, method.routing_key)
+        for tag, job in self._unconfirmed.items():
+            if tag not in self._returned and (job.message_id, job.exchange, job.routing_key) == key:
+                self._returned[tag] = (method.reply_code, method.reply_text)
+                return
+        log.warning("publish.return_unmatched message_id=%s", key[0])
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -399,23 +408,31 @@ class PikaSession:
             tags: range | tuple[int] = range(self._lowest_tag, tag + 1)
         else:
             tags = (tag,)
-        settled = [job for t in tags if (job := self._unconfirmed.pop(t, None)) is not None]
-        while self._lowest_tag < self._next_tag and self._lowest_tag not in self._unconfirmed:
+        unconfirmed = self._unconfirmed
+        pairs: list[tuple[int, Job]] | None = None
+        if self._returned:  # rare: keep each settled job's tag to find its return
+            pairs = [(t, job) for t in tags if (job := unconfirmed.pop(t, None)) is not None]
+            settled = [job for _, job in pairs]
+        else:
+            settled = [job for t in tags if (job := unconfirmed.pop(t, None)) is not None]
+        while self._lowest_tag < self._next_tag and self._lowest_tag not in unconfirmed:
             self._lowest_tag += 1
         while self._batches and self._batches[0][0] < self._lowest_tag:
             self._batches.popleft()
         self._pump()
         if isinstance(method, spec.Basic.Nack):
+            for t, _ in pairs or ():
+                self._returned.pop(t, None)
             self._emit(Nacked(self._session, tuple(settled)))
             return
-        if self._returned:
+        if pairs is not None:
             confirmed = []
-            for job in settled:
-                returned = self._returned.pop(job.message_id, None)
-                if returned is None:
+            for t, job in pairs:
+                reply = self._returned.pop(t, None)
+                if reply is None:
                     confirmed.append(job)
                 else:
-                    self._emit(Returned(self._session, job, returned[0], returned[1]))
+                    self._emit(Returned(self._session, job, reply[0], reply[1]))
             settled = confirmed
         self._emit(Confirmed(self._session, tuple(settled)))
 
