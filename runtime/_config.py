@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 Overflow = Literal["block", "drop-newest", "drop-oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+JOB_OVERHEAD_BYTES = 512  # what a buffered job costs besides its payload (measured ~600 B)
 
 
 _URL_FORM = (
@@ -88,6 +89,9 @@ class PublisherConfig:
     backoff_cap: float = 15.0
     max_in_flight: int = 1_000
     max_job_bytes: int = 131_072
+    buffer_max_bytes: int = 64 * 1024 * 1024
+    """Bytes the buffer may hold (payloads plus ~512 bytes of bookkeeping per job): with
+    large jobs this binds before ``buffer_size`` does, so memory stays bounded in bytes."""
     exchange: str = ""
     persistent: bool = True
     flush_timeout: float = 10.0
@@ -101,6 +105,13 @@ class PublisherConfig:
         _positive_int("buffer_size", self.buffer_size)
         _positive_int("max_in_flight", self.max_in_flight)
         _positive_int("max_job_bytes", self.max_job_bytes)
+        _positive_int("buffer_max_bytes", self.buffer_max_bytes)
+        if self.buffer_max_bytes < self.max_job_bytes + JOB_OVERHEAD_BYTES:
+            raise ConfigError(
+                "buffer_max_bytes",
+                f"must hold at least one job of max_job_bytes ({self.max_job_bytes:,}) plus"
+                f" {JOB_OVERHEAD_BYTES} bytes, got {self.buffer_max_bytes:,}",
+            )
         if not isinstance(self.reconnect_max_attempts, int) or self.reconnect_max_attempts < 0:
             raise ConfigError(
                 "reconnect_max_attempts",
@@ -192,6 +203,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "WARREN_BACKOFF_CAP": ("backoff_cap", float),
     "WARREN_MAX_IN_FLIGHT": ("max_in_flight", int),
     "WARREN_MAX_JOB_BYTES": ("max_job_bytes", int),
+    "WARREN_BUFFER_MAX_BYTES": ("buffer_max_bytes", int),
     "WARREN_FLUSH_TIMEOUT": ("flush_timeout", float),
 }
 _VAR_OF = {name: var for var, (name, _) in _ENV.items()}

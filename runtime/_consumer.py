@@ -174,7 +174,10 @@ class Consumer(Worker):
         # bounded by what the broker takes (it delivered the message), not by the producer
         # side's job limit, and waiting for room rather than refusing
         requeue_config = dataclasses.replace(
-            conn_config, max_job_bytes=BROKER_MAX_MESSAGE_BYTES, overflow="block"
+            conn_config,
+            max_job_bytes=BROKER_MAX_MESSAGE_BYTES,
+            buffer_max_bytes=2 * BROKER_MAX_MESSAGE_BYTES,
+            overflow="block",
         )
         self._publisher = Publisher(
             requeue_config,

@@ -51,7 +51,7 @@ def check(metrics: Metrics) -> Health:
 
 
 def _publisher(s: PublisherStatistics) -> dict[str, Any]:
-    room = s.buffer_depth < s.buffer_capacity
+    room = s.buffer_depth < s.buffer_capacity and s.buffer_bytes < s.buffer_max_bytes
     return {
         "kind": "publisher",
         "ready": s.failed is None and (s.connected or room),

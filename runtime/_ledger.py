@@ -7,6 +7,7 @@ confirmed, returned (unroutable), or dropped with a reason. So, at every moment:
 
     submitted == confirmed + returned + dropped(evicted, shutdown, gave_up) + depth
     depth == waiting + in_flight + to_resend <= capacity
+    bytes == the cost of those jobs (payload + JOB_OVERHEAD_BYTES each) <= max_bytes
 
 Operations change the books and return what the worker loop must do (jobs to send, waiters
 to wake or fail); the loop does the I/O. ``tests/test_ledger.py`` drives random sequences of
@@ -19,6 +20,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, final
 
 from anyio import EndOfStream, WouldBlock
+
+from ._config import JOB_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -35,11 +38,13 @@ class Ledger:
     __slots__ = (
         "_rx",
         "_tx",
+        "bytes",
         "capacity",
         "confirmed",
         "depth",
         "dropped",
         "inflight",
+        "max_bytes",
         "nacked",
         "resend",
         "returned",
@@ -50,8 +55,11 @@ class Ledger:
         self,
         capacity: int,
         waiting: tuple[MemoryObjectSendStream[Job], MemoryObjectReceiveStream[Job]],
+        max_bytes: float = float("inf"),
     ) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._tx, self._rx = waiting  # an unbounded stream: capacity is enforced here
         self.depth = 0
         self.submitted = 0
@@ -65,7 +73,12 @@ class Ledger:
 
     @property
     def full(self) -> bool:
-        return self.depth >= self.capacity
+        """No room for even the smallest job."""
+        return self.depth >= self.capacity or self.bytes + JOB_OVERHEAD_BYTES > self.max_bytes
+
+    def fits(self, job: Job) -> bool:
+        """Room for ``job``, in jobs and in bytes."""
+        return self.depth < self.capacity and self.bytes + cost(job) <= self.max_bytes
 
     def accept(self, job: Job) -> None:
         """Take ``job`` in (the caller checked ``full`` and applied the overflow policy).
@@ -75,6 +88,7 @@ class Ledger:
         """
         self._tx.send_nowait(job)
         self.depth += 1
+        self.bytes += cost(job)
         self.submitted += 1
 
     def refuse(self) -> None:
@@ -96,6 +110,7 @@ class Ledger:
             victim = self._rx.receive_nowait()
         self.dropped["evicted"] += 1
         self.depth -= 1
+        self.bytes -= cost(victim)
         return victim
 
     def take(self, first: Job | None, room: int) -> list[Job]:
@@ -129,6 +144,7 @@ class Ledger:
         if settled:
             self.confirmed += len(settled)
             self.depth -= len(settled)
+            self.bytes -= sum(len(job.body) for job in settled) + JOB_OVERHEAD_BYTES * len(settled)
         return settled
 
     def nacked_now(self, jobs: tuple[Job, ...]) -> list[Job]:
@@ -146,6 +162,7 @@ class Ledger:
             return False
         self.returned += 1
         self.depth -= 1
+        self.bytes -= cost(job)
         return True
 
     def lost(self) -> int:
@@ -168,6 +185,7 @@ class Ledger:
                 break
         self.dropped[reason] += len(jobs)
         self.depth -= len(jobs)
+        self.bytes -= sum(cost(job) for job in jobs)
         return jobs
 
     def oldest(self) -> Job | None:
@@ -194,7 +212,15 @@ class Ledger:
         assert self.depth == waiting + len(self.inflight) + len(self.resend)
         assert not set(self.inflight) & set(self.resend)
         assert 0 <= self.depth <= self.capacity, (self.depth, self.capacity)
+        unsettled = [*self._rx._state.buffer, *self.inflight, *self.resend]
+        assert self.bytes == sum(cost(job) for job in unsettled), self.bytes
+        assert self.bytes <= self.max_bytes, (self.bytes, self.max_bytes)
 
 
 def _submitted_at(job: Job) -> float:
     return job.submitted_at
+
+
+def cost(job: Job) -> int:
+    """What holding ``job`` costs the buffer, in bytes."""
+    return len(job.body) + JOB_OVERHEAD_BYTES

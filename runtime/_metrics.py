@@ -136,6 +136,11 @@ class _Collector:
             GaugeMetricFamily("warren_buffer_depth", "Jobs accepted and not yet settled.",
                               labels=w),
             GaugeMetricFamily("warren_buffer_capacity", "Most jobs the buffer holds.", labels=w),
+            GaugeMetricFamily("warren_buffer_bytes",
+                              "Bytes the unsettled jobs take (payloads plus bookkeeping).",
+                              labels=w),
+            GaugeMetricFamily("warren_buffer_max_bytes", "Most bytes the buffer holds.",
+                              labels=w),
             GaugeMetricFamily("warren_connection_up", "1 while connected to the broker.",
                               labels=w),
             GaugeMetricFamily("warren_connection_blocked",
@@ -171,6 +176,8 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
 
     add("warren_buffer_depth", s.buffer_depth)
     add("warren_buffer_capacity", s.buffer_capacity)
+    add("warren_buffer_bytes", s.buffer_bytes)
+    add("warren_buffer_max_bytes", s.buffer_max_bytes)
     add("warren_connection_up", 1.0 if s.connected else 0.0)
     add("warren_connection_blocked", 1.0 if s.blocked else 0.0)
     add("warren_reconnects", s.reconnects)

@@ -90,7 +90,11 @@ class Publisher(Worker):
         # The job memory-stream is the buffer's FIFO; the ledger enforces the capacity over
         # it, the jobs in flight and the jobs waiting to be re-sent.
         self._jobs_tx, self._jobs_rx = anyio.create_memory_object_stream[Job](math.inf)
-        self._ledger = Ledger(self._config.buffer_size, (self._jobs_tx, self._jobs_rx))
+        self._ledger = Ledger(
+            self._config.buffer_size,
+            (self._jobs_tx, self._jobs_rx),
+            max_bytes=self._config.buffer_max_bytes,
+        )
         self._backoff = backoff or Backoff(
             base=self._config.backoff_base, cap=self._config.backoff_cap
         )
@@ -182,8 +186,8 @@ class Publisher(Worker):
         A scheduling point only when it waits; a cancellation point then, and at least once
         every 64 calls (not on every call: that check is costly, see ``_wait_for_room``).
         """
-        await self._wait_for_room()
         job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
+        await self._wait_for_room(job)
         self._offer(job)
         return job.message_id
 
@@ -203,14 +207,14 @@ class Publisher(Worker):
             JobReturned: unroutable. JobDropped: evicted, or unflushed at shutdown.
             plus what ``submit`` raises. Cancelling the wait does not withdraw the job.
         """
-        await self._wait_for_room()
         job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
+        await self._wait_for_room(job)
         job.waiter = outcome = Outcome()
         self._offer(job)
         await outcome.wait()
         return job.message_id
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, job: Job) -> None:
         # A scheduling point only when it must wait: a full yield per job halves throughput
         # for producers that enqueue in a tight loop, and the bounded buffer guarantees such a
         # loop waits (and so yields) within buffer_size jobs. A cancellation point every
@@ -220,26 +224,30 @@ class Publisher(Worker):
         if not self._calls:
             await anyio.lowlevel.checkpoint_if_cancelled()
         if self._config.overflow == "block":
-            while self._ledger.full and not self._closing:
+            while not self._ledger.fits(job) and not self._closing:
                 await self._room.wait()
 
     def _offer(self, job: Job) -> None:
         """Apply the overflow policy, then accept ``job``."""
         ledger = self._ledger
-        if ledger.full:
+        if not ledger.fits(job):
             policy = self._config.overflow
             if not self._full_reported:
                 # once per episode, not once per refused job: a long outage must not flood logs
                 self._full_reported = True
                 log.warning(
-                    "buffer.full worker=%s capacity=%d policy=%s connected=%s",
-                    self._name, self._config.buffer_size, policy, self._link.connected,
+                    "buffer.full worker=%s capacity=%d bytes=%d max_bytes=%d policy=%s"
+                    " connected=%s",
+                    self._name, self._config.buffer_size, ledger.bytes, ledger.max_bytes,
+                    policy, self._link.connected,
                 )  # fmt: skip
             if policy == "drop-oldest":
-                self._settle_dropped([ledger.evict_oldest()], "evicted")
+                while not ledger.fits(job):  # a large job may need several evictions
+                    self._settle_dropped([ledger.evict_oldest()], "evicted")
             else:
                 ledger.refuse()
-                hint = "; await enqueue() waits for room" if policy == "block" else ""
+                hint = f" or {ledger.max_bytes:,} bytes"
+                hint += "; await enqueue() waits for room" if policy == "block" else ""
                 raise BufferFull(self._config.buffer_size, hint)
         self._accept(job)
 
@@ -299,6 +307,8 @@ class Publisher(Worker):
             blocked=self._blocked,
             buffer_depth=books.depth,
             buffer_capacity=books.capacity,
+            buffer_bytes=books.bytes,
+            buffer_max_bytes=books.max_bytes,
             in_flight=len(books.inflight),
             submitted=books.submitted,
             confirmed=books.confirmed,

@@ -67,6 +67,9 @@ class PublisherStatistics:
     blocked: bool
     buffer_depth: int
     buffer_capacity: int
+    buffer_bytes: int
+    """What the unsettled jobs cost: payloads plus ~512 bytes each."""
+    buffer_max_bytes: float
     in_flight: int
     submitted: int
     confirmed: int

@@ -23,9 +23,9 @@ from warren._ledger import Ledger
 pytestmark = pytest.mark.timeout(60)
 
 
-def make_job(n: int) -> Job:
+def make_job(n: int, size: int = 1) -> Job:
     return Job(
-        body=b"x",
+        body=b"x" * size,
         exchange="",
         routing_key="q",
         message_id=f"job-{n}",
@@ -41,7 +41,8 @@ class Books(RuleBasedStateMachine):
         super().__init__()
         tx, rx = anyio.create_memory_object_stream[Job](math.inf)
         self.tx, self.rx = tx, rx
-        self.ledger = Ledger(capacity=8, waiting=(tx, rx))
+        # 8 jobs, or 4 KiB: whichever binds first (bodies of up to 1,500 bytes)
+        self.ledger = Ledger(capacity=8, waiting=(tx, rx), max_bytes=4096)
         self.next = 0
         self.unsettled: list[Job] = []  # accepted, not settled, in accept order
         self.ever_sent: list[Job] = []  # every job ever handed to a connection
@@ -64,18 +65,19 @@ class Books(RuleBasedStateMachine):
             self.unsettled.remove(job)
             self.ended[job] = how
 
-    @rule(evict=st.booleans())
-    def submit(self, evict: bool) -> None:
-        job = make_job(self.next)
+    @rule(evict=st.booleans(), size=st.integers(0, 1500))
+    def submit(self, evict: bool, size: int) -> None:
+        job = make_job(self.next, size)
         self.next += 1
-        if self.ledger.full:
+        if not self.ledger.fits(job):
             if not evict:
                 self.ledger.refuse()
                 self.refused += 1
                 return
-            victim = self.ledger.evict_oldest()
-            assert victim in self.unsettled
-            self._settle([victim], "evicted")
+            while not self.ledger.fits(job):  # a large job may need several evictions
+                victim = self.ledger.evict_oldest()
+                assert victim in self.unsettled
+                self._settle([victim], "evicted")
         self.ledger.accept(job)
         self.unsettled.append(job)
 
@@ -146,6 +148,7 @@ class Books(RuleBasedStateMachine):
         assert ledger.dropped["refused"] == self.refused
         assert ledger.depth == len(self.unsettled)
         assert ledger.submitted == len(self.unsettled) + len(self.ended)
+        assert ledger.bytes == sum(len(j.body) + 512 for j in self.unsettled) <= 4096
         # the age gauge reads the oldest job at the head of each queue: one that is unsettled
         oldest = ledger.oldest()
         assert (oldest is None) == (not self.unsettled)

@@ -15,6 +15,7 @@ from tests.helpers import config, free_port, metric, wait_until
 from warren import (
     AccessRefused,
     BufferFull,
+    ConfigError,
     ConnectionGaveUp,
     InvalidJob,
     JobReturned,
@@ -476,3 +477,32 @@ async def test_returns_are_matched_to_their_own_job_when_ids_repeat(
                 tg.start_soon(send, "unroutable", "warren.test.no-such-queue")
             assert results == {"routable": "confirmed", "unroutable": "returned"}, round_no
     broker.delete_queue(queue_name)
+
+
+async def test_the_buffer_is_bounded_in_bytes_too(metrics: Metrics) -> None:
+    """Large jobs while the broker is away: the byte bound binds long before the job count
+    (10,000 jobs of 100 KB would be a gigabyte)."""
+    refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    config = PublisherConfig(urls=refused, buffer_size=10_000, overflow="drop-newest",
+                             buffer_max_bytes=1_000_000, flush_timeout=0.1)  # fmt: skip
+    payload = b"x" * 100_000
+    async with Publisher(config, metrics=metrics, name="big") as pub:
+        accepted, refusals = 0, []
+        for _ in range(50):
+            try:
+                pub.submit(payload, routing_key="q")
+                accepted += 1
+            except BufferFull as exc:
+                refusals.append(str(exc))
+        assert all("1,000,000 bytes" in why for why in refusals)
+        stats = pub.statistics()
+        assert accepted == 9  # 9 x (100,000 + 512) fit in 1,000,000
+        assert stats.buffer_bytes == 9 * 100_512 <= stats.buffer_max_bytes
+        assert stats.dropped["refused"] == 41
+        assert metric(metrics, "warren_buffer_bytes", worker="big") == 9 * 100_512
+        assert metric(metrics, "warren_buffer_max_bytes", worker="big") == 1_000_000
+
+
+def test_the_byte_bound_must_hold_one_job() -> None:
+    with pytest.raises(ConfigError, match=r"^buffer_max_bytes: must hold at least one job"):
+        PublisherConfig(max_job_bytes=1_000_000, buffer_max_bytes=100_000)
