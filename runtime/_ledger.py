@@ -71,11 +71,6 @@ class Ledger:
         self.inflight: dict[Job, None] = {}
         self.resend: deque[Job] = deque()
 
-    @property
-    def full(self) -> bool:
-        """No room for even the smallest job."""
-        return self.depth >= self.capacity or self.bytes + JOB_OVERHEAD_BYTES > self.max_bytes
-
     def fits(self, job: Job) -> bool:
         """Room for ``job``, in jobs and in bytes."""
         return self.depth < self.capacity and self.bytes + cost(job) <= self.max_bytes

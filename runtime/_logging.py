@@ -71,7 +71,7 @@ def structured(record: logging.LogRecord) -> tuple[str | None, dict[str, object]
     if not _EVENT.fullmatch(head):
         return None, {}, record.getMessage()
     fields: dict[str, object] = {}
-    pos = 0
+    pos = len(head)  # fields start after the event name
     consumed = 0  # args used by field specifiers
     tail_start = len(template)
     for match in _SPEC.finditer(template):
@@ -97,7 +97,7 @@ def structured(record: logging.LogRecord) -> tuple[str | None, dict[str, object]
         consumed += 1
         pos = end
     else:
-        tail_start = pos if pos else len(template)
+        tail_start = pos  # literal words after the last field stay as free text
     tail = template[tail_start:].strip(" ")
     try:
         rest = tail % args[consumed:] if tail else ""

@@ -131,3 +131,15 @@ def test_a_producer_chosen_value_cannot_forge_log_lines_or_fields(fmt: str) -> N
     else:
         assert "forged.event" in lines[0]  # still there, but inside the one escaped value
         assert "message_id=" + json.dumps(evil) in lines[0]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_literal_words_of_a_template_are_kept() -> None:
+    """A template with literal ``key=value`` words and no arguments prints them as written."""
+    out = io.StringIO()
+    configure_logging({"WARREN_LOG_FORMAT": "text"}, out)
+    logging.getLogger("warren.runner").info("shutdown.complete jobs_dropped=0")
+    logging.getLogger("warren.runner").info("ops.serving addr=%s endpoints=/metrics", "h:1")
+    text = out.getvalue()
+    assert "shutdown.complete jobs_dropped=0" in text
+    assert "ops.serving addr=h:1 endpoints=/metrics" in text
