@@ -58,6 +58,12 @@ Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
 
 
+def _opening_without_transport(conn: Any) -> bool:
+    """Still opening, before the TCP connection is made (no AMQP handshake under way)."""
+    opening = not (conn.is_open or conn.is_closing or conn.is_closed)
+    return opening and conn._transport is None
+
+
 class _WatchdogAbort(Exception):
     """Why Warren's own watchdog cut the stream."""
 
@@ -289,6 +295,9 @@ class PikaSession:
         return params
 
     def _on_open(self, conn: Any) -> None:
+        if self._intentional:  # closed on purpose during the handshake
+            conn.close()
+            return
         self._rx_at = time.monotonic()
         self._schedule_watchdog()
         conn.add_on_connection_blocked_callback(self._on_blocked)
@@ -500,8 +509,13 @@ class PikaSession:
             return
         self._intentional = True
         conn = self._conn
-        if not (conn.is_closing or conn.is_closed):
+        if conn.is_open:
             conn.close()
+        elif _opening_without_transport(conn):
+            conn.close()  # still connecting TCP: pika aborts its connection workflow cleanly
+        # In the middle of the AMQP handshake, pika 1.4's close() reports its own abort as a
+        # class instead of an instance and logs an AssertionError traceback: let the
+        # handshake finish (_on_open closes at once), or cut it when the grace is over.
         # A broker that does not answer (a silent partition) would hold the close handshake
         # for pika's own timeouts: cut the stream after a short grace instead.
         conn.ioloop.call_later(_CLOSE_GRACE, self._cut_after_grace)
@@ -510,10 +524,10 @@ class PikaSession:
         conn = self._conn
         if conn.is_closed:
             return
-        if conn.is_closing or conn.is_open:
+        if _opening_without_transport(conn):
+            conn.close()
+        else:  # closing, open, or a handshake the broker does not finish
             conn._terminate_stream(_WatchdogAbort("dead_link", "close not answered in time"))
-        else:  # still connecting: stop the ioloop, the session ends here
-            conn.ioloop.stop()
 
     # -- watchdog ------------------------------------------------------------------------
 
