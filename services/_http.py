@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from warren import ConfigError
 from warren._config import parse_addr
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
 
-async def serve_asgi(app: ASGIApp, addr: str, setting: str, stopping: anyio.Event) -> None:
-    """Serve ``app`` on ``addr`` (``host:port``; ``setting`` names it in errors)."""
+def bind_listener(setting: str, addr: str) -> socket.socket:
+    """Bind and listen on ``addr`` now, so a port in use or an address this host does not
+    have is a configuration error naming ``setting`` before the service starts any work."""
+    host, port = parse_addr(setting, addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot listen on {addr}: {exc.strerror or exc}") from None
+
+
+async def serve_asgi(app: ASGIApp, listener: socket.socket, stopping: anyio.Event) -> None:
+    """Serve ``app`` on ``listener`` (see ``bind_listener``; Hypercorn takes it over)."""
     from hypercorn.config import Config
 
-    host, port = parse_addr(setting, addr)
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [f"fd://{listener.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("warren.http")
     config.graceful_timeout = 5.0

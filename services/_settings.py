@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from warren import ConfigError
 
@@ -14,6 +15,19 @@ if TYPE_CHECKING:
 
 def env_str(env: Mapping[str, str], var: str, default: str) -> str:
     return env.get(var, "").strip() or default
+
+
+def env_http_url(env: Mapping[str, str], var: str, default: str) -> str:
+    """An http(s) URL with a host; the error never echoes it (it may carry a token)."""
+    value = env_str(env, var, default)
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, or out of range
+        ok = False
+    if not ok:
+        raise ConfigError(var, "must be an http:// or https:// URL with a host")
+    return value
 
 
 def env_int(env: Mapping[str, str], var: str, default: int, *, minimum: int = 1) -> int:

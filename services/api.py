@@ -25,9 +25,17 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from warren import BufferFull, Publisher, PublisherClosed, Service, ServiceContext, Setting
+from warren import (
+    BufferFull,
+    ConfigError,
+    Publisher,
+    PublisherClosed,
+    Service,
+    ServiceContext,
+    Setting,
+)
 from warren._json import BadRequest, loads_strict
-from warren.services._http import serve_asgi
+from warren.services._http import bind_listener, serve_asgi
 from warren.services._settings import env_str
 from warren.services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
 
@@ -39,6 +47,8 @@ MAX_ADDRESS = 320  # an e-mail address's limit; "from" and "to" are addresses or
 MAX_BODY = 64 * 1024  # the largest valid message is ~41 KB of JSON (UTF-8, escaped)
 _FIELDS = ("from", "to", "text")
 _LIMITS = {"from": MAX_ADDRESS, "to": MAX_ADDRESS, "text": MAX_TEXT}
+_ADDR = "127.0.0.1:8080"
+_DB = "warren-api.sqlite3"
 log = logging.getLogger("warren.api")
 
 
@@ -158,15 +168,26 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
     ])  # fmt: skip
 
 
+def _open_store(path: str) -> MessageStore:
+    try:
+        return MessageStore(path)
+    except sqlite3.Error as exc:
+        raise ConfigError("WARREN_API_DB", f"cannot open {path!r}: {exc}") from None
+
+
 async def main(ctx: ServiceContext) -> None:
-    addr = env_str(ctx.env, "WARREN_API_ADDR", "127.0.0.1:8080")
     queue = queue_name(ctx.env)
-    store = MessageStore(env_str(ctx.env, "WARREN_API_DB", "warren-api.sqlite3"))
+    listener = bind_listener("WARREN_API_ADDR", env_str(ctx.env, "WARREN_API_ADDR", _ADDR))
+    try:
+        store = _open_store(env_str(ctx.env, "WARREN_API_DB", _DB))
+    except BaseException:
+        listener.close()
+        raise
     try:
         async with Publisher(ctx.publisher_config, metrics=ctx.metrics, name="api",
                              topology=topology(queue)) as publisher:  # fmt: skip
             app = create_app(publisher, store, queue)
-            await serve_asgi(app, addr, "WARREN_API_ADDR", ctx.stopping)
+            await serve_asgi(app, listener, ctx.stopping)
     finally:
         store.close()
 
@@ -176,8 +197,8 @@ service = Service(
     help="the producing API: POST /messages stores a message and queues its push",
     main=main,
     settings=(
-        Setting(env="WARREN_API_ADDR", default="127.0.0.1:8080", help="where the API listens"),
-        Setting(env="WARREN_API_DB", default="warren-api.sqlite3", help="SQLite file"),
+        Setting(env="WARREN_API_ADDR", default=_ADDR, help="where the API listens"),
+        Setting(env="WARREN_API_DB", default=_DB, help="SQLite file"),
         Setting(env=QUEUE_SETTING, default=QUEUE, help="the queue push jobs go to"),
     ),
 )

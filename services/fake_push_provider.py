@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from warren import Service, ServiceContext, Setting
-from warren.services._http import serve_asgi
+from warren.services._http import bind_listener, serve_asgi
 from warren.services._settings import env_str
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
 
 async def main(ctx: ServiceContext) -> None:
     addr = env_str(ctx.env, "WARREN_FAKE_PUSH_ADDR", "127.0.0.1:8090")
-    await serve_asgi(create_app(), addr, "WARREN_FAKE_PUSH_ADDR", ctx.stopping)
+    await serve_asgi(create_app(), bind_listener("WARREN_FAKE_PUSH_ADDR", addr), ctx.stopping)
 
 
 service = Service(

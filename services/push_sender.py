@@ -21,7 +21,13 @@ from warren import (
     ServiceContext,
     Setting,
 )
-from warren.services._settings import env_choice, env_float, env_int, env_secret, env_str
+from warren.services._settings import (
+    env_choice,
+    env_float,
+    env_http_url,
+    env_int,
+    env_secret,
+)
 from warren.services.push_common import QUEUE, QUEUE_SETTING, parse_push_job, queue_name
 from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
 
@@ -50,7 +56,7 @@ SETTINGS = (
 
 def build_provider(ctx: ServiceContext) -> Provider:
     kind = env_choice(ctx.env, "WARREN_PUSH_PROVIDER", "webhook", ("webhook", "fcm"))
-    url = env_str(ctx.env, "WARREN_PUSH_PROVIDER_URL", "http://127.0.0.1:8090/webhook")
+    url = env_http_url(ctx.env, "WARREN_PUSH_PROVIDER_URL", "http://127.0.0.1:8090/webhook")
     if kind == "webhook":
         return WebhookProvider(url)
     token = env_secret(ctx.env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -44,6 +45,37 @@ def test_bad_config_exits_2_naming_the_setting(env: dict[str, str], needle: str)
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert "topsecret" not in done.stderr + done.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("service", "setting", "value"),
+    [
+        ("api", "WARREN_API_ADDR", "in-use"),
+        ("api", "WARREN_API_DB", "{tmp}/no/such/dir/api.sqlite3"),
+        ("api", "WARREN_API_DB", "{tmp}"),  # a directory
+        ("push-sender", "WARREN_PUSH_PROVIDER_URL", "not a url"),
+        ("push-sender", "WARREN_PUSH_PROVIDER_URL", "ftp://example.com/push"),
+        ("push-sender", "WARREN_PUSH_PROVIDER_URL", "http:///webhook"),
+    ],
+)
+def test_a_service_setting_it_cannot_use_exits_2_naming_it(
+    service: str, setting: str, value: str, tmp_path: Any, broker_url: str
+) -> None:
+    """Checked before the service starts work: no traceback, no reconnect loop."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if value == "in-use":
+            value = f"127.0.0.1:{busy.getsockname()[1]}"
+        env = {"WARREN_AMQP_URL": broker_url, "WARREN_API_ADDR": f"127.0.0.1:{free_port()}",
+               "WARREN_API_DB": str(tmp_path / "api.sqlite3"),
+               "WARREN_PUSH_QUEUE": "warren.test.settings",
+               setting: value.format(tmp=tmp_path)}  # fmt: skip
+        done = run_warren("run", service, env=env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert f"config.invalid {setting}: " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_gave_up_reconnecting_exits_3_with_jobs_lost() -> None:
