@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, final
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 from prometheus_client.exposition import choose_encoder
 
+from ._accept import serve_connections
 from ._config import parse_addr
 from ._exceptions import ConfigError
 from ._health import check
@@ -60,7 +62,7 @@ class OpsServer:
         await self._stack.enter_async_context(listener)  # closed last
         tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.callback(tg.cancel_scope.cancel)  # stop serving first
-        tg.start_soon(listener.serve, self._connection)
+        tg.start_soon(partial(serve_connections, listener, self._connection, tg, server="ops"))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

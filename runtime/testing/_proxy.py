@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import SocketAttribute
 
+from .._accept import serve_connections
+
 if TYPE_CHECKING:
     import random
 
@@ -77,7 +79,7 @@ class FaultProxy:
             try:
                 with scope:
                     async with listener, anyio.create_task_group() as links:
-                        await listener.serve(self._handle, task_group=links)
+                        await serve_connections(listener, self._handle, links, server=self.name)
             finally:
                 stopped.set()
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 from anyio.abc import SocketAttribute, TaskStatus
 
+from .._accept import serve_connections
 from .._http11 import MAX_BODY, HttpRequest, HttpResponse, serve_http
 from .._json import BadRequest, loads_strict
 from ._proxy import FaultProxy, split_addr
@@ -69,7 +70,7 @@ class FaultProxyServer:
                 self._tg = tg
                 task_status.started()
                 log.info("proxy.api listening=%s", self.api_url)
-                await listener.serve(self._http, task_group=tg)
+                await serve_connections(listener, self._http, tg, server="proxy-api")
         finally:
             with anyio.CancelScope(shield=True):
                 for proxy in self.proxies.values():
