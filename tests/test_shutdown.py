@@ -259,7 +259,9 @@ async def test_stop_in_the_middle_of_the_handshake_is_quiet_and_bounded(
             urls=f"amqp://guest:guest@127.0.0.1:{held.port}/%2F", connect_timeout=20,
             flush_timeout=1.0,
         )  # fmt: skip
-        with caplog.at_level(logging.DEBUG):
+        # pika's own level too: the runner's configure_logging (run in-process by other
+        # tests) sets it to WARNING, and this test reads pika's DEBUG lines
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="pika"):
             pub = Publisher(config, metrics=metrics, name="handshaking")
             async with pub:
                 await wait_until(held.greeted.is_set, within=10)
