@@ -10,7 +10,10 @@ Readiness (``/readyz``): every worker can take work without losing any, i.e.
   buffer. Riding out an outage in the buffer is the publisher's job: taking a replica out of
   the load balancer the moment the broker hiccups would turn a partition into an outage of
   the API. Once the buffer is full, new side effects would be refused (or block, or evict),
-  so the replica stops being ready and traffic goes to replicas that still have room.
+  so the replica stops being ready and traffic goes to replicas that still have room. It is
+  not ready either while its jobs keep coming back unroutable (``RETURNS_UNREADY`` returned
+  in a row, no confirm since): it answers "queued" for side effects that go nowhere. (A
+  queue deleted under it is declared again first; only what that cannot heal counts.)
 - a **consumer** is ready unless it failed. It takes no client traffic, so there is nothing
   to steer away from it, and marking every consumer unready during a broker outage would
   only stall rolling updates. Its connection state is still reported.
@@ -21,11 +24,14 @@ A process with no worker registered yet is not ready (it is still starting).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
     from ._statistics import ConsumerStatistics, PublisherStatistics
+
+
+RETURNS_UNREADY: Final = 10
 
 
 @final
@@ -54,7 +60,9 @@ def _publisher(s: PublisherStatistics) -> dict[str, Any]:
     room = s.buffer_depth < s.buffer_capacity and s.buffer_bytes < s.buffer_max_bytes
     return {
         "kind": "publisher",
-        "ready": s.failed is None and (s.connected or room),
+        "ready": s.failed is None
+        and (s.connected or room)
+        and s.returned_in_a_row < RETURNS_UNREADY,
         "connected": s.connected,
         "blocked": s.blocked,
         "buffer_depth": s.buffer_depth,
@@ -63,6 +71,7 @@ def _publisher(s: PublisherStatistics) -> dict[str, Any]:
         "seconds_since_confirm": None
         if s.seconds_since_confirm is None
         else round(s.seconds_since_confirm, 3),
+        "returned_in_a_row": s.returned_in_a_row,
         "last_error": s.last_error,
         "failed": s.failed,
     }

@@ -28,6 +28,7 @@ class Job:
         "body",
         "exchange",
         "message_id",
+        "returns",
         "routing_key",
         "submitted_at",
         "waiter",
@@ -53,6 +54,7 @@ class Job:
         # the basic.publish method and content-header payloads (_amqp._wire.PublishEncoder)
         self.wire_method, self.wire_header = wire
         self.waiter: Outcome | None = None
+        self.returns = 0  # times it came back unroutable and was re-sent (Publisher)
 
     def __repr__(self) -> str:
         return (

@@ -2,7 +2,8 @@
 
 Every accepted job is in exactly one place until it is settled: *waiting* (the job
 memory-stream, oldest first), *in flight* (handed to a connection, unconfirmed) or *to
-re-send* (its connection died or the broker nacked it). It leaves only by being settled:
+re-send* (its connection died, the broker nacked it, or it came back unroutable to a
+route the topology declares, which is declared again). It leaves only by being settled:
 confirmed, returned (unroutable), or dropped with a reason. So, at every moment::
 
     submitted == confirmed + returned + dropped(evicted, shutdown, gave_up) + depth
@@ -46,6 +47,7 @@ class Ledger:
         "inflight",
         "max_bytes",
         "nacked",
+        "rerouted",
         "resend",
         "returned",
         "submitted",
@@ -66,6 +68,7 @@ class Ledger:
         self.confirmed = 0
         self.returned = 0
         self.nacked = 0
+        self.rerouted = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         # handed to the connection and not yet settled, in hand-off order
         self.inflight: dict[Job, None] = {}
@@ -158,6 +161,15 @@ class Ledger:
         self.returned += 1
         self.depth -= 1
         self.bytes -= cost(job)
+        return True
+
+    def rerouted_now(self, job: Job) -> bool:
+        """The broker returned ``job``, and it goes back to be re-sent (its route is being
+        declared again): True if it was still in flight. Behind other jobs to re-send."""
+        if self.inflight.pop(job, 0) is not None:
+            return False
+        self.resend.append(job)
+        self.rerouted += 1
         return True
 
     def lost(self) -> int:

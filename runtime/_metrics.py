@@ -161,6 +161,12 @@ class _Collector:
             CounterMetricFamily("warren_jobs_returned", "Jobs returned as unroutable.", labels=w),
             CounterMetricFamily("warren_jobs_nacked", "Broker nacks (the job is re-sent).",
                                 labels=w),
+            CounterMetricFamily("warren_jobs_rerouted",
+                                "Jobs returned unroutable to a route the topology declares, "
+                                "re-sent after declaring it again.", labels=w),
+            CounterMetricFamily("warren_topology_redeclared",
+                                "Times the topology was declared again on a live connection "
+                                "(a declared queue had gone).", labels=w),
             HistogramMetricFamily("warren_publish_confirm_seconds",
                                   "Time from submit to broker ack.", labels=w),
             CounterMetricFamily("warren_deliveries", "Deliveries settled, by outcome.",
@@ -188,6 +194,8 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
     add("warren_jobs_confirmed", s.confirmed)
     add("warren_jobs_returned", s.returned)
     add("warren_jobs_nacked", s.nacked)
+    add("warren_jobs_rerouted", s.rerouted)
+    add("warren_topology_redeclared", s.redeclared)
     dropped = families["warren_jobs_dropped"]
     for reason in DROP_REASONS:
         dropped.add_metric([worker, reason], s.dropped.get(reason, 0))  # type: ignore[attr-defined]

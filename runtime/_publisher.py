@@ -23,6 +23,7 @@ from ._amqp import (
     ChannelClosed,
     Confirmed,
     ConnectionEvent,
+    Declared,
     Nacked,
     PublishEncoder,
     Returned,
@@ -55,6 +56,12 @@ _CANCEL_CHECK_EVERY = 64
 log = logging.getLogger("warren.publisher")
 
 _NO_DEADLINE: Final = math.inf
+_NO_ROUTE: Final = 312
+# A job returned unroutable to a route its topology declares is re-sent after the topology
+# is declared again, up to this many times (a queue deleted again and again, or a policy
+# that removes it, must not keep a job forever); then it is returned like any other.
+_MAX_REROUTES: Final = 3
+_REDECLARE_INTERVAL: Final = 1.0  # seconds: at most one re-declaration per interval
 
 
 @final
@@ -99,7 +106,16 @@ class Publisher(Worker):
             base=self._config.backoff_base, cap=self._config.backoff_cap
         )
         connect = connection or amqp_link_factory(self._config, self._backoff)
-        self._conn = connect(self._events_tx, name=name, topology=topology or Topology())
+        self._topology = topology or Topology()
+        self._conn = connect(self._events_tx, name=name, topology=self._topology)
+        # Declaring the topology again after a job for a declared route came back
+        # unroutable: due (rate-limited), then in progress until the link reports Declared.
+        # Sending pauses meanwhile (those jobs would only come back too).
+        self._declare_due: float | None = None
+        self._declaring = False
+        self._last_declare = -math.inf
+        self._redeclared = 0
+        self._returned_in_a_row = 0  # returned for good since the last confirm
         # After a nack the broker is refusing (e.g. a full queue with reject-publish): wait
         # before re-sending, longer each time, instead of hammering it.
         self._nack_streak = 0
@@ -315,6 +331,9 @@ class Publisher(Worker):
             returned=books.returned,
             dropped=dict(books.dropped),
             nacked=books.nacked,
+            rerouted=books.rerouted,
+            redeclared=self._redeclared,
+            returned_in_a_row=self._returned_in_a_row,
             reconnects=link.reconnects,
             last_error=link.last_error,
             seconds_since_confirm=since,
@@ -371,8 +390,21 @@ class Publisher(Worker):
                     return
             else:
                 remaining = math.inf
+            if self._declare_due is not None and self._link.connected:
+                wait = self._declare_due - self._clock()
+                if wait <= 0:
+                    self._declare_again()
+                else:  # rate-limited: the last re-declaration was moments ago
+                    match await select(events=self._events_rx, timeout=min(wait, remaining)):
+                        case Received(_, event):
+                            self._on_event(event)
+                    continue
             can_send = (
-                self._link.connected and not self._blocked and len(books.inflight) < handoff_limit
+                self._link.connected
+                and not self._blocked
+                and not self._declaring
+                and self._declare_due is None
+                and len(books.inflight) < handoff_limit
             )
             if can_send and books.resend and (wait := self._resend_at - self._clock()) > 0:
                 # paused after a nack; new jobs wait too, so order is kept
@@ -423,14 +455,13 @@ class Publisher(Worker):
                 self._resend_at = self._clock() + self._backoff.delay(self._nack_streak)
                 log.warning("publish.nacked worker=%s jobs=%d", self._name, len(requeue))
             case Returned(session, job, code, text):
-                if self._ledger.returned_now(job):
-                    self._settled()
-                    if job.waiter is not None:
-                        job.waiter.fail(JobReturned(job.message_id, code, text))
-                    log.warning(
-                        "publish.returned worker=%s exchange=%r routing_key=%r reply=%d %s",
-                        self._name, job.exchange, job.routing_key, code, text,
-                    )  # fmt: skip
+                self._on_returned(job, code, text)
+            case Declared(session):
+                if session == self._session and self._declaring:
+                    self._declaring = False
+                    self._redeclared += 1
+                    log.info("topology.redeclared worker=%s jobs_to_resend=%d", self._name,
+                             len(self._ledger.resend))  # fmt: skip
             case Blocked(_, reason):
                 self._blocked = True
                 log.warning("connection.blocked worker=%s reason=%s", self._name, reason)
@@ -443,6 +474,40 @@ class Publisher(Worker):
             case _:  # pragma: no cover - deliveries go to consumers only
                 raise AssertionError(f"unexpected event for a publisher: {event!r}")
 
+    def _on_returned(self, job: Job, code: int, text: str) -> None:
+        """Unroutable. To a route the topology declares (a queue deleted under us): re-send
+        it once the topology is declared again. Otherwise it is returned, for good."""
+        if (
+            code == _NO_ROUTE
+            and job.returns < _MAX_REROUTES
+            and self._topology.routes(job.exchange, job.routing_key)
+        ):
+            if self._ledger.rerouted_now(job):
+                job.returns += 1
+                if not self._declaring and self._declare_due is None:
+                    self._declare_due = max(self._clock(), self._last_declare + _REDECLARE_INTERVAL)
+            return
+        if self._ledger.returned_now(job):
+            self._returned_in_a_row += 1
+            self._settled()
+            if job.waiter is not None:
+                job.waiter.fail(JobReturned(job.message_id, code, text))
+            log.warning(
+                "publish.returned worker=%s exchange=%r routing_key=%r reply=%d %s",
+                self._name, job.exchange, job.routing_key, code, text,
+            )  # fmt: skip
+
+    def _declare_again(self) -> None:
+        self._declare_due = None
+        self._last_declare = self._clock()
+        if self._conn.declare(self._session):  # else that connection is going: reconnecting
+            self._declaring = True  # declares the topology anyway
+            log.warning(
+                "topology.redeclaring worker=%s reason=a job for a declared route came back"
+                " unroutable (NO_ROUTE) jobs_to_resend=%d",
+                self._name, len(self._ledger.resend),
+            )  # fmt: skip
+
     def _on_confirmed(self, session: int, jobs: tuple[Job, ...]) -> None:
         settled = self._ledger.confirmed_now(jobs)
         if not settled:
@@ -454,11 +519,14 @@ class Publisher(Worker):
             if job.waiter is not None:
                 job.waiter.confirm()
         self._nack_streak = 0
+        self._returned_in_a_row = 0
         self._last_confirm = now
         self._settled()
 
     def _on_lost(self) -> dict[str, int]:
         self._blocked = False
+        self._declaring = False  # the next connection declares the topology on connect
+        self._declare_due = None
         in_flight = self._ledger.lost()
         return {"in_flight": in_flight, "buffered": self._ledger.depth}
 

@@ -76,6 +76,13 @@ class PublisherStatistics:
     returned: int
     dropped: Mapping[str, int]
     nacked: int
+    rerouted: int
+    """Jobs that came back unroutable to a declared route and were re-sent after the
+    topology was declared again."""
+    redeclared: int
+    """Times the topology was declared again on a live connection (a queue deleted)."""
+    returned_in_a_row: int
+    """Jobs returned for good since the last confirm (sustained: the publisher is unready)."""
     reconnects: int
     last_error: str | None
     seconds_since_confirm: float | None

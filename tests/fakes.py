@@ -12,22 +12,39 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from warren._amqp import Confirmed, Connected, ConnectionLost, GaveUp, Nacked, Returned
+from warren._amqp import (
+    Confirmed,
+    Connected,
+    ConnectionLost,
+    Declared,
+    Delivered,
+    GaveUp,
+    Nacked,
+    Returned,
+)
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
-    from warren._amqp import ConnectionEvent, ConsumeSpec, Delivered, Link, Topology
+    from warren._amqp import ConnectionEvent, ConsumeSpec, Link, Topology
     from warren._job import Job
 
 
 class FakeLink:
-    def __init__(self, events: MemoryObjectSendStream[ConnectionEvent]) -> None:
+    def __init__(
+        self,
+        events: MemoryObjectSendStream[ConnectionEvent],
+        deliveries: MemoryObjectSendStream[Delivered] | None = None,
+    ) -> None:
         self._events = events
+        self._deliveries = deliveries
+        self.acked: list[int] = []
+        self.rejected: list[int] = []
         self.session = 0  # the live session, 0 while down
         self._last = 0
         self.unconfirmed: list[Job] = []  # handed over on the live session, in order
         self.handed_over = 0
+        self.declare_requests = 0
         self.closed = anyio.Event()
 
     # -- what the worker calls -----------------------------------------------------------
@@ -43,10 +60,22 @@ class FakeLink:
         return True
 
     def ack(self, session: int, tags: list[int]) -> bool:
-        return session == self.session
+        if session != self.session:
+            return False
+        self.acked += tags
+        return True
 
     def reject(self, session: int, tags: list[int]) -> bool:
-        return session == self.session
+        if session != self.session:
+            return False
+        self.rejected += tags
+        return True
+
+    def declare(self, session: int) -> bool:
+        if session != self.session or not self.session:
+            return False
+        self.declare_requests += 1
+        return True
 
     async def aclose(self) -> None:
         self.closed.set()
@@ -84,6 +113,15 @@ class FakeLink:
         self._events.send_nowait(Returned(self.session, job, 312, "NO_ROUTE"))
         return job
 
+    def deliver(self, tag: int, body: bytes, message_id: str) -> None:
+        assert self._deliveries is not None, "not a consumer's link"
+        self._deliveries.send_nowait(
+            Delivered(self.session, tag, message_id, {}, body, False, None)
+        )
+
+    def declared(self) -> None:
+        self._events.send_nowait(Declared(self.session))
+
     def give_up(self) -> None:
         self._events.send_nowait(GaveUp(3, "fake: refused"))
 
@@ -103,6 +141,6 @@ class FakeLinks:
         consume: ConsumeSpec | None = None,
         deliveries: MemoryObjectSendStream[Delivered] | None = None,
     ) -> Link:
-        link = FakeLink(events)
+        link = FakeLink(events, deliveries)
         self.made.append(link)
         return link

@@ -353,11 +353,13 @@ async def test_deliveries_racing_their_connected_event_are_handled(
             await wait_until(all_acked, within=10)
 
 
-async def test_a_message_nothing_can_settle_is_rejected_and_the_worker_goes_on(
+async def test_a_dead_letter_queue_deleted_under_the_worker_is_declared_again(
     broker_url: str, broker: Broker, queue: str, metrics: Metrics
 ) -> None:
-    """The dead-letter queue is gone (deleted under the running worker): a poison message
-    cannot be dead-lettered, so it is rejected (counted) and later messages still flow."""
+    """The dead-letter queue is gone (deleted under the running worker): the dead letter
+    comes back unroutable, the worker declares its topology again and the poison message
+    lands in the new dead-letter queue; later messages still flow. (Before, it was rejected
+    and, with no dead-letter exchange on the queue, gone.)"""
 
     async def handler(message: Message) -> None:
         if message.body == b"poison":
@@ -367,10 +369,12 @@ async def test_a_message_nothing_can_settle_is_rejected_and_the_worker_goes_on(
         await consumer.wait_connected()
         broker.delete_queue(f"{queue}.dlq")
         broker.publish(queue, b"poison", message_id="p1")
-        await wait_until(lambda: consumer.statistics().outcomes["rejected"] == 1)
+        await wait_until(lambda: consumer.statistics().outcomes["dead_letter"] == 1)
         for i in range(5):
             broker.publish(queue, b"{}", message_id=f"ok{i}")
         await wait_until(lambda: consumer.statistics().outcomes["ack"] == 5)
         assert consumer.statistics().failed is None
     assert broker.depth(queue) == 0
-    assert metric(metrics, "warren_deliveries_total", worker="c", outcome="rejected") == 1
+    assert broker.depth(f"{queue}.dlq") == 1
+    assert consumer.statistics().outcomes["rejected"] == 0
+    assert metric(metrics, "warren_topology_redeclared_total", worker="c.requeue") >= 1

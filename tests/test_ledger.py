@@ -122,6 +122,15 @@ class Books(RuleBasedStateMachine):
         if was_in_flight:
             self._settle([job], "returned")
 
+    @precondition(lambda self: self.ever_sent)
+    @rule(data=st.data())
+    def broker_returns_to_a_declared_route(self, data: st.DataObject) -> None:
+        job = data.draw(st.sampled_from(self.ever_sent))
+        was_in_flight = job in self.ledger.inflight
+        assert self.ledger.rerouted_now(job) == was_in_flight
+        if was_in_flight:
+            assert self.ledger.resend[-1] is job  # not settled: to be re-sent
+
     @rule()
     def connection_lost(self) -> None:
         in_flight = list(self.ledger.inflight)

@@ -117,6 +117,14 @@ class AmqpConnection:
             return False
         return current.reject_threadsafe(tags)
 
+    def declare(self, session: int) -> bool:
+        """Declare the topology again on connection ``session``; a ``Declared`` event
+        follows. False if that connection is gone."""
+        current = self._current
+        if current is None or self._current_no != session:
+            return False
+        return current.declare_threadsafe()
+
     async def aclose(self) -> None:
         """Close the connection on purpose; ``run()`` returns without reconnecting.
 

@@ -98,6 +98,13 @@ class Returned:
 
 
 @dataclass(frozen=True, slots=True)
+class Declared:
+    """The topology was declared again on ``session`` (a ``Link.declare`` request)."""
+
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delivered:
     """A message the broker delivered to our consumer; ack it on ``session`` or not at all."""
 
@@ -121,5 +128,6 @@ ConnectionEvent = (
     | Confirmed
     | Nacked
     | Returned
+    | Declared
     | Delivered
 )

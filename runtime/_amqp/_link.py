@@ -1,8 +1,9 @@
 """The seam between a worker and its broker connection.
 
-A worker needs four things of a connection: ``run()`` it (connect, reconnect, report every
+A worker needs a few things of a connection: ``run()`` it (connect, reconnect, report every
 change as an event on the stream it was given), hand it jobs to ``publish`` or delivery tags
-to ``ack`` for one numbered session, and ``aclose()`` it. ``AmqpConnection`` is the real
+to ``ack`` for one numbered session, ask it to ``declare`` its topology again, and
+``aclose()`` it. ``AmqpConnection`` is the real
 one; tests pass a fake through ``Publisher(connection=...)`` / ``Consumer(connection=...)``
 to drive the worker's accounting through any sequence of events without a broker.
 """
@@ -37,6 +38,10 @@ class Link(Protocol):
     def reject(self, session: int, tags: list[int]) -> bool:
         """Reject deliveries of ``session`` without requeue (the broker dead-letters them
         if the queue has a dead-letter exchange); False if it is gone."""
+
+    def declare(self, session: int) -> bool:
+        """Declare the topology again on connection ``session`` (a ``Declared`` event
+        follows); False if that connection is gone."""
 
     async def aclose(self) -> None:
         """Close on purpose: ``run()`` returns without reconnecting."""

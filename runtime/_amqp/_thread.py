@@ -39,6 +39,7 @@ from ._events import (
     ConnectFailed,
     ConnectionEvent,
     ConnectionLost,
+    Declared,
     LossKind,
     Nacked,
     Returned,
@@ -225,6 +226,14 @@ class PikaSession:
         if self._conn.is_open:
             self._conn.close()
 
+    def declare_threadsafe(self) -> bool:
+        """Declare the topology again (``Declared`` follows); False if the loop is gone."""
+        with self._lock:
+            if not self._loop_alive:
+                return False
+            self._conn.ioloop.add_callback_threadsafe(self._declare_again)
+            return True
+
     def close_threadsafe(self) -> None:
         """Close on purpose (no reconnect follows). Works before the thread started too:
         the session then closes as soon as it is up, and reports ``None``."""
@@ -333,7 +342,33 @@ class PikaSession:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._declare)
 
     def _declare(self, _frame: Any = None) -> None:
-        """Declare the topology one step at a time, then announce the connection."""
+        """Declare the topology, start consuming (if this session consumes), then announce
+        the connection."""
+
+        def announce() -> None:
+            self._ready = True
+            self.ready_once = True
+            self._emit(Connected(self._session, redact_url(self._url)))
+            self._pump()
+
+        def declared() -> None:
+            if self._consuming is not None:
+                self._consuming.start(self._channel, announce)
+            else:
+                announce()
+
+        self._declare_topology(declared)
+
+    def _declare_again(self) -> None:
+        """A worker asked (a job for a declared route came back unroutable): declare the
+        topology on the open channel again, then report ``Declared``. Publishing goes on
+        meanwhile; the channel orders the declarations before later publishes."""
+        if self._ready and self._channel is not None and self._channel.is_open:
+            self._declare_topology(lambda: self._emit(Declared(self._session)))
+        # otherwise the connection is going down: the next one declares on connect
+
+    def _declare_topology(self, done: Callable[[], object]) -> None:
+        """Declare exchanges, then queues, then bindings, one at a time; then ``done()``."""
         topo, ch = self._topology, self._channel
         steps: list[Callable[[Callable[[Any], None]], None]] = [
             *(
@@ -364,16 +399,7 @@ class PikaSession:
             if steps:
                 steps.pop(0)(step)
             else:
-                if self._consuming is not None:
-                    self._consuming.start(self._channel, announce)
-                else:
-                    announce()
-
-        def announce() -> None:
-            self._ready = True
-            self.ready_once = True
-            self._emit(Connected(self._session, redact_url(self._url)))
-            self._pump()
+                done()
 
         step()
 
