@@ -18,8 +18,10 @@ from prometheus_client import CollectorRegistry
 from tests.fakes import FakeLink, FakeLinks
 from tests.helpers import config, metric, wait_until
 from warren import (
+    Binding,
     Consumer,
     ConsumerConfig,
+    Exchange,
     JobReturned,
     Message,
     Metrics,
@@ -224,3 +226,39 @@ async def test_a_message_nothing_can_settle_is_rejected_and_the_worker_goes_on()
         deliveries.deliver(2, b"{}", "ok")
         await wait_until(lambda: deliveries.acked == [2], within=5)
         assert consumer.statistics().failed is None
+
+
+@pytest.mark.parametrize(
+    ("exchange", "routing_key", "routes"),
+    [
+        ("", "q", True),
+        ("", "other", False),
+        ("events", "user.created", True),  # topic binding user.*
+        ("events", "user.created.eu", False),
+        ("audit", "anything.at.all", False),  # an exchange it does not declare: type unknown
+        ("amq.topic", "audit", True),
+        ("amq.topic", "auditx.y", False),
+        ("fan", "", True),
+        ("direct", "d", True),
+        ("direct", "e", False),
+        ("undeclared-q-exchange", "x", False),  # binds a queue this topology does not declare
+        ("headers", "h", False),
+    ],
+)
+def test_which_returned_routes_the_topology_can_heal(
+    exchange: str, routing_key: str, routes: bool
+) -> None:
+    topology = Topology(
+        exchanges=(Exchange(name="events", type="topic"), Exchange(name="fan", type="fanout"),
+                   Exchange(name="direct"), Exchange(name="headers", type="headers"),
+                   Exchange(name="undeclared-q-exchange")),
+        queues=(Queue(name="q"),),
+        bindings=(Binding(queue="q", exchange="events", routing_key="user.*"),
+                  Binding(queue="q", exchange="amq.topic", routing_key="audit.#"),
+                  Binding(queue="q", exchange="audit", routing_key="#"),
+                  Binding(queue="q", exchange="fan"),
+                  Binding(queue="q", exchange="direct", routing_key="d"),
+                  Binding(queue="q", exchange="headers"),
+                  Binding(queue="elsewhere", exchange="undeclared-q-exchange", routing_key="x")),
+    )  # fmt: skip
+    assert topology.routes(exchange, routing_key) is routes
