@@ -102,17 +102,20 @@ async def test_sustained_returns_make_the_publisher_unready_until_a_confirm(
 # -- the same, driven by a fake connection: order, rate limit, the bound per job ----------
 
 
+def _publisher_declaring_q() -> tuple[Publisher, FakeLink]:
+    links = FakeLinks()
+    pub = Publisher(PublisherConfig(), metrics=Metrics(CollectorRegistry()), name="p",
+                    topology=Topology(queues=(Queue(name="q"),)), connection=links)  # fmt: skip
+    return pub, links.made[0]
+
+
 async def _settle_loop() -> None:
     await anyio.wait_all_tasks_blocked()
 
 
 async def test_sending_pauses_until_the_topology_is_declared_again_then_resends() -> None:
-    links = FakeLinks()
-    topology = Topology(queues=(Queue(name="q"),))
-    pub = Publisher(PublisherConfig(), metrics=Metrics(CollectorRegistry()), name="p",
-                    topology=topology, connection=links)  # fmt: skip
+    pub, link = _publisher_declaring_q()
     async with pub:
-        link: FakeLink = links.made[0]
         link.connect()
         ids = [pub.submit({"n": i}, routing_key="q") for i in range(3)]
         await _settle_loop()
@@ -137,12 +140,8 @@ async def test_sending_pauses_until_the_topology_is_declared_again_then_resends(
 
 async def test_a_job_that_keeps_coming_back_is_returned_after_three_redeclarations() -> None:
     """And re-declarations are at most one per second."""
-    links = FakeLinks()
-    topology = Topology(queues=(Queue(name="q"),))
-    pub = Publisher(PublisherConfig(), metrics=Metrics(CollectorRegistry()), name="p",
-                    topology=topology, connection=links)  # fmt: skip
+    pub, link = _publisher_declaring_q()
     async with pub:
-        link: FakeLink = links.made[0]
         link.connect()
         async with anyio.create_task_group() as tg:
             outcome: list[BaseException] = []
@@ -170,12 +169,8 @@ async def test_a_job_that_keeps_coming_back_is_returned_after_three_redeclaratio
 
 
 async def test_a_connection_lost_while_declaring_resends_after_reconnecting() -> None:
-    links = FakeLinks()
-    topology = Topology(queues=(Queue(name="q"),))
-    pub = Publisher(PublisherConfig(), metrics=Metrics(CollectorRegistry()), name="p",
-                    topology=topology, connection=links)  # fmt: skip
+    pub, link = _publisher_declaring_q()
     async with pub:
-        link: FakeLink = links.made[0]
         link.connect()
         pub.submit(b"x", routing_key="q")
         await _settle_loop()
