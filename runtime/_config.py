@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 Overflow = Literal["block", "drop-newest", "drop-oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
+OutboxSync = Literal["normal", "full"]
+OUTBOX_SYNC_MODES: tuple[str, ...] = get_args(OutboxSync)
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 JOB_OVERHEAD_BYTES = 512  # what a buffered job costs besides its payload (measured ~600 B)
 
@@ -96,6 +98,12 @@ class PublisherConfig:
     persistent: bool = True
     flush_timeout: float = 10.0
     tcp_user_timeout: float | None = field(default=None)
+    outbox: str | None = None
+    """A file for the durable buffer (SQLite): accepted jobs survive the process dying and
+    are re-sent by the next start. None (the default): the buffer is in memory only."""
+    outbox_sync: OutboxSync = "full"
+    """``full``: each commit is fsynced (a power loss loses nothing accepted); ``normal``:
+    a process crash loses nothing, a power loss may lose the last commits."""
 
     def __post_init__(self) -> None:
         urls: Any = self.urls
@@ -129,6 +137,13 @@ class PublisherConfig:
             raise ConfigError("backoff_cap", f"must be >= backoff_base ({self.backoff_base})")
         if self.tcp_user_timeout is not None:
             _positive_float("tcp_user_timeout", self.tcp_user_timeout)
+        if self.outbox is not None and (not isinstance(self.outbox, str) or not self.outbox):
+            raise ConfigError("outbox", f"must be a file path or None, got {self.outbox!r}")
+        if self.outbox_sync not in OUTBOX_SYNC_MODES:
+            raise ConfigError(
+                "outbox_sync",
+                f"unknown mode {self.outbox_sync!r}; choose one of {', '.join(OUTBOX_SYNC_MODES)}",
+            )
 
     def __repr__(self) -> str:
         return _redacted_repr(self)
@@ -205,6 +220,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "WARREN_MAX_JOB_BYTES": ("max_job_bytes", int),
     "WARREN_BUFFER_MAX_BYTES": ("buffer_max_bytes", int),
     "WARREN_FLUSH_TIMEOUT": ("flush_timeout", float),
+    "WARREN_OUTBOX": ("outbox", str),
+    "WARREN_OUTBOX_SYNC": ("outbox_sync", str),
 }
 _VAR_OF = {name: var for var, (name, _) in _ENV.items()}
 
@@ -216,6 +233,7 @@ def env_settings_help() -> list[tuple[str, str]]:
     for var, (name, _) in _ENV.items():
         default = defaults[name]
         shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        shown = "(off)" if default is None else shown
         out.append((var, redact_url(shown) if name == "urls" else shown))
     return out
 

@@ -77,6 +77,12 @@ class BufferFull(PublishError):
         self.capacity = capacity
 
 
+class OutboxError(PublishError):
+    """The durable buffer could not take the job (disk full, the file over its size limit,
+    an I/O error, locked by another process, or the caller's own transaction failed): the
+    job was not accepted, and nothing of it was stored."""
+
+
 class JobReturned(PublishError):
     """The broker returned the job as unroutable (no queue bound for its routing key)."""
 

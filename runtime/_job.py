@@ -14,7 +14,7 @@ from typing import final
 
 import anyio
 
-from ._exceptions import InvalidJob, JobDropped, JobReturned, PublishError
+from ._exceptions import InvalidJob, JobDropped, JobReturned, PublisherClosed, PublishError
 
 JSON_CONTENT_TYPE = "application/json"
 BYTES_CONTENT_TYPE = "application/octet-stream"
@@ -28,6 +28,7 @@ class Job:
         "body",
         "exchange",
         "message_id",
+        "outbox_id",
         "returns",
         "routing_key",
         "submitted_at",
@@ -55,6 +56,7 @@ class Job:
         self.wire_method, self.wire_header = wire
         self.waiter: Outcome | None = None
         self.returns = 0  # times it came back unroutable and was re-sent (Publisher)
+        self.outbox_id: int | None = None  # its row in the durable buffer, while it has one
 
     def __repr__(self) -> str:
         return (
@@ -70,12 +72,12 @@ class Outcome:
 
     def __init__(self) -> None:
         self._done = anyio.Event()
-        self.error: PublishError | None = None
+        self.error: PublishError | PublisherClosed | None = None
 
     def confirm(self) -> None:
         self._done.set()
 
-    def fail(self, error: JobDropped | JobReturned) -> None:
+    def fail(self, error: JobDropped | JobReturned | PublisherClosed) -> None:
         self.error = error
         self._done.set()
 

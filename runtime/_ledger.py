@@ -4,10 +4,13 @@ Every accepted job is in exactly one place until it is settled: *waiting* (the j
 memory-stream, oldest first), *in flight* (handed to a connection, unconfirmed) or *to
 re-send* (its connection died, the broker nacked it, or it came back unroutable to a
 route the topology declares, which is declared again). It leaves only by being settled:
-confirmed, returned (unroutable), or dropped with a reason. So, at every moment::
+confirmed, returned (unroutable), dropped with a reason, or *kept* (a stop with an outbox
+leaves it on disk for the next start). A job being written to the outbox holds *reserved*
+room before it is accepted. So, at every moment::
 
-    submitted == confirmed + returned + dropped(evicted, shutdown, gave_up) + depth
-    depth == waiting + in_flight + to_resend <= capacity
+    submitted == confirmed + returned + dropped(evicted, shutdown, gave_up) + kept
+                 + (depth - reserved)
+    depth == waiting + in_flight + to_resend + reserved <= capacity
     bytes == the cost of those jobs (payload + JOB_OVERHEAD_BYTES each) <= max_bytes
 
 Operations change the books and return what the worker loop must do (jobs to send, waiters
@@ -45,10 +48,13 @@ class Ledger:
         "depth",
         "dropped",
         "inflight",
+        "kept",
         "max_bytes",
         "nacked",
         "rerouted",
         "resend",
+        "reserved",
+        "reserved_bytes",
         "returned",
         "submitted",
     )
@@ -69,6 +75,10 @@ class Ledger:
         self.returned = 0
         self.nacked = 0
         self.rerouted = 0
+        self.kept = 0  # left in the outbox at a stop: the next start sends them
+        # room taken by jobs being written to the outbox (not yet accepted)
+        self.reserved = 0
+        self.reserved_bytes = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         # handed to the connection and not yet settled, in hand-off order
         self.inflight: dict[Job, None] = {}
@@ -88,6 +98,35 @@ class Ledger:
         self.depth += 1
         self.bytes += cost(job)
         self.submitted += 1
+
+    def reserve(self, job: Job) -> None:
+        """Take room for ``job`` while it is made durable (the caller checked ``fits``)."""
+        self.reserved += 1
+        self.reserved_bytes += cost(job)
+        self.depth += 1
+        self.bytes += cost(job)
+
+    def unreserve(self, job: Job) -> None:
+        """Give back the room of a job that was not accepted after all."""
+        self.reserved -= 1
+        self.reserved_bytes -= cost(job)
+        self.depth -= 1
+        self.bytes -= cost(job)
+
+    def accept_reserved(self, job: Job) -> None:
+        """The reserved ``job`` is durable: accept it.
+
+        Raises:
+            anyio.ClosedResourceError: shutdown began meanwhile (it stays reserved).
+        """
+        self._tx.send_nowait(job)
+        self.reserved -= 1
+        self.reserved_bytes -= cost(job)
+        self.submitted += 1
+
+    def evictable(self) -> bool:
+        """Whether ``evict_oldest`` has a job to take (reserved ones are not yet accepted)."""
+        return self.depth > self.reserved
 
     def refuse(self) -> None:
         """Count a job refused at the door (never accepted)."""
@@ -181,6 +220,22 @@ class Ledger:
 
     def drop_all(self, reason: str) -> list[Job]:
         """Drop every unsettled job (shutdown past its deadline, or gave up): return them."""
+        jobs = self._take_all()
+        self.dropped[reason] += len(jobs)
+        self.depth -= len(jobs)
+        self.bytes -= sum(cost(job) for job in jobs)
+        return jobs
+
+    def keep_all(self) -> list[Job]:
+        """A stop with an outbox: every unsettled job stays on disk for the next start;
+        they leave these books as ``kept`` (not dropped: nothing is lost)."""
+        jobs = self._take_all()
+        self.kept += len(jobs)
+        self.depth -= len(jobs)
+        self.bytes -= sum(cost(job) for job in jobs)
+        return jobs
+
+    def _take_all(self) -> list[Job]:
         jobs = list(self.resend) + list(self.inflight)
         self.inflight.clear()
         self.resend.clear()
@@ -190,9 +245,6 @@ class Ledger:
                 jobs.append(receive())
             except (WouldBlock, EndOfStream):
                 break
-        self.dropped[reason] += len(jobs)
-        self.depth -= len(jobs)
-        self.bytes -= sum(cost(job) for job in jobs)
         return jobs
 
     def oldest(self) -> Job | None:
@@ -213,14 +265,15 @@ class Ledger:
         """Assert the invariant (tests call this after every step)."""
         waiting = len(self._rx._state.buffer)
         dropped = self.dropped
-        settled = self.confirmed + self.returned
+        settled = self.confirmed + self.returned + self.kept
         settled += dropped["evicted"] + dropped["shutdown"] + dropped["gave_up"]
-        assert self.submitted == settled + self.depth, (self.submitted, settled, self.depth)
-        assert self.depth == waiting + len(self.inflight) + len(self.resend)
+        accepted = self.depth - self.reserved
+        assert self.submitted == settled + accepted, (self.submitted, settled, accepted)
+        assert accepted == waiting + len(self.inflight) + len(self.resend)
         assert not set(self.inflight) & set(self.resend)
         assert 0 <= self.depth <= self.capacity, (self.depth, self.capacity)
         unsettled = [*self._rx._state.buffer, *self.inflight, *self.resend]
-        assert self.bytes == sum(cost(job) for job in unsettled), self.bytes
+        assert self.bytes == self.reserved_bytes + sum(cost(job) for job in unsettled), self.bytes
         assert self.bytes <= self.max_bytes, (self.bytes, self.max_bytes)
 
 

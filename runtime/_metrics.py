@@ -164,6 +164,15 @@ class _Collector:
             CounterMetricFamily("warren_jobs_rerouted",
                                 "Jobs returned unroutable to a route the topology declares, "
                                 "re-sent after declaring it again.", labels=w),
+            CounterMetricFamily("warren_jobs_kept",
+                                "Jobs left in the outbox at a stop; the next start sends them.",
+                                labels=w),
+            GaugeMetricFamily("warren_outbox_jobs", "Jobs stored in the outbox file.",
+                              labels=w),
+            GaugeMetricFamily("warren_outbox_bytes", "The outbox's size on disk (with its WAL).",
+                              labels=w),
+            CounterMetricFamily("warren_outbox_recovered",
+                                "Jobs found in the outbox at start and sent again.", labels=w),
             CounterMetricFamily("warren_topology_redeclared",
                                 "Times the topology was declared again on a live connection "
                                 "(a declared queue had gone).", labels=w),
@@ -196,6 +205,10 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
     add("warren_jobs_nacked", s.nacked)
     add("warren_jobs_rerouted", s.rerouted)
     add("warren_topology_redeclared", s.redeclared)
+    add("warren_jobs_kept", s.kept)
+    add("warren_outbox_jobs", s.outbox_jobs)
+    add("warren_outbox_bytes", s.outbox_bytes)
+    add("warren_outbox_recovered", s.outbox_recovered)
     dropped = families["warren_jobs_dropped"]
     for reason in DROP_REASONS:
         dropped.add_metric([worker, reason], s.dropped.get(reason, 0))  # type: ignore[attr-defined]

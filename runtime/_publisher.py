@@ -35,18 +35,22 @@ from ._backoff import Backoff
 from ._config import PublisherConfig
 from ._exceptions import (
     BufferFull,
+    ConfigError,
     InvalidJob,
     JobDropped,
     JobReturned,
+    OutboxError,
     PublisherClosed,
 )
 from ._job import Job, MessageIds, Outcome, encode_body
 from ._ledger import Ledger
+from ._outbox import Outbox
 from ._select import Closed, Default, Received, Timeout, select
 from ._statistics import LatencyHistogram, PublisherStatistics
 from ._worker import Wake, Worker
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Mapping
 
     from ._amqp import LinkFactory
@@ -136,6 +140,10 @@ class Publisher(Worker):
         self._calls = 0
         self._encode = PublishEncoder(persistent=self._config.persistent)
         self._metrics = metrics
+        self._outbox: Outbox | None = None
+        if self._config.outbox is not None:
+            self._outbox = Outbox(self._config.outbox, synchronous=self._config.outbox_sync,
+                                  max_bytes=2 * self._config.buffer_max_bytes)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,6 +159,15 @@ class Publisher(Worker):
             return
         with anyio.CancelScope(shield=True):
             await self._flushed.wait()
+
+    async def _prepare(self) -> None:
+        if self._outbox is not None:
+            try:
+                found = await self._outbox.open()
+            except OutboxError as exc:  # the configured path: say so (exit code 2)
+                raise ConfigError("outbox", str(exc)) from None
+            log.info("outbox.opened worker=%s path=%s jobs_to_recover=%d", self._name,
+                     self._outbox.path, found)  # fmt: skip
 
     def _register(self) -> None:
         self._metrics.add_publisher(self._name, self.statistics, running=lambda: self._running)
@@ -183,6 +200,11 @@ class Publisher(Worker):
                 (with ``block``, ``await enqueue()`` waits for room instead).
             PublisherClosed: shutdown has begun.
         """
+        if self._outbox is not None:
+            raise OutboxError(
+                "submit() cannot wait for the disk: with an outbox, use await enqueue() or"
+                " await publish() (they return once the job is durable)"
+            )
         job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
         self._offer(job)
         return job.message_id
@@ -196,15 +218,24 @@ class Publisher(Worker):
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = None,
+        transaction: Callable[[sqlite3.Connection], object] | None = None,
     ) -> str:
         """Like ``submit``, but under the ``block`` policy wait for room instead of refusing.
 
         A scheduling point only when it waits; a cancellation point then, and at least once
         every 64 calls (not on every call: that check is costly, see ``_wait_for_room``).
+
+        With an outbox it returns once the job is on disk, and ``transaction(db)``, if given,
+        runs in the same SQLite transaction as the job's row (on the outbox's thread): an
+        application's own row and its side effect are stored together or not at all.
         """
         job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
         await self._wait_for_room(job)
-        self._offer(job)
+        if self._outbox is None:
+            _no_transaction(transaction)
+            self._offer(job)
+        else:
+            await self._offer_durably(job, self._outbox, transaction)
         return job.message_id
 
     async def publish(
@@ -216,17 +247,22 @@ class Publisher(Worker):
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = None,
+        transaction: Callable[[sqlite3.Connection], object] | None = None,
     ) -> str:
         """Enqueue, then wait until the broker confirmed the job; return its ``message_id``.
 
         Raises:
             JobReturned: unroutable. JobDropped: evicted, or unflushed at shutdown.
-            plus what ``submit`` raises. Cancelling the wait does not withdraw the job.
+            plus what ``enqueue`` raises. Cancelling the wait does not withdraw the job.
         """
         job = self._make_job(payload, routing_key, exchange, headers, message_id, content_type)
         await self._wait_for_room(job)
         job.waiter = outcome = Outcome()
-        self._offer(job)
+        if self._outbox is None:
+            _no_transaction(transaction)
+            self._offer(job)
+        else:
+            await self._offer_durably(job, self._outbox, transaction)
         await outcome.wait()
         return job.message_id
 
@@ -245,6 +281,39 @@ class Publisher(Worker):
 
     def _offer(self, job: Job) -> None:
         """Apply the overflow policy, then accept ``job``."""
+        self._make_room(job)
+        self._accept(job)
+
+    async def _offer_durably(
+        self,
+        job: Job,
+        outbox: Outbox,
+        transaction: Callable[[sqlite3.Connection], object] | None,
+    ) -> None:
+        """Apply the overflow policy, hold room for ``job`` while it is written to the outbox
+        (with ``transaction``), then accept it: accepted means durable."""
+        self._make_room(job)
+        ledger = self._ledger
+        ledger.reserve(job)
+        if self._drained.is_set():
+            self._drained = anyio.Event()
+        try:
+            await outbox.write(job, transaction)
+        except BaseException:
+            ledger.unreserve(job)
+            ledger.refuse()
+            self._settled()
+            raise
+        try:
+            ledger.accept_reserved(job)
+        except ClosedResourceError:  # the stop began while it was written: not accepted
+            ledger.unreserve(job)
+            outbox.forget(job)
+            self._settled()
+            raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs") from None
+
+    def _make_room(self, job: Job) -> None:
+        """The overflow policy, when ``job`` does not fit: evict older jobs, or refuse it."""
         ledger = self._ledger
         if not ledger.fits(job):
             policy = self._config.overflow
@@ -257,15 +326,14 @@ class Publisher(Worker):
                     self._name, self._config.buffer_size, ledger.bytes, ledger.max_bytes,
                     policy, self._link.connected,
                 )  # fmt: skip
-            if policy == "drop-oldest":
-                while not ledger.fits(job):  # a large job may need several evictions
+            if policy == "drop-oldest" and ledger.evictable():
+                while not ledger.fits(job) and ledger.evictable():  # large: several evictions
                     self._settle_dropped([ledger.evict_oldest()], "evicted")
-            else:
+            if not ledger.fits(job):  # drop-newest, block, or only jobs still being written
                 ledger.refuse()
                 hint = f" or {ledger.max_bytes:,} bytes"
                 hint += "; await enqueue() waits for room" if policy == "block" else ""
                 raise BufferFull(self._config.buffer_size, hint)
-        self._accept(job)
 
     def _make_job(
         self,
@@ -334,6 +402,10 @@ class Publisher(Worker):
             rerouted=books.rerouted,
             redeclared=self._redeclared,
             returned_in_a_row=self._returned_in_a_row,
+            kept=books.kept,
+            outbox_jobs=0 if self._outbox is None else self._outbox.rows,
+            outbox_bytes=0 if self._outbox is None else self._outbox.disk_bytes,
+            outbox_recovered=0 if self._outbox is None else self._outbox.recovered,
             reconnects=link.reconnects,
             last_error=link.last_error,
             seconds_since_confirm=since,
@@ -360,17 +432,42 @@ class Publisher(Worker):
     # -- the worker loop -----------------------------------------------------------------
 
     async def _run(self) -> None:
+        outbox = self._outbox
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
-                await self._serve()
+                async with anyio.create_task_group() as disk:
+                    if outbox is not None:
+                        disk.start_soon(outbox.run, name=f"warren-outbox-{self._name}")
+                        disk.start_soon(self._recover, outbox)
+                    await self._serve()
+                    disk.cancel_scope.cancel()
                 await self._conn.aclose()
         finally:
             self._link.connected = False
-            if self._ledger.depth:  # cancelled (a forced stop): what is left is dropped, counted
+            if self._ledger.depth > self._ledger.reserved:  # cancelled (a forced stop)
                 self._drop_unflushed()
+            if outbox is not None:
+                await outbox.aclose()  # shielded: commits the settled jobs' deletes
             self._close_streams()
             self._flushed.set()
+
+    async def _recover(self, outbox: Outbox) -> None:
+        """Hand the jobs found in the outbox at start back to the buffer, oldest first, as
+        room allows (new jobs compete for the same room)."""
+        ledger = self._ledger
+        while jobs := await outbox.recover_page(self._clock):
+            for job in jobs:
+                while not ledger.fits(job):
+                    if self._closing:
+                        return  # the rest stay on disk for the next start
+                    await self._room.wait()
+                try:
+                    self._accept(job)
+                except PublisherClosed:
+                    return
+        if outbox.recovered:
+            log.info("outbox.recovered worker=%s jobs=%d", self._name, outbox.recovered)
 
     def _close_streams(self) -> None:
         for end in (self._jobs_tx, self._jobs_rx, self._events_tx, self._events_rx):
@@ -382,7 +479,7 @@ class Publisher(Worker):
         jobs_open = True
         while True:
             if self._closing:
-                if books.depth == 0:
+                if books.depth == books.reserved:  # (a reserved job is never accepted now)
                     return
                 remaining = self._deadline - self._clock()
                 if remaining <= 0:
@@ -489,6 +586,8 @@ class Publisher(Worker):
             return
         if self._ledger.returned_now(job):
             self._returned_in_a_row += 1
+            if self._outbox is not None:
+                self._outbox.forget(job)
             self._settled()
             if job.waiter is not None:
                 job.waiter.fail(JobReturned(job.message_id, code, text))
@@ -518,6 +617,10 @@ class Publisher(Worker):
             observe(now - job.submitted_at)
             if job.waiter is not None:
                 job.waiter.confirm()
+        if self._outbox is not None:
+            forget = self._outbox.forget
+            for job in settled:
+                forget(job)
         self._nack_streak = 0
         self._returned_in_a_row = 0
         self._last_confirm = now
@@ -531,9 +634,26 @@ class Publisher(Worker):
         return {"in_flight": in_flight, "buffered": self._ledger.depth}
 
     def _abandon_work(self) -> int:
+        if self._outbox is not None:
+            self._keep_in_outbox(self._outbox, "gave_up")
+            return 0  # nothing lost: the next start sends them
         jobs = self._ledger.drop_all("gave_up")
         self._settle_dropped(jobs, "gave_up")
         return len(jobs)
+
+    def _keep_in_outbox(self, outbox: Outbox, why: str) -> None:
+        """Stopping with jobs unsettled: they stay on disk, and the next start sends them."""
+        jobs = self._ledger.keep_all()
+        for job in jobs:
+            if job.waiter is not None:
+                job.waiter.fail(PublisherClosed(
+                    f"stopped ({why}) before the broker confirmed {job.message_id!r}; it stays"
+                    f" in the outbox {outbox.path!r} and the next start sends it"
+                ))  # fmt: skip
+        if jobs:
+            self._settled()
+            log.warning("outbox.kept worker=%s jobs=%d reason=%s path=%s", self._name,
+                        len(jobs), why, outbox.path)  # fmt: skip
 
     def _settled(self) -> None:
         """Jobs left the buffer: wake who waits for room or for an empty buffer."""
@@ -553,13 +673,23 @@ class Publisher(Worker):
         for job in jobs:
             if job.waiter is not None:
                 job.waiter.fail(JobDropped(job.message_id, reason))
+            if self._outbox is not None:
+                self._outbox.forget(job)
         if jobs:
             self._settled()
 
     def _drop_unflushed(self) -> None:
+        if self._outbox is not None:
+            self._keep_in_outbox(self._outbox, "shutdown")
+            return
         jobs = self._ledger.drop_all("shutdown")
         self._settle_dropped(jobs, "shutdown")
         log.error(
             "shutdown.unflushed worker=%s jobs_dropped=%d flush_timeout=%.1fs",
             self._name, len(jobs), self._config.flush_timeout,
         )  # fmt: skip
+
+
+def _no_transaction(transaction: object) -> None:
+    if transaction is not None:
+        raise InvalidJob("transaction= needs an outbox: PublisherConfig(outbox=path)")

@@ -83,6 +83,14 @@ class PublisherStatistics:
     """Times the topology was declared again on a live connection (a queue deleted)."""
     returned_in_a_row: int
     """Jobs returned for good since the last confirm (sustained: the publisher is unready)."""
+    kept: int
+    """Jobs left in the outbox at a stop (shutdown or gave up): the next start sends them."""
+    outbox_jobs: int
+    """Rows in the outbox file now (0 without an outbox)."""
+    outbox_bytes: int
+    """The outbox's size on disk, its WAL included."""
+    outbox_recovered: int
+    """Jobs found in the outbox at start and handed back to the buffer."""
     reconnects: int
     last_error: str | None
     seconds_since_confirm: float | None

@@ -66,6 +66,7 @@ class Worker:
     async def __aenter__(self) -> Self:
         try:
             self._register()  # refuses a name a running worker has
+            await self._prepare()
         except BaseException:
             self._close_streams()  # never ran: nothing else to clean up
             raise
@@ -104,6 +105,9 @@ class Worker:
 
     def _register(self) -> None:
         """Export the worker's statistics under its name (at ``__aenter__``)."""
+
+    async def _prepare(self) -> None:
+        """What must work before the loop starts (at ``__aenter__``; raising refuses it)."""
 
     def _close_streams(self) -> None:
         """Close every memory stream the worker made (when its loop will never run)."""

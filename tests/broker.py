@@ -84,6 +84,22 @@ class Broker:
         self._ch.cancel()
         return arrivals
 
+    def drain_all(self, name: str, *, timeout: float = 60.0) -> Arrivals:
+        """Take every message that is on ``name`` now (nobody else publishes to it)."""
+        total = self.depth(name)
+        arrivals = Arrivals()
+        deadline = time.monotonic() + timeout
+        self._ch.basic_qos(prefetch_count=200)
+        for method, props, body in self._ch.consume(name, inactivity_timeout=0.2):
+            if method is not None:
+                arrivals.ids[str(props.message_id)] += 1
+                arrivals.bodies.append(body)
+                self._ch.basic_ack(method.delivery_tag)
+            if len(arrivals.bodies) >= total or time.monotonic() > deadline:
+                break
+        self._ch.cancel()
+        return arrivals
+
 
 def rabbitmqctl(*args: str, node: str | None = None, timeout: float = 60) -> str:
     cmd = ["rabbitmqctl", *(["-n", node] if node else []), *args]

@@ -1,0 +1,339 @@
+"""The durable buffer: the jobs a publisher accepted and the broker has not settled, on disk.
+
+With ``PublisherConfig(outbox=path)`` a job is written here before ``enqueue``/``publish``
+report it accepted, and deleted once the broker confirmed it (or it was returned or
+dropped: the publisher's counters say which). A publisher that starts on an outbox with
+rows in it re-sends them, oldest first, with their ``message_id``: a ``kill -9``, an OOM kill
+or a deploy that outran its grace period loses nothing that was accepted.
+
+SQLite in WAL mode, from the standard library: one file, crash-safe by design, and a
+transaction per *batch* of jobs (group commit): the jobs accepted while the previous commit
+ran share the next one, so a burst costs a few fsyncs, not one per job. The writes run on
+a worker thread (never on the event loop), one batch at a time. ``synchronous``:
+
+- ``normal``: a commit survives the process dying at any instant (kill -9, OOM); a power
+  loss or kernel crash may lose the last commits before the WAL was synced.
+- ``full`` (the default): every commit is fsynced before the job is reported accepted, so a
+  power loss loses nothing accepted either; each batch costs an fsync.
+
+A transaction of the caller's may ride along (``write(job, transaction=fn)``): ``fn(db)``
+runs in the same transaction as the job's row, so an application's own row and its side
+effect are stored together or not at all (the transactional outbox).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+
+from ._exceptions import OutboxError
+from ._job import Job
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._config import OutboxSync
+
+log = logging.getLogger("warren.outbox")
+
+_SCHEMA_VERSION: Final = 1
+_PAGE_JOBS: Final = 1_000  # jobs loaded per recovery page
+_PAGE_BYTES: Final = 8 * 1024 * 1024  # and bytes: recovery pages stay small in memory
+_COLUMNS: Final = "id, exchange, routing_key, message_id, method, header, body"
+
+
+@final
+class _Write:
+    """One job waiting for its batch's commit."""
+
+    __slots__ = ("done", "error", "job", "transaction")
+
+    def __init__(self, job: Job, transaction: Callable[[sqlite3.Connection], object] | None):
+        self.job = job
+        self.transaction = transaction
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+@final
+class Outbox:
+    """One outbox file, used by one publisher (locked against other processes)."""
+
+    def __init__(
+        self, path: str, *, synchronous: OutboxSync = "full", max_bytes: int | None = None
+    ) -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._max_bytes = max_bytes
+        self._db: sqlite3.Connection | None = None
+        self._lock_fd = -1
+        self._next_id = 1
+        self._recover_below = 1  # rows under this id were there at open: to recover
+        self._recover_after = 0  # the last id recovered so far
+        self._writes: list[_Write] = []
+        self._deletes: list[int] = []
+        self._wake = anyio.Event()
+        self._closed = False
+        self._limiter: anyio.CapacityLimiter | None = None
+        self.rows = 0  # rows in the file now (jobs not yet settled, as far as committed)
+        self.disk_bytes = 0  # the database file plus its WAL
+        self.recovered = 0  # jobs found at open and handed back to the publisher
+        self.failed_writes = 0
+
+    # -- open and close --------------------------------------------------------------------
+
+    async def open(self) -> int:
+        """Lock and open the file (created if missing); return how many jobs it holds.
+
+        Raises:
+            OutboxError: locked by another live process, or not openable as an outbox.
+        """
+        self._limiter = anyio.CapacityLimiter(1)
+        found: int = await self._in_thread(self._open)
+        self.rows = found
+        return found
+
+    def _open(self) -> int:
+        path = self.path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise OutboxError(f"cannot open the outbox {path!r}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxError(
+                f"the outbox {path!r} is in use by another process (it holds the lock);"
+                " each publisher needs its own outbox file"
+            ) from None
+        self._lock_fd = fd
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = db
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            db.execute("PRAGMA busy_timeout=5000")  # an application's own connection
+            if self._max_bytes is not None:
+                page = int(db.execute("PRAGMA page_size").fetchone()[0])
+                db.execute(f"PRAGMA max_page_count={max(16, self._max_bytes // page)}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > _SCHEMA_VERSION:
+                raise OutboxError(
+                    f"the outbox {path!r} was written by a newer Warren (schema {version})"
+                )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS warren_outbox (id INTEGER PRIMARY KEY,"
+                " created_at REAL NOT NULL, exchange TEXT NOT NULL, routing_key TEXT NOT NULL,"
+                " message_id TEXT NOT NULL, method BLOB NOT NULL, header BLOB NOT NULL,"
+                " body BLOB NOT NULL)"
+            )
+            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            count, top = db.execute("SELECT count(*), max(id) FROM warren_outbox").fetchone()
+        except sqlite3.Error as exc:
+            self._close()
+            raise OutboxError(f"cannot use {path!r} as an outbox: {exc}") from None
+        except BaseException:
+            self._close()
+            raise
+        self._next_id = (top or 0) + 1
+        self._recover_below = self._next_id
+        self._measure()
+        return int(count)
+
+    async def aclose(self) -> None:
+        """Commit the pending deletes and close (the lock goes with the file)."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            deletes, self._deletes = self._deletes, []
+            if deletes and self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._in_thread(self._commit, [], deletes)
+            await self._in_thread(self._close)
+        for write in self._writes:  # never committed: the caller was not told accepted
+            write.error = OutboxError("the outbox closed before the job was written")
+            write.done.set()
+        self._writes.clear()
+
+    def _close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- the jobs --------------------------------------------------------------------------
+
+    async def write(
+        self, job: Job, transaction: Callable[[sqlite3.Connection], object] | None = None
+    ) -> None:
+        """Make ``job`` durable (with ``transaction(db)`` in the same transaction, if given).
+
+        Returns once its batch is committed. Not cancellable once begun: a job whose write
+        was cancelled could still be committed, and the caller must know which.
+
+        Raises:
+            OutboxError: the write failed (disk full, file over its size limit, I/O error,
+                or ``transaction`` raised: then ``__cause__`` is its exception).
+        """
+        if self._closed:
+            raise OutboxError("the outbox is closed")
+        job.outbox_id = self._next_id
+        self._next_id += 1
+        pending = _Write(job, transaction)
+        self._writes.append(pending)
+        self._wake.set()
+        with anyio.CancelScope(shield=True):
+            await pending.done.wait()
+        if pending.error is not None:
+            job.outbox_id = None
+            raise pending.error
+
+    def forget(self, job: Job) -> None:
+        """The job is settled: delete its row with the next batch (no wait; a crash before
+        that re-sends it, which at-least-once allows)."""
+        if job.outbox_id is not None:
+            self._deletes.append(job.outbox_id)
+            job.outbox_id = None
+            self._wake.set()
+
+    async def recover_page(self, clock: Callable[[], float]) -> list[Job]:
+        """The next jobs that were in the file when it was opened, oldest first; [] when
+        all have been handed out."""
+        if self._recover_after + 1 >= self._recover_below:
+            return []
+        rows = await self._in_thread(self._load_page)
+        if not rows:
+            self._recover_after = self._recover_below
+            return []
+        now = clock()
+        jobs = []
+        for row_id, exchange, routing_key, message_id, method, header, body in rows:
+            job = Job(body=bytes(body), exchange=exchange, routing_key=routing_key,
+                      message_id=message_id, submitted_at=now,
+                      wire=(bytes(method), bytes(header)))  # fmt: skip
+            job.outbox_id = row_id
+            jobs.append(job)
+        self._recover_after = rows[-1][0]
+        self.recovered += len(jobs)
+        return jobs
+
+    def _load_page(self) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        cursor = self._db.execute(
+            f"SELECT {_COLUMNS} FROM warren_outbox WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+            (self._recover_after, self._recover_below, _PAGE_JOBS),
+        )
+        rows, size = [], 0
+        for row in cursor:
+            rows.append(row)
+            size += len(row[-1])
+            if size >= _PAGE_BYTES:
+                break
+        cursor.close()
+        return rows
+
+    # -- the writer task ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Commit batches until cancelled: everything written or forgotten since the last
+        commit goes in the next one."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            writes, self._writes = self._writes, []
+            deletes, self._deletes = self._deletes, []
+            if not writes and not deletes:
+                continue
+            with anyio.CancelScope(shield=True):  # a batch begun is finished and answered
+                try:
+                    errors = await self._in_thread(self._commit, writes, deletes)
+                except sqlite3.Error as exc:  # the batch as a whole: disk full, I/O error
+                    self._deletes[:0] = deletes  # retried with the next batch
+                    self.failed_writes += len(writes)
+                    log.error("outbox.write_failed path=%s jobs=%d error=%s", self.path,
+                              len(writes), exc)  # fmt: skip
+                    failure = OutboxError(
+                        f"the outbox {self.path!r} could not store the job: {exc}"
+                    )
+                    errors = [failure] * len(writes)
+                for write, error in zip(writes, errors, strict=True):
+                    write.error = error
+                    write.done.set()
+
+    def _commit(self, writes: list[_Write], deletes: list[int]) -> list[BaseException | None]:
+        db = self._db
+        assert db is not None
+        errors: list[BaseException | None] = [None] * len(writes)
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if deletes:
+                db.executemany("DELETE FROM warren_outbox WHERE id = ?", [(i,) for i in deletes])
+            plain = [_row(w.job, now) for w in writes if w.transaction is None]
+            if plain:
+                db.executemany(f"INSERT INTO warren_outbox VALUES ({_PLACES})", plain)
+            for i, write in enumerate(writes):
+                if write.transaction is not None:
+                    errors[i] = _with_savepoint(db, write, now)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        self.rows += sum(1 for e in errors if e is None) - len(deletes)
+        self._measure()
+        return errors
+
+    def _measure(self) -> None:
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.stat(self.path + suffix).st_size
+        self.disk_bytes = size
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+
+_PLACES: Final = ", ".join("?" * 8)
+
+
+def _row(job: Job, now: float) -> tuple[Any, ...]:
+    return (job.outbox_id, now, job.exchange, job.routing_key, job.message_id,
+            job.wire_method, job.wire_header, job.body)  # fmt: skip
+
+
+def _with_savepoint(db: sqlite3.Connection, write: _Write, now: float) -> BaseException | None:
+    """The caller's transaction and the job's row, together or not at all."""
+    assert write.transaction is not None
+    db.execute("SAVEPOINT warren_job")
+    try:
+        write.transaction(db)
+        db.execute(f"INSERT INTO warren_outbox VALUES ({_PLACES})", _row(write.job, now))
+    except Exception as exc:
+        db.execute("ROLLBACK TO warren_job")
+        db.execute("RELEASE warren_job")
+        if isinstance(exc, sqlite3.Error) and _disk_trouble(exc):
+            raise  # the whole batch fails: the disk, not this job
+        error = OutboxError(f"the transaction for job {write.job.message_id!r} failed: {exc}")
+        error.__cause__ = exc
+        return error
+    db.execute("RELEASE warren_job")
+    return None
+
+
+def _disk_trouble(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
