@@ -13,6 +13,7 @@ The publisher lives as long as the app: started before serving, flushed on shutd
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ from starlette.routing import Route
 from warren import (
     BufferFull,
     ConfigError,
+    OutboxError,
     Publisher,
     PublisherClosed,
     Service,
@@ -52,11 +54,15 @@ _DB = "warren-api.sqlite3"
 log = logging.getLogger("warren.api")
 
 
+_INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)"
+
+
 class MessageStore:
-    """Messages in SQLite (a file, or ``:memory:``). Calls run in a worker thread."""
+    """Messages in a SQLite file. Calls run in a worker thread. Rows with a queued push are
+    written by the publisher's outbox, in the push job's transaction (same file)."""
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute(
@@ -67,12 +73,7 @@ class MessageStore:
 
     def _insert(self, row: tuple[str, str, str, str, float, str]) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", row)
-            self._db.commit()
-
-    def _set_push(self, message_id: str, push: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE messages SET push = ? WHERE id = ?", (push, message_id))
+            self._db.execute(_INSERT, row)
             self._db.commit()
 
     def _get(self, message_id: str) -> dict[str, Any] | None:
@@ -89,15 +90,22 @@ class MessageStore:
     async def insert(self, row: tuple[str, str, str, str, float, str]) -> None:
         await anyio.to_thread.run_sync(self._insert, row)
 
-    async def set_push(self, message_id: str, push: str) -> None:
-        await anyio.to_thread.run_sync(self._set_push, message_id, push)
-
     async def get(self, message_id: str) -> dict[str, Any] | None:
         return await anyio.to_thread.run_sync(self._get, message_id)
+
+    def ensure_wal(self) -> None:
+        """WAL, as the outbox uses it: readers never block its writes."""
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _store_failed(exc: BaseException) -> Response:
+    log.error("message.store_failed error=%s: %s", type(exc).__name__, exc)
+    return JSONResponse({"error": "the message could not be stored; retry"}, status_code=503)
 
 
 def _invalid(field: str, problem: str) -> Response:
@@ -132,15 +140,7 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
             if len(value) > _LIMITS[field]:
                 return _invalid(field, f"at most {_LIMITS[field]} characters")
         message_id = uuid.uuid4().hex
-        # Stored first: a message that could not be stored must not have sent a push (a
-        # client retrying the 5xx would send it again).
-        try:
-            await store.insert((message_id, doc["from"], doc["to"], doc["text"], time.time(),
-                                "queued"))  # fmt: skip
-        except sqlite3.Error as exc:
-            log.error("message.store_failed error=%s: %s", type(exc).__name__, exc)
-            return JSONResponse({"error": "the message could not be stored; retry"},
-                                status_code=503)  # fmt: skip
+        row = (message_id, doc["from"], doc["to"], doc["text"], time.time())
         job = {
             "message_id": f"push-{message_id}",
             "to": doc["to"],
@@ -148,12 +148,25 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
             "body": doc["text"][:200],
             "data": {"message_id": message_id},
         }
+
+        def store_queued(db: sqlite3.Connection) -> None:
+            db.execute(_INSERT, (*row, "queued"))
+
+        # The message row and its push job commit in one SQLite transaction (the publisher's
+        # outbox lives in this database): a 202 "queued" is never followed by a lost push,
+        # and a message that could not be stored sent no push.
         try:
-            publisher.submit(job, routing_key=queue, message_id=job["message_id"])
+            await publisher.enqueue(job, routing_key=queue, message_id=job["message_id"],
+                                    transaction=store_queued)  # fmt: skip
             push = "queued"
         except (BufferFull, PublisherClosed):
             push = "dropped"  # counted in warren_jobs_dropped_total; the message is stored
-            await store.set_push(message_id, push)
+            try:
+                await store.insert((*row, push))
+            except sqlite3.Error as exc:
+                return _store_failed(exc)
+        except OutboxError as exc:
+            return _store_failed(exc)
         return JSONResponse({"id": message_id, "push": push}, status_code=202)
 
     async def get_message(request: Request) -> Response:
@@ -169,25 +182,40 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
 
 
 def _open_store(path: str) -> MessageStore:
+    if path == ":memory:" or not path:
+        raise ConfigError("WARREN_API_DB", "must be a file: the push jobs' outbox lives in it")
     try:
-        return MessageStore(path)
+        store = MessageStore(path)
+        store.ensure_wal()
     except sqlite3.Error as exc:
         raise ConfigError("WARREN_API_DB", f"cannot open {path!r}: {exc}") from None
+    return store
 
 
 async def main(ctx: ServiceContext) -> None:
     queue = queue_name(ctx.env)
     listener = bind_listener("WARREN_API_ADDR", env_str(ctx.env, "WARREN_API_ADDR", _ADDR))
+    db = env_str(ctx.env, "WARREN_API_DB", _DB)
     try:
-        store = _open_store(env_str(ctx.env, "WARREN_API_DB", _DB))
+        store = _open_store(db)
     except BaseException:
         listener.close()
         raise
+    # Refusing when full is the api's policy ("push": "dropped"); with "block" the request
+    # would wait. drop-oldest stays as configured (the evicted push is counted, not marked).
+    overflow = ctx.publisher_config.overflow
+    overflow = "drop-newest" if overflow == "block" else overflow
+    config = dataclasses.replace(ctx.publisher_config, outbox=db, overflow=overflow)
     try:
-        async with Publisher(ctx.publisher_config, metrics=ctx.metrics, name="api",
-                             topology=topology(queue)) as publisher:  # fmt: skip
-            app = create_app(publisher, store, queue)
-            await serve_asgi(app, listener, ctx.stopping)
+        publisher = Publisher(config, metrics=ctx.metrics, name="api", topology=topology(queue))
+        try:
+            async with publisher:
+                app = create_app(publisher, store, queue)
+                await serve_asgi(app, listener, ctx.stopping)
+        except ConfigError as exc:
+            if exc.setting != "outbox":
+                raise
+            raise ConfigError("WARREN_API_DB", str(exc).split(": ", 1)[1]) from None
     finally:
         store.close()
 

@@ -99,7 +99,8 @@ async def test_the_api_answers_4xx_to_pathological_bodies(
 ) -> None:
     addr = f"127.0.0.1:{free_port()}"
     env = {"WARREN_AMQP_URL": broker_url, "WARREN_API_ADDR": addr,
-           "WARREN_API_DB": ":memory:", "WARREN_PUSH_QUEUE": "warren.test.fuzz.api"}  # fmt: skip
+           "WARREN_API_DB": f"{tmp_path}/api.sqlite3",
+           "WARREN_PUSH_QUEUE": "warren.test.fuzz.api"}  # fmt: skip
     async with running(api.service, env), httpx.AsyncClient(timeout=30) as client:
         await wait_http(f"http://{addr}/messages/none")
         for body in NASTY:

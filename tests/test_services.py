@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -41,7 +42,7 @@ class Stack:
             "WARREN_PUSH_PROVIDER_URL": f"{self.fake}/webhook",
             "WARREN_PUSH_RETRY_BASE": "0.2",
             "WARREN_API_ADDR": self.api.removeprefix("http://"),
-            "WARREN_API_DB": ":memory:",
+            "WARREN_API_DB": f"{tempfile.mkdtemp(prefix='warren-api-')}/api.sqlite3",
             **extra,
         }
 

@@ -1,0 +1,139 @@
+"""The api's transactional outbox, against SIGKILL: a 202 ``"push": "queued"`` is never
+followed by a lost push.
+
+The message row and its push job are one SQLite transaction in ``WARREN_API_DB``; the api's
+publisher drains that table, on restart too. Real processes, the real broker, the fault
+proxy for the outage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+import urllib.request
+import uuid
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from tests.helpers import WARREN, free_port
+from warren.testing import partition_sync
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.broker import Broker
+    from warren.testing.pytest_plugin import ProxiedBroker
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def push_queue(broker: Broker) -> Iterator[str]:
+    name = f"warren.test.apibox.{uuid.uuid4().hex[:8]}"
+    yield name
+    broker.delete_queue(name)
+
+
+class _Api:
+    """``warren run api`` as a process."""
+
+    def __init__(self, url: str, db: Path, queue: str) -> None:
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.ops = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "WARREN_AMQP_URL": url, "WARREN_API_DB": str(db),
+               "WARREN_API_ADDR": self.addr, "WARREN_METRICS_ADDR": self.ops,
+               "WARREN_PUSH_QUEUE": queue, "WARREN_HEARTBEAT": "2",
+               "WARREN_BACKOFF_BASE": "0.05", "WARREN_BACKOFF_CAP": "0.3"}  # fmt: skip
+        quiet = subprocess.DEVNULL
+        self.proc = subprocess.Popen([*WARREN, "run", "api"], env=env, stdout=quiet, stderr=quiet)
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.proc.poll() is None, "the api exited"
+            try:
+                with urllib.request.urlopen(f"http://{self.ops}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the api never served /healthz"
+                time.sleep(0.05)
+
+    def post(self, client: httpx.Client) -> str | None:
+        """One message; its push id if the api answered 202 queued."""
+        r = client.post(f"http://{self.addr}/messages",
+                        json={"from": "a", "to": "device-1", "text": "hi"})  # fmt: skip
+        if r.status_code == 202 and r.json()["push"] == "queued":
+            return f"push-{r.json()['id']}"
+        return None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def _outbox_rows(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM warren_outbox").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _drained_by_a_restart(url: str, db: Path, queue: str) -> None:
+    """Start the api again on the same database and wait until its outbox is empty."""
+    api = _Api(url, db, queue)
+    try:
+        deadline = time.monotonic() + 60
+        while _outbox_rows(db):
+            assert time.monotonic() < deadline, "the restarted api never drained its outbox"
+            time.sleep(0.05)
+    finally:
+        api.stop()
+
+
+def test_kill_9_during_an_outage_loses_no_queued_push(
+    rabbit_proxy: ProxiedBroker, broker: Broker, push_queue: str, tmp_path: Path
+) -> None:
+    db = tmp_path / "api.sqlite3"
+    api = _Api(rabbit_proxy.url, db, push_queue)
+    queued: set[str] = set()
+    with httpx.Client(timeout=10) as client, partition_sync(rabbit_proxy.proxy):
+        for _ in range(50):
+            push = api.post(client)
+            assert push is not None, "the api refused a message during the outage"
+            queued.add(push)
+        api.kill()
+    _drained_by_a_restart(rabbit_proxy.direct_url, db, push_queue)
+    arrived = broker.drain_all(push_queue)
+    assert queued <= set(arrived.ids), f"lost: {sorted(queued - set(arrived.ids))[:5]}"
+
+
+def test_kill_9_at_random_instants_loses_no_queued_push(
+    broker_url: str, broker: Broker, push_queue: str, tmp_path: Path
+) -> None:
+    """Twelve kills, each after a random number of accepted messages, the link up and
+    pushes in flight."""
+    db = tmp_path / "api.sqlite3"
+    rng = random.Random(99)
+    queued: set[str] = set()
+    with httpx.Client(timeout=10) as client:
+        for _ in range(12):
+            api = _Api(broker_url, db, push_queue)
+            for _ in range(rng.randint(1, 60)):
+                push = api.post(client)
+                if push is not None:
+                    queued.add(push)
+            api.kill()
+    _drained_by_a_restart(broker_url, db, push_queue)
+    arrived = broker.drain_all(push_queue)
+    assert queued <= set(arrived.ids), f"lost: {sorted(queued - set(arrived.ids))[:5]}"
+    assert arrived.duplicates <= 12 * 60  # at most what was in flight at each kill
