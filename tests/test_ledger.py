@@ -48,6 +48,7 @@ class Books(RuleBasedStateMachine):
         self.ever_sent: list[Job] = []  # every job ever handed to a connection
         self.ended: dict[Job, str] = {}  # settled job -> how
         self.refused = 0
+        self.reserved: list[Job] = []  # room held while being written to an outbox
 
     def teardown(self) -> None:
         self.tx.close()
@@ -69,17 +70,45 @@ class Books(RuleBasedStateMachine):
     def submit(self, evict: bool, size: int) -> None:
         job = make_job(self.next, size)
         self.next += 1
+        if self._make_room(job, evict):
+            self.ledger.accept(job)
+            self.unsettled.append(job)
+
+    def _make_room(self, job: Job, evict: bool) -> bool:
         if not self.ledger.fits(job):
-            if not evict:
+            if not evict or not self.ledger.evictable():
                 self.ledger.refuse()
                 self.refused += 1
-                return
-            while not self.ledger.fits(job):  # a large job may need several evictions
+                return False
+            while not self.ledger.fits(job) and self.ledger.evictable():  # several, if large
                 victim = self.ledger.evict_oldest()
                 assert victim in self.unsettled
                 self._settle([victim], "evicted")
-        self.ledger.accept(job)
-        self.unsettled.append(job)
+            if not self.ledger.fits(job):  # only reserved jobs left to evict
+                self.ledger.refuse()
+                self.refused += 1
+                return False
+        return True
+
+    @rule(evict=st.booleans(), size=st.integers(0, 1500))
+    def reserve_for_the_outbox(self, evict: bool, size: int) -> None:
+        job = make_job(self.next, size)
+        self.next += 1
+        if self._make_room(job, evict):
+            self.ledger.reserve(job)
+            self.reserved.append(job)
+
+    @precondition(lambda self: self.reserved)
+    @rule(data=st.data(), written=st.booleans())
+    def outbox_write_ends(self, data: st.DataObject, written: bool) -> None:
+        job = self.reserved.pop(data.draw(st.integers(0, len(self.reserved) - 1)))
+        if written:
+            self.ledger.accept_reserved(job)
+            self.unsettled.append(job)
+        else:  # the disk refused it: never accepted
+            self.ledger.unreserve(job)
+            self.ledger.refuse()
+            self.refused += 1
 
     @rule(room=st.integers(1, 6), receive_first=st.booleans())
     def hand_to_connection(self, room: int, receive_first: bool) -> None:
@@ -143,7 +172,14 @@ class Books(RuleBasedStateMachine):
         dropped = self.ledger.drop_all(reason)
         assert set(dropped) == set(self.unsettled)
         self._settle(dropped, reason)
-        assert self.ledger.depth == 0
+        assert self.ledger.depth == len(self.reserved)
+
+    @rule()
+    def stop_keeping_everything_in_the_outbox(self) -> None:
+        kept = self.ledger.keep_all()
+        assert set(kept) == set(self.unsettled)
+        self._settle(kept, "kept")
+        assert self.ledger.depth == len(self.reserved)
 
     @invariant()
     def books_balance(self) -> None:
@@ -154,10 +190,12 @@ class Books(RuleBasedStateMachine):
         assert ledger.returned == ended["returned"]
         for reason in ("evicted", "shutdown", "gave_up"):
             assert ledger.dropped[reason] == ended[reason], reason
+        assert ledger.kept == ended["kept"]
         assert ledger.dropped["refused"] == self.refused
-        assert ledger.depth == len(self.unsettled)
+        assert ledger.depth == len(self.unsettled) + len(self.reserved)
         assert ledger.submitted == len(self.unsettled) + len(self.ended)
-        assert ledger.bytes == sum(len(j.body) + 512 for j in self.unsettled) <= 4096
+        holding = [*self.unsettled, *self.reserved]
+        assert ledger.bytes == sum(len(j.body) + 512 for j in holding) <= 4096
         # the age gauge reads the oldest job at the head of each queue: one that is unsettled
         oldest = ledger.oldest()
         assert (oldest is None) == (not self.unsettled)
