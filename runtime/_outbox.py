@@ -29,7 +29,7 @@ import logging
 import os
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, TypeVarTuple, final
 
 import anyio
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from ._config import OutboxSync
 
 log = logging.getLogger("warren.outbox")
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 _SCHEMA_VERSION: Final = 1
 _PAGE_JOBS: Final = 1_000  # jobs loaded per recovery page
@@ -50,16 +52,16 @@ _COLUMNS: Final = "id, exchange, routing_key, message_id, method, header, body"
 
 
 @final
-class _Write:
-    """One job waiting for its batch's commit."""
+class _Batch:
+    """The jobs of one transaction, and their outcome once it ends: one event for all."""
 
-    __slots__ = ("done", "error", "job", "transaction")
+    __slots__ = ("done", "errors", "jobs", "transactions")
 
-    def __init__(self, job: Job, transaction: Callable[[sqlite3.Connection], object] | None):
-        self.job = job
-        self.transaction = transaction
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.transactions: list[Callable[[sqlite3.Connection], object] | None] = []
         self.done = anyio.Event()
-        self.error: BaseException | None = None
+        self.errors: list[BaseException | None] | None = None  # None: every job committed
 
 
 @final
@@ -77,7 +79,7 @@ class Outbox:
         self._next_id = 1
         self._recover_below = 1  # rows under this id were there at open: to recover
         self._recover_after = 0  # the last id recovered so far
-        self._writes: list[_Write] = []
+        self._batch = _Batch()  # filling while the previous one commits
         self._deletes: list[int] = []
         self._wake = anyio.Event()
         self._closed = False
@@ -96,7 +98,7 @@ class Outbox:
             OutboxError: locked by another live process, or not openable as an outbox.
         """
         self._limiter = anyio.CapacityLimiter(1)
-        found: int = await self._in_thread(self._open)
+        found = await self._in_thread(self._open)
         self.rows = found
         return found
 
@@ -157,12 +159,14 @@ class Outbox:
             deletes, self._deletes = self._deletes, []
             if deletes and self._db is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    await self._in_thread(self._commit, [], deletes)
+                    await self._in_thread(self._commit, _Batch(), deletes)
             await self._in_thread(self._close)
-        for write in self._writes:  # never committed: the caller was not told accepted
-            write.error = OutboxError("the outbox closed before the job was written")
-            write.done.set()
-        self._writes.clear()
+        batch, self._batch = self._batch, _Batch()
+        if batch.jobs:  # never committed: the callers were not told accepted
+            batch.errors = [OutboxError("the outbox closed before the job was written")] * len(
+                batch.jobs
+            )
+            batch.done.set()
 
     def _close(self) -> None:
         if self._db is not None:
@@ -180,8 +184,8 @@ class Outbox:
     ) -> None:
         """Make ``job`` durable (with ``transaction(db)`` in the same transaction, if given).
 
-        Returns once its batch is committed. Not cancellable once begun: a job whose write
-        was cancelled could still be committed, and the caller must know which.
+        Returns once its batch is committed. Cancelled meanwhile, it waits for the batch to
+        end and withdraws the job if it was committed (the caller was not told accepted).
 
         Raises:
             OutboxError: the write failed (disk full, file over its size limit, I/O error,
@@ -191,14 +195,22 @@ class Outbox:
             raise OutboxError("the outbox is closed")
         job.outbox_id = self._next_id
         self._next_id += 1
-        pending = _Write(job, transaction)
-        self._writes.append(pending)
+        batch = self._batch
+        index = len(batch.jobs)
+        batch.jobs.append(job)
+        batch.transactions.append(transaction)
         self._wake.set()
-        with anyio.CancelScope(shield=True):
-            await pending.done.wait()
-        if pending.error is not None:
+        try:
+            await batch.done.wait()
+        except BaseException:  # cancelled: let the batch end, then withdraw the job
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
+            if batch.errors is None or batch.errors[index] is None:
+                self.forget(job)  # committed, but the caller never heard so
+            raise
+        if batch.errors is not None and (error := batch.errors[index]) is not None:
             job.outbox_id = None
-            raise pending.error
+            raise error
 
     def forget(self, job: Job) -> None:
         """The job is settled: delete its row with the next batch (no wait; a crash before
@@ -252,47 +264,52 @@ class Outbox:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            writes, self._writes = self._writes, []
+            batch, self._batch = self._batch, _Batch()
             deletes, self._deletes = self._deletes, []
-            if not writes and not deletes:
+            if not batch.jobs and not deletes:
                 continue
             with anyio.CancelScope(shield=True):  # a batch begun is finished and answered
                 try:
-                    errors = await self._in_thread(self._commit, writes, deletes)
+                    batch.errors = await self._in_thread(self._commit, batch, deletes)
                 except sqlite3.Error as exc:  # the batch as a whole: disk full, I/O error
                     self._deletes[:0] = deletes  # retried with the next batch
-                    self.failed_writes += len(writes)
+                    self.failed_writes += len(batch.jobs)
                     log.error("outbox.write_failed path=%s jobs=%d error=%s", self.path,
-                              len(writes), exc)  # fmt: skip
+                              len(batch.jobs), exc)  # fmt: skip
                     failure = OutboxError(
                         f"the outbox {self.path!r} could not store the job: {exc}"
                     )
-                    errors = [failure] * len(writes)
-                for write, error in zip(writes, errors, strict=True):
-                    write.error = error
-                    write.done.set()
+                    batch.errors = [failure] * len(batch.jobs)
+                batch.done.set()
 
-    def _commit(self, writes: list[_Write], deletes: list[int]) -> list[BaseException | None]:
+    def _commit(self, batch: _Batch, deletes: list[int]) -> list[BaseException | None] | None:
+        """One transaction: the deletes, then the batch's jobs; the per-job errors (only a
+        job with a transaction of its own can fail alone), or None if all committed."""
         db = self._db
         assert db is not None
-        errors: list[BaseException | None] = [None] * len(writes)
+        errors: list[BaseException | None] | None = None
         now = time.time()
+        jobs, transactions = batch.jobs, batch.transactions
         db.execute("BEGIN IMMEDIATE")
         try:
             if deletes:
                 db.executemany("DELETE FROM warren_outbox WHERE id = ?", [(i,) for i in deletes])
-            plain = [_row(w.job, now) for w in writes if w.transaction is None]
+            plain = [
+                _row(job, now) for job, tx in zip(jobs, transactions, strict=True) if tx is None
+            ]
             if plain:
                 db.executemany(f"INSERT INTO warren_outbox VALUES ({_PLACES})", plain)
-            for i, write in enumerate(writes):
-                if write.transaction is not None:
-                    errors[i] = _with_savepoint(db, write, now)
+            for i, tx in enumerate(transactions):
+                if tx is not None and (error := _with_savepoint(db, jobs[i], tx, now)):
+                    errors = errors or [None] * len(jobs)
+                    errors[i] = error
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise
-        self.rows += sum(1 for e in errors if e is None) - len(deletes)
+        failed = 0 if errors is None else sum(1 for e in errors if e is not None)
+        self.rows += len(jobs) - failed - len(deletes)
         self._measure()
         return errors
 
@@ -303,7 +320,7 @@ class Outbox:
                 size += os.stat(self.path + suffix).st_size
         self.disk_bytes = size
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
 
@@ -315,19 +332,23 @@ def _row(job: Job, now: float) -> tuple[Any, ...]:
             job.wire_method, job.wire_header, job.body)  # fmt: skip
 
 
-def _with_savepoint(db: sqlite3.Connection, write: _Write, now: float) -> BaseException | None:
+def _with_savepoint(
+    db: sqlite3.Connection,
+    job: Job,
+    transaction: Callable[[sqlite3.Connection], object],
+    now: float,
+) -> BaseException | None:
     """The caller's transaction and the job's row, together or not at all."""
-    assert write.transaction is not None
     db.execute("SAVEPOINT warren_job")
     try:
-        write.transaction(db)
-        db.execute(f"INSERT INTO warren_outbox VALUES ({_PLACES})", _row(write.job, now))
+        transaction(db)
+        db.execute(f"INSERT INTO warren_outbox VALUES ({_PLACES})", _row(job, now))
     except Exception as exc:
         db.execute("ROLLBACK TO warren_job")
         db.execute("RELEASE warren_job")
         if isinstance(exc, sqlite3.Error) and _disk_trouble(exc):
             raise  # the whole batch fails: the disk, not this job
-        error = OutboxError(f"the transaction for job {write.job.message_id!r} failed: {exc}")
+        error = OutboxError(f"the transaction for job {job.message_id!r} failed: {exc}")
         error.__cause__ = exc
         return error
     db.execute("RELEASE warren_job")

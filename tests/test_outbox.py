@@ -319,3 +319,28 @@ async def test_a_transaction_rides_with_its_job_all_or_nothing(
     finally:
         db.close()
     assert sorted(broker.drain_all(queue).ids) == ["a", "b", "c"]
+
+
+async def test_a_cancelled_enqueue_withdraws_its_job(
+    broker_url: str, tmp_path: Path, metrics: Metrics
+) -> None:
+    """Cancelled while its job is being written: the caller was never told accepted, so the
+    job must not be sent, now or after a restart."""
+    outbox = tmp_path / "outbox.sqlite3"
+    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    pub = Publisher(_config(nowhere, outbox, flush_timeout=0.1), metrics=metrics, name="c")
+    async with pub:
+        locker = sqlite3.connect(outbox, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")  # the write waits for this lock
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: pub.enqueue(b"x", routing_key="q"))
+                await anyio.wait_all_tasks_blocked()  # it waits on its batch
+                tg.cancel_scope.cancel()
+                locker.execute("ROLLBACK")  # the batch commits now: the job is withdrawn
+        finally:
+            locker.close()
+        stats = pub.statistics()
+        assert (stats.submitted, stats.buffer_depth) == (0, 0)
+    assert pub.statistics().kept == 0
+    assert _rows(outbox) == 0
