@@ -38,7 +38,7 @@ from warren import (
 )
 from warren._json import BadRequest, loads_strict
 from warren.services._http import bind_listener, serve_asgi
-from warren.services._settings import env_str
+from warren.services._settings import env_choice, env_str
 from warren.services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
 
 if TYPE_CHECKING:
@@ -93,6 +93,14 @@ class MessageStore:
     async def get(self, message_id: str) -> dict[str, Any] | None:
         return await anyio.to_thread.run_sync(self._get, message_id)
 
+    async def set_push(self, message_id: str, push: str) -> None:
+        await anyio.to_thread.run_sync(self._set_push, message_id, push)
+
+    def _set_push(self, message_id: str, push: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE messages SET push = ? WHERE id = ?", (push, message_id))
+            self._db.commit()
+
     def ensure_wal(self) -> None:
         """WAL, as the outbox uses it: readers never block its writes."""
         with self._lock:
@@ -125,7 +133,9 @@ async def _read_json(request: Request) -> object:
     return loads_strict(bytes(body), max_bytes=MAX_BODY)
 
 
-def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) -> Starlette:
+def create_app(
+    publisher: Publisher, store: MessageStore, queue: str = QUEUE, *, transactional: bool = True
+) -> Starlette:
     async def post_message(request: Request) -> Response:
         try:
             doc = await _read_json(request)
@@ -152,6 +162,18 @@ def create_app(publisher: Publisher, store: MessageStore, queue: str = QUEUE) ->
         def store_queued(db: sqlite3.Connection) -> None:
             db.execute(_INSERT, (*row, "queued"))
 
+        if not transactional:  # WARREN_API_OUTBOX=off: stored first, then the push queued
+            try:
+                await store.insert((*row, "queued"))
+            except sqlite3.Error as exc:
+                return _store_failed(exc)
+            try:
+                publisher.submit(job, routing_key=queue, message_id=job["message_id"])
+                push = "queued"
+            except (BufferFull, PublisherClosed):
+                push = "dropped"
+                await store.set_push(message_id, push)
+            return JSONResponse({"id": message_id, "push": push}, status_code=202)
         # The message row and its push job commit in one SQLite transaction (the publisher's
         # outbox lives in this database): a 202 "queued" is never followed by a lost push,
         # and a message that could not be stored sent no push.
@@ -203,14 +225,16 @@ async def main(ctx: ServiceContext) -> None:
         raise
     # Refusing when full is the api's policy ("push": "dropped"); with "block" the request
     # would wait. drop-oldest stays as configured (the evicted push is counted, not marked).
+    transactional = env_choice(ctx.env, "WARREN_API_OUTBOX", "on", ("on", "off")) == "on"
     overflow = ctx.publisher_config.overflow
     overflow = "drop-newest" if overflow == "block" else overflow
-    config = dataclasses.replace(ctx.publisher_config, outbox=db, overflow=overflow)
+    config = dataclasses.replace(ctx.publisher_config, outbox=db if transactional else None,
+                                 overflow=overflow)  # fmt: skip
     try:
         publisher = Publisher(config, metrics=ctx.metrics, name="api", topology=topology(queue))
         try:
             async with publisher:
-                app = create_app(publisher, store, queue)
+                app = create_app(publisher, store, queue, transactional=transactional)
                 await serve_asgi(app, listener, ctx.stopping)
         except ConfigError as exc:
             if exc.setting != "outbox":
@@ -226,7 +250,17 @@ service = Service(
     main=main,
     settings=(
         Setting(env="WARREN_API_ADDR", default=_ADDR, help="where the API listens"),
-        Setting(env="WARREN_API_DB", default=_DB, help="SQLite file"),
+        Setting(
+            env="WARREN_API_DB",
+            default=_DB,
+            help="SQLite file: the messages, and the push jobs' outbox",
+        ),
+        Setting(
+            env="WARREN_API_OUTBOX",
+            default="on",
+            help="on: message and push job in one transaction (no push lost if the process"
+            " dies); off: the push waits in memory only",
+        ),
         Setting(env=QUEUE_SETTING, default=QUEUE, help="the queue push jobs go to"),
     ),
 )

@@ -44,13 +44,13 @@ def push_queue(broker: Broker) -> Iterator[str]:
 class _Api:
     """``warren run api`` as a process."""
 
-    def __init__(self, url: str, db: Path, queue: str) -> None:
+    def __init__(self, url: str, db: Path, queue: str, **extra: str) -> None:
         self.addr = f"127.0.0.1:{free_port()}"
         self.ops = f"127.0.0.1:{free_port()}"
         env = {**os.environ, "WARREN_AMQP_URL": url, "WARREN_API_DB": str(db),
                "WARREN_API_ADDR": self.addr, "WARREN_METRICS_ADDR": self.ops,
                "WARREN_PUSH_QUEUE": queue, "WARREN_HEARTBEAT": "2",
-               "WARREN_BACKOFF_BASE": "0.05", "WARREN_BACKOFF_CAP": "0.3"}  # fmt: skip
+               "WARREN_BACKOFF_BASE": "0.05", "WARREN_BACKOFF_CAP": "0.3", **extra}  # fmt: skip
         quiet = subprocess.DEVNULL
         self.proc = subprocess.Popen([*WARREN, "run", "api"], env=env, stdout=quiet, stderr=quiet)
         deadline = time.monotonic() + 20
@@ -137,3 +137,25 @@ def test_kill_9_at_random_instants_loses_no_queued_push(
     arrived = broker.drain_all(push_queue)
     assert queued <= set(arrived.ids), f"lost: {sorted(queued - set(arrived.ids))[:5]}"
     assert arrived.duplicates <= 12 * 60  # at most what was in flight at each kill
+
+
+def test_without_the_outbox_pushes_still_flow(
+    broker_url: str, broker: Broker, push_queue: str, tmp_path: Path
+) -> None:
+    """``WARREN_API_OUTBOX=off`` (the comparison in ``make bench``): the push waits in memory
+    only, stored message first."""
+    db = tmp_path / "api.sqlite3"
+    api = _Api(broker_url, db, push_queue, WARREN_API_OUTBOX="off")
+    with httpx.Client(timeout=10) as client:
+        queued = {api.post(client) for _ in range(5)}
+    api.stop()
+    assert api.proc.returncode == 0
+    assert None not in queued
+    assert set(broker.drain_all(push_queue).ids) == queued
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 5
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "warren_outbox" not in tables
+    finally:
+        conn.close()
