@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,12 @@ def _buffer_depth(metrics_url: str) -> int:
     raise RuntimeError("warren_buffer_depth is missing from /metrics")
 
 
-def measure(requests: int = 2000, partition_seconds: float = 3 * HEARTBEAT + 2) -> Latencies:
+def measure(
+    requests: int = 2000, partition_seconds: float = 3 * HEARTBEAT + 2, *, outbox: bool = True
+) -> Latencies:
+    """``outbox``: the api's transactional outbox (its default) or memory only."""
     warren = str(Path(sys.executable).with_name("warren"))
+    db = Path(tempfile.mkdtemp(prefix="warren-bench-")) / "api.sqlite3"
     toxi_port, api_port, metrics_port = _free_port(), _free_port(), _free_port()
     with _process([warren, "proxy", "--port", str(toxi_port)], {}):
         client = ToxiproxyClient(f"http://127.0.0.1:{toxi_port}")
@@ -110,7 +115,8 @@ def measure(requests: int = 2000, partition_seconds: float = 3 * HEARTBEAT + 2) 
             "WARREN_AMQP_URL": proxy.amqp_url(),
             "WARREN_HEARTBEAT": str(HEARTBEAT),
             "WARREN_API_ADDR": f"127.0.0.1:{api_port}",
-            "WARREN_API_DB": ":memory:",
+            "WARREN_API_DB": str(db),
+            "WARREN_API_OUTBOX": "on" if outbox else "off",
             "WARREN_PUSH_QUEUE": QUEUE,
             "WARREN_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
             "WARREN_LOG_LEVEL": "ERROR",

@@ -27,7 +27,14 @@ from ._amqp import (
     Unblocked,
 )
 from ._backoff import Backoff
-from ._config import DEFAULT_URL, OVERFLOW_POLICIES, ConsumerConfig, Overflow, PublisherConfig
+from ._config import (
+    DEFAULT_URL,
+    OVERFLOW_POLICIES,
+    ConsumerConfig,
+    OutboxSync,
+    Overflow,
+    PublisherConfig,
+)
 from ._consumer import Consumer, Deduplicator, Handler, Message
 from ._exceptions import (
     AccessRefused,
@@ -90,6 +97,7 @@ __all__ = [
     "Nacked",
     "OpsServer",
     "OutboxError",
+    "OutboxSync",
     "Overflow",
     "PoisonMessage",
     "PublishError",
