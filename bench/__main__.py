@@ -145,7 +145,11 @@ def main() -> int:
 
 
 def _write(table: str, args: argparse.Namespace) -> None:
+    """Rewrite the generated part of docs/benchmarks.md; keep its hand-written sections
+    (everything from the first ``## `` heading on)."""
     doc = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+    old = doc.read_text() if doc.exists() else ""
+    kept = old[old.index("\n## ") :] if "\n## " in old else ""
     doc.write_text(
         "# Benchmarks\n\n"
         "Reproduce with `make bench` (or `.venv/bin/python -m bench`). Broker: the local "
@@ -188,7 +192,7 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "while requests keep coming; every push is answered `queued` (buffered). The api "
         "writes each message and its push job in one SQLite transaction (its transactional "
         "outbox, the default); the *memory only* row is the same api with "
-        "`WARREN_API_OUTBOX=off` (message stored, then the push buffered in memory).\n"
+        "`WARREN_API_OUTBOX=off` (message stored, then the push buffered in memory).\n" + kept
     )
     print(f"\nwrote {doc}")
 
