@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pika
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -70,6 +71,14 @@ class Broker:
 
     def drain(self, name: str, *, expect: int, timeout: float = 30.0) -> Arrivals:
         """Take messages off ``name`` until ``expect`` distinct ids arrived or time is up."""
+        return self._take(name, lambda got: got.distinct >= expect, timeout)
+
+    def drain_all(self, name: str, *, timeout: float = 60.0) -> Arrivals:
+        """Take every message that is on ``name`` now (nobody else publishes to it)."""
+        total = self.depth(name)
+        return self._take(name, lambda got: len(got.bodies) >= total, timeout)
+
+    def _take(self, name: str, enough: Callable[[Arrivals], bool], timeout: float) -> Arrivals:
         arrivals = Arrivals()
         deadline = time.monotonic() + timeout
         # manual acks: what the broker pushed ahead but we did not take goes back on cancel
@@ -79,23 +88,7 @@ class Broker:
                 arrivals.ids[str(props.message_id)] += 1
                 arrivals.bodies.append(body)
                 self._ch.basic_ack(method.delivery_tag)
-            if arrivals.distinct >= expect or time.monotonic() > deadline:
-                break
-        self._ch.cancel()
-        return arrivals
-
-    def drain_all(self, name: str, *, timeout: float = 60.0) -> Arrivals:
-        """Take every message that is on ``name`` now (nobody else publishes to it)."""
-        total = self.depth(name)
-        arrivals = Arrivals()
-        deadline = time.monotonic() + timeout
-        self._ch.basic_qos(prefetch_count=200)
-        for method, props, body in self._ch.consume(name, inactivity_timeout=0.2):
-            if method is not None:
-                arrivals.ids[str(props.message_id)] += 1
-                arrivals.bodies.append(body)
-                self._ch.basic_ack(method.delivery_tag)
-            if len(arrivals.bodies) >= total or time.monotonic() > deadline:
+            if enough(arrivals) or time.monotonic() > deadline:
                 break
         self._ch.cancel()
         return arrivals

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +20,7 @@ from warren import Metrics, PublisherConfig, Service, ServiceContext
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
+    from pathlib import Path
 
 
 def free_port() -> int:
@@ -56,6 +60,29 @@ def run_warren(
     full_env = {**os.environ, "WARREN_METRICS_ADDR": f"127.0.0.1:{free_port()}", **(env or {})}
     return subprocess.run([*WARREN, *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, check=False)  # fmt: skip
+
+
+def wait_serving(proc: subprocess.Popen[Any], port: int, within: float = 20) -> None:
+    """Until a ``warren run`` process's ops server answers /healthz (it is up); fails if the
+    process exits first."""
+    deadline = time.monotonic() + within
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the service never served /healthz"
+            time.sleep(0.05)
+
+
+def outbox_rows(path: Path) -> int:
+    """Jobs in an outbox file, read with a connection of the test's own."""
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM warren_outbox").fetchone()[0])
+    finally:
+        db.close()
 
 
 @asynccontextmanager

@@ -14,14 +14,13 @@ import signal
 import sqlite3
 import subprocess
 import time
-import urllib.request
 import uuid
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from tests.helpers import WARREN, free_port
+from tests.helpers import WARREN, free_port, outbox_rows, wait_serving
 from warren.testing import partition_sync
 
 if TYPE_CHECKING:
@@ -46,22 +45,14 @@ class _Api:
 
     def __init__(self, url: str, db: Path, queue: str, **extra: str) -> None:
         self.addr = f"127.0.0.1:{free_port()}"
-        self.ops = f"127.0.0.1:{free_port()}"
+        ops = free_port()
         env = {**os.environ, "WARREN_AMQP_URL": url, "WARREN_API_DB": str(db),
-               "WARREN_API_ADDR": self.addr, "WARREN_METRICS_ADDR": self.ops,
+               "WARREN_API_ADDR": self.addr, "WARREN_METRICS_ADDR": f"127.0.0.1:{ops}",
                "WARREN_PUSH_QUEUE": queue, "WARREN_HEARTBEAT": "2",
                "WARREN_BACKOFF_BASE": "0.05", "WARREN_BACKOFF_CAP": "0.3", **extra}  # fmt: skip
         quiet = subprocess.DEVNULL
         self.proc = subprocess.Popen([*WARREN, "run", "api"], env=env, stdout=quiet, stderr=quiet)
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.proc.poll() is None, "the api exited"
-            try:
-                with urllib.request.urlopen(f"http://{self.ops}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the api never served /healthz"
-                time.sleep(0.05)
+        wait_serving(self.proc, ops)
 
     def post(self, client: httpx.Client) -> str | None:
         """One message; its push id if the api answered 202 queued."""
@@ -80,20 +71,12 @@ class _Api:
         self.proc.wait(timeout=30)
 
 
-def _outbox_rows(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute("SELECT count(*) FROM warren_outbox").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def _drained_by_a_restart(url: str, db: Path, queue: str) -> None:
     """Start the api again on the same database and wait until its outbox is empty."""
     api = _Api(url, db, queue)
     try:
         deadline = time.monotonic() + 60
-        while _outbox_rows(db):
+        while outbox_rows(db):
             assert time.monotonic() < deadline, "the restarted api never drained its outbox"
             time.sleep(0.05)
     finally:

@@ -16,14 +16,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import free_port, metric, wait_until
+from tests.helpers import free_port, metric, outbox_rows, wait_until
 from warren import (
     ConfigError,
     InvalidJob,
@@ -34,7 +33,7 @@ from warren import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from tests.broker import Broker
@@ -44,19 +43,9 @@ BACKENDS = ["asyncio", "trio"]
 
 
 @pytest.fixture
-def queue(broker: Broker) -> Iterator[str]:
-    name = f"warren.test.outbox.{uuid.uuid4().hex[:8]}"
-    broker.declare_queue(name)
-    yield name
-    broker.delete_queue(name)
-
-
-def _rows(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return int(db.execute("SELECT count(*) FROM warren_outbox").fetchone()[0])
-    finally:
-        db.close()
+def queue(queue_name: str) -> str:
+    """A fresh queue on the shared broker (conftest's), deleted afterwards."""
+    return queue_name
 
 
 def _config(url: str, outbox: Path, **kw: object) -> PublisherConfig:
@@ -69,7 +58,7 @@ async def _recover(url: str, outbox: Path, queue: str) -> Publisher:
     del queue  # declared by the fixture
     pub = Publisher(_config(url, outbox), metrics=Metrics(CollectorRegistry()), name="next")
     async with pub:
-        await wait_until(lambda: pub.statistics().outbox_recovered > 0 or _rows(outbox) == 0)
+        await wait_until(lambda: pub.statistics().outbox_recovered > 0 or outbox_rows(outbox) == 0)
         with anyio.fail_after(60):
             await wait_until(lambda: pub.statistics().buffer_depth == 0, within=60)
     return pub
@@ -94,7 +83,7 @@ async def test_every_job_is_confirmed_and_the_outbox_empties(
         stats = pub.statistics()
     assert stats.confirmed == 1001
     assert broker.depth(queue) == 1001
-    assert _rows(outbox) == 0, "confirmed jobs are deleted from the outbox"
+    assert outbox_rows(outbox) == 0, "confirmed jobs are deleted from the outbox"
     assert metric(metrics, "warren_outbox_jobs", worker="durable") == 0
 
 
@@ -109,13 +98,13 @@ async def test_a_stop_that_cannot_flush_keeps_the_jobs_for_the_next_start(
         ids = [await pub.enqueue({"i": i}, routing_key=queue) for i in range(100)]
     stats = pub.statistics()
     assert (stats.kept, stats.dropped["shutdown"], stats.buffer_depth) == (100, 0, 0)
-    assert _rows(outbox) == 100
+    assert outbox_rows(outbox) == 100
     after = await _recover(broker_url, outbox, queue)
     assert after.statistics().outbox_recovered == 100
     assert after.statistics().confirmed == 100
     arrivals = await anyio.to_thread.run_sync(lambda: broker.drain(queue, expect=100))
     assert sorted(arrivals.ids) == sorted(ids)
-    assert _rows(outbox) == 0
+    assert outbox_rows(outbox) == 0
 
 
 def _child(
@@ -155,7 +144,7 @@ async def test_kill_9_at_random_instants_loses_nothing_accepted(
         child = _child(outbox, broker_url, queue, anyio_backend, run=f"run{run}")
         accepted |= _kill_after(child, rng.randint(20, 1500))
     after = await _recover(broker_url, outbox, queue)
-    assert _rows(outbox) == 0
+    assert outbox_rows(outbox) == 0
     # everything: a job re-sent after a kill may arrive twice (same id), and a job killed
     # between its commit and its "accepted" line arrives without having been reported
     arrived = await anyio.to_thread.run_sync(broker.drain_all, queue)
@@ -170,7 +159,7 @@ async def test_kill_9_during_an_outage_loses_nothing_accepted(
     outbox = tmp_path / "outbox.sqlite3"
     nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     accepted = _kill_after(_child(outbox, nowhere, queue, anyio_backend), 300)
-    assert _rows(outbox) >= len(accepted)
+    assert outbox_rows(outbox) >= len(accepted)
     after = await _recover(broker_url, outbox, queue)
     assert after.statistics().outbox_recovered >= len(accepted)
     arrived = await anyio.to_thread.run_sync(broker.drain_all, queue)
@@ -189,7 +178,7 @@ async def test_a_torn_write_ahead_log_is_opened_and_what_it_holds_is_recovered(
     assert wal.exists() and wal.stat().st_size > 1000
     with wal.open("r+b") as f:
         f.truncate(wal.stat().st_size - 700)
-    intact = _rows(outbox)
+    intact = outbox_rows(outbox)
     assert intact > 0
     after = await _recover(broker_url, outbox, queue)
     assert after.statistics().outbox_recovered == intact
@@ -260,7 +249,7 @@ def test_a_full_disk_refuses_jobs_clearly_and_loses_none_accepted(
     assert refused, "the disk never filled up"
     assert "could not store the job" in refused[0] and "full" in refused[0], refused[0]
     assert len(accepted) + len(refused) == 3000
-    assert _rows(outbox) == len(accepted)
+    assert outbox_rows(outbox) == len(accepted)
     after = anyio.run(_recover, broker_url, outbox, queue)
     assert after.statistics().outbox_recovered == len(accepted)
     assert set(broker.drain_all(queue).ids) == accepted
@@ -343,4 +332,4 @@ async def test_a_cancelled_enqueue_withdraws_its_job(
         stats = pub.statistics()
         assert (stats.submitted, stats.buffer_depth) == (0, 0)
     assert pub.statistics().kept == 0
-    assert _rows(outbox) == 0
+    assert outbox_rows(outbox) == 0

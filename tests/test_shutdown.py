@@ -16,7 +16,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ import anyio
 import pytest
 
 from tests.broker import Broker, rabbitmqctl
-from tests.helpers import WARREN, free_port, wait_until
+from tests.helpers import WARREN, free_port, wait_serving, wait_until
 from warren import Backoff, Metrics, Publisher, PublisherClosed, PublisherConfig
 from warren.testing import partition
 
@@ -45,19 +44,6 @@ def start(service: str, backend: str, env: dict[str, str]) -> tuple[subprocess.P
     proc = subprocess.Popen(cmd, env=full, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     return proc, port
-
-
-def wait_serving(proc: subprocess.Popen[str], port: int, within: float = 20) -> None:
-    """Until the ops server answers /healthz (the service is up)."""
-    deadline = time.monotonic() + within
-    while True:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, "the service never served /healthz"
-            time.sleep(0.05)
 
 
 def stop(proc: subprocess.Popen[str], within: float) -> tuple[float, str, str]:
