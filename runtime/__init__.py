@@ -34,6 +34,7 @@ from ._config import (
     OutboxSync,
     Overflow,
     PublisherConfig,
+    QueueType,
 )
 from ._consumer import Consumer, Deduplicator, Handler, Message
 from ._exceptions import (
@@ -50,6 +51,7 @@ from ._exceptions import (
     PublisherClosed,
     PublishError,
     RetryLater,
+    TopologyMismatch,
     WarrenError,
 )
 from ._metrics import Metrics
@@ -106,6 +108,7 @@ __all__ = [
     "PublisherConfig",
     "PublisherStatistics",
     "Queue",
+    "QueueType",
     "Received",
     "RetryLater",
     "Returned",
@@ -116,6 +119,7 @@ __all__ = [
     "Setting",
     "Timeout",
     "Topology",
+    "TopologyMismatch",
     "Unblocked",
     "WarrenError",
     "__version__",

@@ -16,8 +16,9 @@ from ._version import VERSION
 
 _GROUP = "warren.services"
 _EXIT_CODES = """exit codes:
-  0  clean shutdown          2  bad configuration       4  broker refused credentials
-  1  unexpected error        3  gave up reconnecting    5  stopped, unflushed jobs dropped"""
+  0  clean shutdown          2  bad configuration or    4  broker refused credentials
+  1  unexpected error           a refused topology      5  stopped, unflushed jobs dropped
+                             3  gave up reconnecting"""
 
 
 def load_services() -> tuple[dict[str, Service], dict[str, str]]:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 Overflow = Literal["block", "drop-newest", "drop-oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
+QueueType = Literal["classic", "quorum"]
+QUEUE_TYPES: tuple[str, ...] = get_args(QueueType)
 OutboxSync = Literal["normal", "full"]
 OUTBOX_SYNC_MODES: tuple[str, ...] = get_args(OutboxSync)
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -256,6 +258,16 @@ class ConsumerConfig:
     RabbitMQ expires messages only at a queue's head: mixed delays in one queue would make
     short ones wait behind long ones. After ``max_attempts`` the message goes to
     ``<queue>.dlq`` with headers saying why.
+
+    How the queue is declared: ``queue_type`` (``classic``, or ``quorum``: replicated by
+    Raft across a cluster; the delay and dead-letter queues get the same type),
+    ``queue_arguments`` (e.g. ``{"x-max-length": 100_000}``), or ``queue_passive``: use the
+    existing queue exactly as it is (the delay and dead-letter queues are still declared).
+    A broker that already has the queue with other arguments refuses the declaration (406),
+    and a passive queue that is missing is a 404: both stop the worker with
+    ``TopologyMismatch`` instead of being retried. The poison guard is Warren's own
+    (``max_attempts`` with the ``x-warren-attempts`` header), not a quorum queue's
+    ``x-delivery-limit``, so it works the same on both types.
     """
 
     queue: str
@@ -272,8 +284,21 @@ class ConsumerConfig:
     reconnect_max_attempts: int = 0
     backoff_base: float = 0.2
     backoff_cap: float = 15.0
+    queue_type: QueueType = "classic"
+    queue_arguments: Mapping[str, Any] | None = None
+    queue_passive: bool = False
 
     def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(
+                "queue_type",
+                f"unknown type {self.queue_type!r}; choose one of {', '.join(QUEUE_TYPES)}",
+            )
+        arguments = self.queue_arguments or {}
+        if not all(isinstance(k, str) for k in arguments):
+            raise ConfigError("queue_arguments", "keys must be strings (x-... arguments)")
+        if "x-queue-type" in arguments:
+            raise ConfigError("queue_arguments", "set the type with queue_type, not x-queue-type")
         if not isinstance(self.queue, str) or not self.queue:
             raise ConfigError("queue", f"must be a non-empty queue name, got {self.queue!r}")
         if len(self.queue.encode()) > 255:
@@ -302,6 +327,12 @@ class ConsumerConfig:
             f.name for f in dataclasses.fields(connection)
         }
         return cls(**{name: getattr(connection, name) for name in shared}, **settings)
+
+    def queue_declaration_arguments(self) -> dict[str, Any]:
+        """The arguments of the work queue (and, with the type, of its delay and dead-letter
+        queues) as declared."""
+        type_arg = {"x-queue-type": "quorum"} if self.queue_type == "quorum" else {}
+        return {**(self.queue_arguments or {}), **type_arg}
 
     def retry_delays(self) -> tuple[float, ...]:
         """The delay before attempt 2, 3, ... max_attempts (capped exponential, no jitter:

@@ -132,19 +132,26 @@ class Consumer(Worker):
         self._retry_queues = [f"{q}.retry.{int(d * 1000)}ms" for d in self._delays]
         self.dead_letter_queue = f"{q}.dlq"
         extra = topology or Topology()
+        typed = {"x-queue-type": "quorum"} if config.queue_type == "quorum" else {}
         retry_args = [
             {
                 "x-message-ttl": int(d * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": q,
+                **typed,
             }
             for d in self._delays
         ]
+        work = (
+            Queue(name=q, passive=True)
+            if config.queue_passive
+            else Queue(name=q, arguments=config.queue_declaration_arguments() or None)
+        )
         self.topology = Topology(
             exchanges=extra.exchanges,
             queues=(
-                Queue(name=q),
-                Queue(name=self.dead_letter_queue),
+                work,
+                Queue(name=self.dead_letter_queue, arguments=typed or None),
                 *(
                     Queue(name=n, arguments=a)
                     for n, a in zip(self._retry_queues, retry_args, strict=True)

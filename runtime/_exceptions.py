@@ -61,6 +61,18 @@ class ConnectionGaveUp(BrokerError):
         self.last_error = last_error
 
 
+class TopologyMismatch(BrokerError):
+    """The broker refused the topology as declared, for good: an existing queue or exchange
+    with other arguments (406 PRECONDITION_FAILED: the message names the queue, the argument
+    and both values), or a queue declared passive that does not exist (404 NOT_FOUND).
+    Retrying cannot help, so the worker stops (``warren run`` exits 2)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"the broker at {url} refused the topology: {detail}")
+        self.url = url
+        self.detail = detail
+
+
 class PublishError(WarrenError):
     """A single job was not (or will not be) confirmed by the broker."""
 

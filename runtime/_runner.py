@@ -6,7 +6,8 @@ Exit codes (a public contract, documented in the README):
 ===  ==================================================================
 0    clean shutdown: done, or stopped by SIGTERM/SIGINT with every accepted job settled
 1    unexpected error (a bug: the traceback is logged)
-2    bad configuration (the message names the setting)
+2    bad configuration (the message names the setting), or the broker refused the
+     declared topology (an existing queue with other arguments, a missing passive queue)
 3    gave up reconnecting (``WARREN_RECONNECT_MAX_ATTEMPTS`` ran out)
 4    the broker refused the credentials or a permission (ACCESS_REFUSED)
 5    stopped, but accepted jobs could not be flushed in time and were dropped
@@ -28,7 +29,7 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from ._config import PublisherConfig, parse_addr
-from ._exceptions import AccessRefused, ConfigError, ConnectionGaveUp
+from ._exceptions import AccessRefused, ConfigError, ConnectionGaveUp, TopologyMismatch
 from ._metrics import Metrics
 from ._ops_server import OpsServer
 from ._service import Service, ServiceContext
@@ -82,6 +83,9 @@ def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asy
         except BaseExceptionGroup as group:
             raise_single(group)
     except ConfigError as exc:
+        log.error("config.invalid %s", exc)
+        return EXIT_CONFIG
+    except TopologyMismatch as exc:
         log.error("config.invalid %s", exc)
         return EXIT_CONFIG
     except ConnectionGaveUp as exc:

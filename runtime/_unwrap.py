@@ -19,7 +19,8 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     """Re-raise the one real error in a task group's exception group, unwrapped.
 
     A worker fails for one reason (``ConnectionGaveUp``, ``AccessRefused``, a bug); callers
-    should be able to ``except`` it without ``except*``. Anything else re-raises the group.
+    should be able to ``except`` it without ``except*``. The same error raised by several
+    tasks counts once. Anything else re-raises the group.
     """
     cancelled = _cancellation_types()
     leaves: list[BaseException] = []
@@ -36,6 +37,9 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     causes = [exc for exc in leaves if not isinstance(exc, PublisherClosed)]
     if causes:
         leaves = causes
-    if len(leaves) == 1:
+    # one failure seen twice (a consumer and its re-publishing publisher share the broker:
+    # both are refused the same topology, or both give up) is still one failure
+    distinct = {(type(exc), str(exc)): exc for exc in reversed(leaves)}
+    if len(distinct) == 1:
         raise leaves[0]
     raise group

@@ -18,7 +18,7 @@ import anyio
 from anyio import ClosedResourceError
 
 from ._amqp import Connected, ConnectFailed, ConnectionLost, GaveUp
-from ._exceptions import AccessRefused, ConnectionGaveUp
+from ._exceptions import AccessRefused, ConnectionGaveUp, TopologyMismatch
 from ._link_state import LinkState
 from ._unwrap import raise_single
 
@@ -125,6 +125,7 @@ class Worker:
 
         Raises:
             AccessRefused: the broker refused the credentials (the worker stops).
+            TopologyMismatch: the broker refused the declared topology (the worker stops).
             ConnectionGaveUp: reconnect attempts ran out (the worker stops).
         """
         link, log, name = self._link, self._log, self._name
@@ -148,8 +149,12 @@ class Worker:
                 else:  # a connection that never became ready: nothing of ours was on it
                     link.last_error = f"{kind}: {detail}"
                     log.warning("connection.lost worker=%s kind=%s %s", name, kind, detail)
-            case ConnectFailed(attempt, url, detail, fatal):
+            case ConnectFailed(attempt, url, detail, fatal, topology):
                 link.last_error = detail
+                if topology:
+                    log.error("topology.refused worker=%s url=%s %s", name, url, detail)
+                    link.fail(f"the broker refused the topology: {detail}")
+                    raise TopologyMismatch(url, detail)
                 if fatal:
                     log.error("connection.refused worker=%s url=%s %s", name, url, detail)
                     link.fail("the broker refused the credentials")

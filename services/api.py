@@ -39,7 +39,15 @@ from warren import (
 from warren._json import BadRequest, loads_strict
 from warren.services._http import bind_listener, serve_asgi
 from warren.services._settings import env_choice, env_str
-from warren.services.push_common import QUEUE, QUEUE_SETTING, queue_name, topology
+from warren.services.push_common import (
+    QUEUE,
+    QUEUE_SETTING,
+    QUEUE_TYPE_SETTING,
+    named_settings,
+    queue_name,
+    queue_type,
+    topology,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -231,11 +239,13 @@ async def main(ctx: ServiceContext) -> None:
     config = dataclasses.replace(ctx.publisher_config, outbox=db if transactional else None,
                                  overflow=overflow)  # fmt: skip
     try:
-        publisher = Publisher(config, metrics=ctx.metrics, name="api", topology=topology(queue))
+        push_topology = topology(queue, queue_type(ctx.env))
+        publisher = Publisher(config, metrics=ctx.metrics, name="api", topology=push_topology)
         try:
-            async with publisher:
-                app = create_app(publisher, store, queue, transactional=transactional)
-                await serve_asgi(app, listener, ctx.stopping)
+            with named_settings():
+                async with publisher:
+                    app = create_app(publisher, store, queue, transactional=transactional)
+                    await serve_asgi(app, listener, ctx.stopping)
         except ConfigError as exc:
             if exc.setting != "outbox":
                 raise
@@ -262,5 +272,6 @@ service = Service(
             " dies); off: the push waits in memory only",
         ),
         Setting(env=QUEUE_SETTING, default=QUEUE, help="the queue push jobs go to"),
+        Setting(env=QUEUE_TYPE_SETTING, default="quorum", help="quorum | classic (as it exists)"),
     ),
 )

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from warren import PoisonMessage, Queue, Topology
+from warren import ConfigError, PoisonMessage, Queue, Topology, TopologyMismatch
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
+
+    from warren import QueueType
 
 QUEUE = "push.notifications"
 QUEUE_SETTING = "WARREN_PUSH_QUEUE"
+QUEUE_TYPE_SETTING = "WARREN_PUSH_QUEUE_TYPE"
+QUEUE_SETTINGS = f"{QUEUE_SETTING} / {QUEUE_TYPE_SETTING}"  # how a refused topology is named
 
 
 def queue_name(env: Mapping[str, str]) -> str:
@@ -20,10 +25,35 @@ def queue_name(env: Mapping[str, str]) -> str:
     return env.get(QUEUE_SETTING, "").strip() or QUEUE
 
 
-def topology(queue: str) -> Topology:
+def queue_type(env: Mapping[str, str]) -> QueueType:
+    """``WARREN_PUSH_QUEUE_TYPE``: ``quorum`` (the default: replicated in a cluster) or
+    ``classic``."""
+    value = env.get(QUEUE_TYPE_SETTING, "").strip() or "quorum"
+    if value not in ("quorum", "classic"):
+        raise ConfigError(QUEUE_TYPE_SETTING, f"unknown type {value!r}; choose quorum or classic")
+    return cast("QueueType", value)
+
+
+def topology(queue: str, kind: QueueType) -> Topology:
     """The queue and its dead-letter queue, declared the same way by the API and the
     sender (the sender's consumer adds its delay queues), so either can start first."""
-    return Topology(queues=(Queue(name=queue), Queue(name=f"{queue}.dlq")))
+    arguments = {"x-queue-type": "quorum"} if kind == "quorum" else None
+    return Topology(queues=(Queue(name=queue, arguments=arguments),
+                            Queue(name=f"{queue}.dlq", arguments=arguments)))  # fmt: skip
+
+
+@contextmanager
+def named_settings() -> Iterator[None]:
+    """A topology the broker refuses is a bad ``WARREN_PUSH_QUEUE(_TYPE)``: exit 2 naming
+    both, with the broker's words (the queue, the argument, both values)."""
+    try:
+        yield
+    except TopologyMismatch as exc:
+        raise ConfigError(
+            QUEUE_SETTINGS,
+            f"{exc.detail} (an existing queue of another type?"
+            f" set {QUEUE_TYPE_SETTING} to match it)",
+        ) from None
 
 
 @dataclass(frozen=True)

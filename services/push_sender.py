@@ -28,7 +28,15 @@ from warren.services._settings import (
     env_int,
     env_secret,
 )
-from warren.services.push_common import QUEUE, QUEUE_SETTING, parse_push_job, queue_name
+from warren.services.push_common import (
+    QUEUE,
+    QUEUE_SETTING,
+    QUEUE_TYPE_SETTING,
+    named_settings,
+    parse_push_job,
+    queue_name,
+    queue_type,
+)
 from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
 
 log = logging.getLogger("warren.push")
@@ -36,6 +44,7 @@ log = logging.getLogger("warren.push")
 SETTINGS = (
     Setting(env="WARREN_PUSH_PROVIDER", default="webhook", help="webhook | fcm"),
     Setting(env=QUEUE_SETTING, default=QUEUE, help="the queue to consume"),
+    Setting(env=QUEUE_TYPE_SETTING, default="quorum", help="quorum | classic (as it exists)"),
     Setting(
         env="WARREN_PUSH_PROVIDER_URL",
         default="http://127.0.0.1:8090/webhook",
@@ -73,6 +82,7 @@ def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
         return ConsumerConfig.sharing(
             ctx.publisher_config,
             queue=queue_name(ctx.env),
+            queue_type=queue_type(ctx.env),
             concurrency=concurrency,
             prefetch=min(max(concurrency * 2, 10), 65_535),
             max_attempts=env_int(ctx.env, "WARREN_PUSH_MAX_ATTEMPTS", 5),
@@ -118,8 +128,9 @@ async def main(ctx: ServiceContext) -> None:
                             exc.reason)  # fmt: skip
 
         # the consumer declares the queue and its dead-letter queue as TOPOLOGY does
-        async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender"):
-            await ctx.stopping.wait()
+        with named_settings():
+            async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender"):
+                await ctx.stopping.wait()
 
 
 service = Service(

@@ -66,6 +66,14 @@ class Broker:
         method, props, body = self._ch.basic_get(queue, auto_ack=True)
         return None if method is None else (props, body)
 
+    def queue_type(self, name: str) -> str:
+        """``classic`` or ``quorum`` (what the broker says; rabbitmqctl, about a second)."""
+        for line in rabbitmqctl("list_queues", "name", "type", "--no-table-headers").splitlines():
+            queue, _, kind = line.partition("\t")
+            if queue == name:
+                return kind.strip()
+        raise AssertionError(f"no queue {name!r}")
+
     def depth(self, name: str) -> int:
         return int(self._ch.queue_declare(name, passive=True).method.message_count)
 

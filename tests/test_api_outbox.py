@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 def push_queue(broker: Broker) -> Iterator[str]:
     name = f"warren.test.apibox.{uuid.uuid4().hex[:8]}"
     yield name
-    broker.delete_queue(name)
+    for queue in (name, f"{name}.dlq"):
+        broker.delete_queue(queue)
 
 
 class _Api:

@@ -6,6 +6,7 @@ bodies: each is a 4xx, never a 500, and the server keeps answering.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING
 
 import httpx
@@ -98,9 +99,10 @@ async def test_the_api_answers_4xx_to_pathological_bodies(
     broker_url: str, tmp_path: object
 ) -> None:
     addr = f"127.0.0.1:{free_port()}"
+    queue = f"warren.test.fuzz.{uuid.uuid4().hex[:8]}"  # fresh: nothing left by other runs
     env = {"WARREN_AMQP_URL": broker_url, "WARREN_API_ADDR": addr,
            "WARREN_API_DB": f"{tmp_path}/api.sqlite3",
-           "WARREN_PUSH_QUEUE": "warren.test.fuzz.api"}  # fmt: skip
+           "WARREN_PUSH_QUEUE": queue}  # fmt: skip
     async with running(api.service, env), httpx.AsyncClient(timeout=30) as client:
         await wait_http(f"http://{addr}/messages/none")
         for body in NASTY:
@@ -118,4 +120,5 @@ async def test_the_api_answers_4xx_to_pathological_bodies(
                                json={"from": "a", "to": "b", "text": "still serving"})  # fmt: skip
         assert ok.status_code == 202
     with Broker(broker_url) as broker:
-        broker.delete_queue("warren.test.fuzz.api")
+        for name in (queue, f"{queue}.dlq"):
+            broker.delete_queue(name)

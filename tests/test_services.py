@@ -269,4 +269,5 @@ async def test_api_stores_before_it_pushes(broker_url: str, broker: Broker, tmp_
                                   json={"from": "a", "to": "b", "text": "hi"})  # fmt: skip
             assert r.status_code == 202 and r.json()["push"] == "queued"
     finally:
-        broker.delete_queue(queue)
+        for name in (queue, f"{queue}.dlq"):
+            broker.delete_queue(name)

@@ -49,6 +49,7 @@ class ConnectFailed:
     url: str  # redacted
     detail: str
     fatal: bool = False  # ACCESS_REFUSED: retrying quietly would hide a config error
+    topology: bool = False  # fatal because the broker refused the declared topology
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ log = logging.getLogger("warren.amqp")
 
 Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
+_TOPOLOGY_REFUSED = (404, 406)  # NOT_FOUND (passive), PRECONDITION_FAILED (other arguments)
 
 
 def _opening_without_transport(conn: Any) -> bool:
@@ -326,6 +327,17 @@ class PikaSession:
                 self._session, "consumer_cancelled", "the broker cancelled the consumer",
                 clean=True,
             )  # fmt: skip
+        elif (
+            self._channel_loss is not None
+            and not self.ready_once
+            and (self._channel_loss[0] in _TOPOLOGY_REFUSED)
+        ):
+            # declaring the topology on connect: an existing queue with other arguments,
+            # or a passive queue that is missing. Final: reconnecting would repeat it.
+            code, text = self._channel_loss
+            self._outcome = ConnectFailed(
+                self._attempt, redact_url(self._url), f"{code} {text}", fatal=True, topology=True
+            )
         elif self._channel_loss is not None:
             code, text = self._channel_loss
             self._outcome = ConnectionLost(
@@ -383,7 +395,11 @@ class PikaSession:
             ),
             *(
                 lambda cb, q=q: ch.queue_declare(
-                    q.name, durable=q.durable, arguments=dict(q.arguments or {}), callback=cb
+                    q.name,
+                    passive=q.passive,
+                    durable=q.durable,
+                    arguments=dict(q.arguments or {}),
+                    callback=cb,
                 )
                 for q in topo.queues
             ),

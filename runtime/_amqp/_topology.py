@@ -25,9 +25,13 @@ class Exchange:
 
 @dataclass(frozen=True, kw_only=True)
 class Queue:
+    """A queue to declare. ``passive``: use the existing queue exactly as it is (a missing
+    one is an error, ``TopologyMismatch``); its other settings are then ignored."""
+
     name: str
     durable: bool = True
     arguments: Mapping[str, Any] | None = None
+    passive: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
