@@ -218,6 +218,7 @@ class Consumer(Worker):
         link = self._link
         return ConsumerStatistics(
             connected=link.connected,
+            node=link.node,
             reconnects=link.reconnects,
             in_flight=self._in_flight,
             outcomes=dict(self._outcomes),
@@ -242,7 +243,7 @@ class Consumer(Worker):
                     handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
                 await self._conn.aclose()
         finally:
-            self._link.connected = False
+            self._link.closed()
             self._close_streams()
 
     async def _work(self, work: WorkQueue[Delivered]) -> None:

@@ -60,6 +60,7 @@ def _publisher(s: PublisherStatistics) -> dict[str, Any]:
     room = s.buffer_depth < s.buffer_capacity and s.buffer_bytes < s.buffer_max_bytes
     return {
         "kind": "publisher",
+        "node": s.node,
         "ready": s.failed is None
         and (s.connected or room)
         and s.returned_in_a_row < RETURNS_UNREADY,
@@ -80,6 +81,7 @@ def _publisher(s: PublisherStatistics) -> dict[str, Any]:
 def _consumer(s: ConsumerStatistics) -> dict[str, Any]:
     return {
         "kind": "consumer",
+        "node": s.node,
         "ready": s.failed is None,
         "connected": s.connected,
         "in_flight": s.in_flight,

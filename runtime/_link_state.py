@@ -8,6 +8,7 @@ worker failed for good (gave up reconnecting, or the broker refused its credenti
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, final
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +25,7 @@ class LinkState:
         "ever_connected",
         "failed",
         "last_error",
+        "node",
         "reconnects",
     )
 
@@ -35,11 +37,14 @@ class LinkState:
         self.confirm_timeouts = 0
         self.last_error: str | None = None
         self.failed: str | None = None
+        self.node: str | None = None  # host:port of the broker node while connected
         self._down_since: float | None = clock()  # down until the first connection
         self._down_total = 0.0
 
-    def up(self) -> bool:
-        """The connection is (back) up; True if this is a reconnection."""
+    def up(self, url: str = "") -> bool:
+        """The connection to ``url`` is (back) up; True if this is a reconnection."""
+        parts = urlsplit(url)
+        self.node = f"{parts.hostname}:{parts.port or 5672}" if parts.hostname else None
         again = self.ever_connected
         if again:
             self.reconnects += 1
@@ -54,13 +59,20 @@ class LinkState:
         if kind == "confirm_timeout":
             self.confirm_timeouts += 1
         self.connected = False
+        self.node = None
         if self._down_since is None:
             self._down_since = self._clock()
+
+    def closed(self) -> None:
+        """The worker stopped (on purpose or not): on no node any more."""
+        self.connected = False
+        self.node = None
 
     def fail(self, why: str) -> None:
         """The worker stops for good: liveness turns false."""
         self.failed = why
         self.connected = False
+        self.node = None
         if self._down_since is None:
             self._down_since = self._clock()
 

@@ -143,6 +143,9 @@ class _Collector:
                               labels=w),
             GaugeMetricFamily("warren_connection_up", "1 while connected to the broker.",
                               labels=w),
+            GaugeMetricFamily("warren_connected_node",
+                              "1 for the broker node (host:port) the worker is connected to.",
+                              labels=["worker", "node"]),
             GaugeMetricFamily("warren_connection_blocked",
                               "1 while the broker blocks publishing (resource alarm).", labels=w),
             CounterMetricFamily("warren_reconnects", "Successful reconnections.", labels=w),
@@ -195,6 +198,7 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
     add("warren_buffer_max_bytes", s.buffer_max_bytes)
     add("warren_connection_up", 1.0 if s.connected else 0.0)
     add("warren_connection_blocked", 1.0 if s.blocked else 0.0)
+    _add_node(families, worker, s.node)
     add("warren_reconnects", s.reconnects)
     add("warren_disconnected_seconds", s.disconnected_seconds)
     add("warren_confirm_timeouts", s.confirm_timeouts)
@@ -218,11 +222,17 @@ def _add_publisher(families: dict[str, Metric], worker: str, s: PublisherStatist
 def _add_consumer(families: dict[str, Metric], worker: str, s: ConsumerStatistics) -> None:
     families["warren_connection_up"].add_metric([worker], 1.0 if s.connected else 0.0)  # type: ignore[attr-defined]
     families["warren_reconnects"].add_metric([worker], s.reconnects)  # type: ignore[attr-defined]
+    _add_node(families, worker, s.node)
     families["warren_disconnected_seconds"].add_metric([worker], s.disconnected_seconds)  # type: ignore[attr-defined]
     families["warren_handlers_in_flight"].add_metric([worker], s.in_flight)  # type: ignore[attr-defined]
     for outcome, n in s.outcomes.items():
         families["warren_deliveries"].add_metric([worker, outcome], n)  # type: ignore[attr-defined]
     _add_histogram(families["warren_handler_seconds"], worker, s.handler_seconds)
+
+
+def _add_node(families: dict[str, Metric], worker: str, node: str | None) -> None:
+    if node is not None:  # bounded: one of the configured URLs' host:port
+        families["warren_connected_node"].add_metric([worker, node], 1.0)  # type: ignore[attr-defined]
 
 
 def _add_histogram(family: Metric, worker: str, h: HistogramSnapshot) -> None:

@@ -388,6 +388,7 @@ class Publisher(Worker):
         since = None if self._last_confirm is None else now - self._last_confirm
         return PublisherStatistics(
             connected=link.connected,
+            node=link.node,
             blocked=self._blocked,
             buffer_depth=books.depth,
             buffer_capacity=books.capacity,
@@ -444,7 +445,7 @@ class Publisher(Worker):
                     disk.cancel_scope.cancel()
                 await self._conn.aclose()
         finally:
-            self._link.connected = False
+            self._link.closed()
             if self._ledger.depth > self._ledger.reserved:  # cancelled (a forced stop)
                 self._drop_unflushed()
             if outbox is not None:

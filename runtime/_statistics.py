@@ -64,6 +64,8 @@ class PublisherStatistics:
     """A snapshot of one publisher's counters (the metrics read the same numbers)."""
 
     connected: bool
+    node: str | None
+    """The broker node (host:port) it is connected to, None while down."""
     blocked: bool
     buffer_depth: int
     buffer_capacity: int
@@ -107,6 +109,8 @@ class PublisherStatistics:
 @dataclass(frozen=True, slots=True)
 class ConsumerStatistics:
     connected: bool
+    node: str | None
+    """The broker node (host:port) it is connected to, None while down."""
     reconnects: int
     in_flight: int
     outcomes: Mapping[str, int]

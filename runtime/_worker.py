@@ -132,7 +132,7 @@ class Worker:
         match event:
             case Connected(session, url):
                 self._session = session
-                if link.up():
+                if link.up(url):
                     log.warning("connection.reconnected worker=%s url=%s", name, url)
                 else:
                     log.info("connection.up worker=%s url=%s", name, url)

@@ -26,6 +26,7 @@ from warren import (
     Queue,
     Topology,
 )
+from warren._health import check
 from warren.testing import partition
 
 if TYPE_CHECKING:
@@ -375,7 +376,13 @@ async def test_url_list_rotates_to_a_live_node(
         with anyio.fail_after(20):
             await pub.publish({"hi": 1}, routing_key=queue_name)
         assert pub.statistics().last_error is not None  # the dead node was tried and reported
+        # which node it is on: statistics, health, and a bounded label
+        assert pub.statistics().node == "127.0.0.1:5672"
+        assert check(metrics).workers["cluster"]["node"] == "127.0.0.1:5672"
+        assert metric(metrics, "warren_connected_node", worker="cluster",
+                      node="127.0.0.1:5672") == 1  # fmt: skip
     assert broker.depth(queue_name) == 1
+    assert pub.statistics().node is None  # closed: on no node
 
 
 async def test_memory_stays_bounded_when_the_partition_outlasts_the_buffer(
