@@ -124,6 +124,13 @@ class Ledger:
         self.reserved_bytes -= cost(job)
         self.submitted += 1
 
+    def keep_reserved(self, job: Job) -> None:
+        """A reserved job on disk that the stop will not accept: it is kept for the next
+        start (accepted and kept at once)."""
+        self.unreserve(job)
+        self.submitted += 1
+        self.kept += 1
+
     def evictable(self) -> bool:
         """Whether ``evict_oldest`` has a job to take (reserved ones are not yet accepted)."""
         return self.depth > self.reserved

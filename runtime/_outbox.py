@@ -68,12 +68,9 @@ class _Batch:
 class Outbox:
     """One outbox file, used by one publisher (locked against other processes)."""
 
-    def __init__(
-        self, path: str, *, synchronous: OutboxSync = "full", max_bytes: int | None = None
-    ) -> None:
+    def __init__(self, path: str, *, synchronous: OutboxSync = "full") -> None:
         self.path = path
         self._synchronous = synchronous
-        self._max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._next_id = 1
@@ -123,9 +120,6 @@ class Outbox:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             db.execute("PRAGMA busy_timeout=5000")  # an application's own connection
-            if self._max_bytes is not None:
-                page = int(db.execute("PRAGMA page_size").fetchone()[0])
-                db.execute(f"PRAGMA max_page_count={max(16, self._max_bytes // page)}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > _SCHEMA_VERSION:
                 raise OutboxError(
@@ -185,11 +179,13 @@ class Outbox:
         """Make ``job`` durable (with ``transaction(db)`` in the same transaction, if given).
 
         Returns once its batch is committed. Cancelled meanwhile, it waits for the batch to
-        end and withdraws the job if it was committed (the caller was not told accepted).
+        end and re-raises the cancellation; ``job.outbox_id`` then says whether the job was
+        committed (not None): a committed job is never taken back, because its
+        ``transaction`` (an application's row that says "sent") committed with it.
 
         Raises:
-            OutboxError: the write failed (disk full, file over its size limit, I/O error,
-                or ``transaction`` raised: then ``__cause__`` is its exception).
+            OutboxError: the write failed (disk full, an I/O error, or ``transaction``
+                raised: then ``__cause__`` is its exception); nothing of it was stored.
         """
         if self._closed:
             raise OutboxError("the outbox is closed")
@@ -202,11 +198,11 @@ class Outbox:
         self._wake.set()
         try:
             await batch.done.wait()
-        except BaseException:  # cancelled: let the batch end, then withdraw the job
+        except BaseException:  # cancelled: let the batch end, say whether it committed
             with anyio.CancelScope(shield=True):
                 await batch.done.wait()
-            if batch.errors is None or batch.errors[index] is None:
-                self.forget(job)  # committed, but the caller never heard so
+            if batch.errors is not None and batch.errors[index] is not None:
+                job.outbox_id = None
             raise
         if batch.errors is not None and (error := batch.errors[index]) is not None:
             job.outbox_id = None
@@ -272,7 +268,6 @@ class Outbox:
                 try:
                     batch.errors = await self._in_thread(self._commit, batch, deletes)
                 except sqlite3.Error as exc:  # the batch as a whole: disk full, I/O error
-                    self._deletes[:0] = deletes  # retried with the next batch
                     self.failed_writes += len(batch.jobs)
                     log.error("outbox.write_failed path=%s jobs=%d error=%s", self.path,
                               len(batch.jobs), exc)  # fmt: skip
@@ -280,7 +275,24 @@ class Outbox:
                         f"the outbox {self.path!r} could not store the job: {exc}"
                     )
                     batch.errors = [failure] * len(batch.jobs)
-                batch.done.set()
+                    await self._delete_alone(deletes)
+                except BaseException as exc:  # a bug, or a callback's BaseException
+                    error = OutboxError(f"the outbox {self.path!r} failed: {exc!r}")
+                    batch.errors = [error] * len(batch.jobs)
+                    raise
+                finally:
+                    batch.done.set()
+
+    async def _delete_alone(self, deletes: list[int]) -> None:
+        """After a failed batch: the settled jobs' deletes free room, so they must not roll
+        back with the inserts that failed (a full disk would never empty)."""
+        if not deletes:
+            return
+        try:
+            await self._in_thread(self._commit, _Batch(), deletes)
+        except sqlite3.Error:
+            self._deletes[:0] = deletes  # retried with the next batch
+            return
 
     def _commit(self, batch: _Batch, deletes: list[int]) -> list[BaseException | None] | None:
         """One transaction: the deletes, then the batch's jobs; the per-job errors (only a
@@ -344,10 +356,10 @@ def _with_savepoint(
         transaction(db)
         db.execute(f"INSERT INTO warren_outbox VALUES ({_PLACES})", _row(job, now))
     except Exception as exc:
+        if isinstance(exc, sqlite3.Error) and (_disk_trouble(exc) or not db.in_transaction):
+            raise  # the whole batch fails: the disk (SQLite may have rolled it all back)
         db.execute("ROLLBACK TO warren_job")
         db.execute("RELEASE warren_job")
-        if isinstance(exc, sqlite3.Error) and _disk_trouble(exc):
-            raise  # the whole batch fails: the disk, not this job
         error = OutboxError(f"the transaction for job {job.message_id!r} failed: {exc}")
         error.__cause__ = exc
         return error
@@ -356,5 +368,6 @@ def _with_savepoint(
 
 
 def _disk_trouble(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)
+    code = getattr(exc, "sqlite_errorcode", None)  # extended: the primary code is its low byte
+    primary = None if code is None else code & 0xFF
+    return primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY)

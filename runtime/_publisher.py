@@ -142,8 +142,7 @@ class Publisher(Worker):
         self._metrics = metrics
         self._outbox: Outbox | None = None
         if self._config.outbox is not None:
-            self._outbox = Outbox(self._config.outbox, synchronous=self._config.outbox_sync,
-                                  max_bytes=2 * self._config.buffer_max_bytes)  # fmt: skip
+            self._outbox = Outbox(self._config.outbox, synchronous=self._config.outbox_sync)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -300,17 +299,32 @@ class Publisher(Worker):
         try:
             await outbox.write(job, transaction)
         except BaseException:
-            ledger.unreserve(job)
-            ledger.refuse()
-            self._settled()
+            if job.outbox_id is None:  # not stored: not accepted
+                ledger.unreserve(job)
+                ledger.refuse()
+                self._settled()
+            else:  # cancelled after its commit: accepted all the same (see Outbox.write)
+                self._accept_durable(job, outbox)
             raise
+        self._accept_durable(job, outbox)
+
+    def _accept_durable(self, job: Job, outbox: Outbox) -> None:
+        """Accept a reserved job that is on disk. If the stop began while it was written,
+        it stays there for the next start (counted as kept): it is never taken back, since
+        a transaction of the caller's may have committed with it."""
+        ledger = self._ledger
         try:
             ledger.accept_reserved(job)
-        except ClosedResourceError:  # the stop began while it was written: not accepted
-            ledger.unreserve(job)
-            outbox.forget(job)
+        except ClosedResourceError:
+            ledger.keep_reserved(job)
             self._settled()
-            raise PublisherClosed(f"publisher {self._name!r} is closed to new jobs") from None
+            if job.waiter is not None:
+                job.waiter.fail(PublisherClosed(
+                    f"stopped before the broker confirmed {job.message_id!r}; it stays in"
+                    f" the outbox {outbox.path!r} and the next start sends it"
+                ))  # fmt: skip
+            log.warning("outbox.kept worker=%s jobs=1 reason=shutdown path=%s", self._name,
+                        outbox.path)  # fmt: skip
 
     def _make_room(self, job: Job) -> None:
         """The overflow policy, when ``job`` does not fit: evict older jobs, or refuse it."""

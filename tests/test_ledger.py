@@ -99,12 +99,15 @@ class Books(RuleBasedStateMachine):
             self.reserved.append(job)
 
     @precondition(lambda self: self.reserved)
-    @rule(data=st.data(), written=st.booleans())
-    def outbox_write_ends(self, data: st.DataObject, written: bool) -> None:
+    @rule(data=st.data(), ending=st.sampled_from(["accepted", "refused", "kept"]))
+    def outbox_write_ends(self, data: st.DataObject, ending: str) -> None:
         job = self.reserved.pop(data.draw(st.integers(0, len(self.reserved) - 1)))
-        if written:
+        if ending == "accepted":
             self.ledger.accept_reserved(job)
             self.unsettled.append(job)
+        elif ending == "kept":  # on disk, but the stop began: left for the next start
+            self.ledger.keep_reserved(job)
+            self.ended[job] = "kept"
         else:  # the disk refused it: never accepted
             self.ledger.unreserve(job)
             self.ledger.refuse()

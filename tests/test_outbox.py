@@ -310,11 +310,12 @@ async def test_a_transaction_rides_with_its_job_all_or_nothing(
     assert sorted(broker.drain_all(queue).ids) == ["a", "b", "c"]
 
 
-async def test_a_cancelled_enqueue_withdraws_its_job(
+async def test_a_cancelled_enqueue_whose_job_committed_is_accepted_all_the_same(
     broker_url: str, tmp_path: Path, metrics: Metrics
 ) -> None:
-    """Cancelled while its job is being written: the caller was never told accepted, so the
-    job must not be sent, now or after a restart."""
+    """Cancelled while its batch commits (an HTTP request cut off at shutdown): the job and
+    its transaction committed together, so the job is never taken back (the application's
+    row already says it is on its way); it is accepted, here kept for the next start."""
     outbox = tmp_path / "outbox.sqlite3"
     nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     pub = Publisher(_config(nowhere, outbox, flush_timeout=0.1), metrics=metrics, name="c")
@@ -326,10 +327,46 @@ async def test_a_cancelled_enqueue_withdraws_its_job(
                 tg.start_soon(lambda: pub.enqueue(b"x", routing_key="q"))
                 await anyio.wait_all_tasks_blocked()  # it waits on its batch
                 tg.cancel_scope.cancel()
-                locker.execute("ROLLBACK")  # the batch commits now: the job is withdrawn
+                locker.execute("ROLLBACK")  # the batch commits now
         finally:
             locker.close()
         stats = pub.statistics()
-        assert (stats.submitted, stats.buffer_depth) == (0, 0)
-    assert pub.statistics().kept == 0
-    assert outbox_rows(outbox) == 0
+        assert (stats.submitted, stats.buffer_depth) == (1, 1)
+    assert pub.statistics().kept == 1
+    assert outbox_rows(outbox) == 1
+
+
+async def test_an_application_database_larger_than_the_buffer_is_fine(
+    broker_url: str, queue: str, tmp_path: Path, metrics: Metrics
+) -> None:
+    """The outbox shares its file with the application's tables (the api's messages): a
+    limit on the file would turn the application's own growth into refused jobs."""
+    outbox = tmp_path / "app.sqlite3"
+    app = sqlite3.connect(outbox)
+    app.execute("CREATE TABLE blobs (b BLOB)")
+    app.executemany("INSERT INTO blobs VALUES (?)", [(b"x" * 100_000,)] * 40)  # ~4 MB
+    app.commit()
+    app.close()
+    config = _config(broker_url, outbox, max_job_bytes=1024, buffer_max_bytes=1024 * 1024)
+    async with Publisher(config, metrics=metrics, name="big") as pub:
+        await pub.publish(b"fits", routing_key=queue)
+    assert pub.statistics().confirmed == 1
+
+
+async def test_a_bug_in_the_writer_fails_its_batch_instead_of_hanging_it(
+    broker_url: str, queue: str, tmp_path: Path, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything but an SQLite error escaping a commit (a bug) still answers the batch's
+    writers, and the publisher fails loudly; before, they waited forever."""
+    from warren._outbox import Outbox
+
+    def broken(self: Outbox, batch: object, deletes: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    outbox = tmp_path / "outbox.sqlite3"
+    monkeypatch.setattr(Outbox, "_commit", broken)  # opening does not commit
+    with anyio.fail_after(20), pytest.raises(BaseException) as info:  # noqa: PT011
+        async with Publisher(_config(broker_url, outbox), metrics=metrics, name="bug") as pub:
+            await pub.enqueue(b"x", routing_key=queue)
+    assert not isinstance(info.value, TimeoutError), "the batch was never answered"
+    assert "a bug in the writer" in repr(info.value) or isinstance(info.value, BaseExceptionGroup)
