@@ -366,6 +366,34 @@ async def test_nacked_jobs_are_sent_again_with_backoff_until_accepted(
         broker.delete_queue(name)
 
 
+@pytest.mark.timeout(60)
+async def test_a_channel_that_only_nacks_is_replaced(
+    broker_url: str, broker: Broker, metrics: Metrics
+) -> None:
+    """A channel that answers nothing but nacks for 5 s is given up for a fresh connection.
+    Seen on a cluster: a RabbitMQ 3.10 channel that first published to a quorum queue while
+    its leader was failing over nacked every publish for as long as it lived (a new
+    channel on the same node was fine), and the publisher re-sent into it forever. Here a
+    full reject-publish queue nacks in the same way; the jobs wait, then land once."""
+    name = f"warren.test.nackloop.{anyio.get_current_task().id}"
+    broker.delete_queue(name)
+    broker.declare_queue(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    try:
+        async with Publisher(config(broker_url), metrics=metrics, name="nackloop") as pub:
+            ids = {pub.submit({"seq": i}, routing_key=name) for i in range(5)}
+            await wait_until(lambda: pub.statistics().reconnects >= 1, within=20)
+            assert "nacked" in (pub.statistics().last_error or "")
+            assert pub.statistics().buffer_depth == 4  # nothing given up on
+            got = await anyio.to_thread.run_sync(lambda: broker.drain(name, expect=1))
+            while len(got.ids) < 5:
+                more = await anyio.to_thread.run_sync(lambda: broker.drain(name, expect=1))
+                got.ids.update(more.ids)
+            await pub.wait_flushed()
+        assert set(got.ids) == ids and max(got.ids.values()) == 1
+    finally:
+        broker.delete_queue(name)
+
+
 async def test_url_list_rotates_to_a_live_node(
     broker_url: str, broker: Broker, queue_name: str, metrics: Metrics
 ) -> None:

@@ -18,6 +18,7 @@ LossKind = Literal[
     "heartbeat_timeout",  # pika's own heartbeat checker fired
     "dead_link",  # Warren's watchdog: no bytes from the broker for 2 x heartbeat
     "confirm_timeout",  # a publish stayed unconfirmed too long
+    "nacked",  # the channel answered nothing but nacks for a while: a fresh one is tried
     "channel_closed",  # the broker closed our channel; we drop the connection with it
     "consumer_cancelled",  # the broker cancelled our consumer (basic.cancel: queue deleted)
     "unknown",  # closed with no reason given: still a loss

@@ -10,7 +10,10 @@ are translated.
 
 Dead links are found without waiting for TCP: a watchdog declares the connection dead when no
 byte arrived for 2 x heartbeat (the broker sends one every heartbeat / 2), or when a publish
-stayed unconfirmed for ``confirm_timeout`` while the broker was not blocking us.
+stayed unconfirmed for ``confirm_timeout`` while the broker was not blocking us. A channel
+that has answered nothing but nacks for ``NACKED_FOR`` seconds is given up too: on a cluster, a
+RabbitMQ 3.10 channel that first published to a quorum queue during its leader's failover nacks
+every publish for as long as it lives, while a fresh one on the same node works.
 ``TCP_USER_TIMEOUT`` and keepalive bound what the kernel does on its own.
 """
 
@@ -57,6 +60,7 @@ log = logging.getLogger("warren.amqp")
 
 Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
+NACKED_FOR = 5.0  # seconds of nothing but nacks before the channel is given up
 _TOPOLOGY_REFUSED = (404, 406)  # NOT_FOUND (passive), PRECONDITION_FAILED (other arguments)
 
 
@@ -191,6 +195,7 @@ class PikaSession:
         self._returned: dict[int, tuple[int, str]] = {}  # delivery tag -> reply
         self._rx_bytes = -1
         self._rx_at = 0.0
+        self._nacked_since: float | None = None  # first nack with no ack after it
 
     # -- called from other threads -------------------------------------------------------
 
@@ -475,7 +480,9 @@ class PikaSession:
             for t, _ in pairs or ():
                 self._returned.pop(t, None)
             self._emit(Nacked(self._session, tuple(settled)))
+            self._after_nack()
             return
+        self._nacked_since = None
         if pairs is not None:
             confirmed = []
             for t, job in pairs:
@@ -486,6 +493,15 @@ class PikaSession:
                     self._emit(Returned(self._session, job, reply[0], reply[1]))
             settled = confirmed
         self._emit(Confirmed(self._session, tuple(settled)))
+
+    def _after_nack(self) -> None:
+        now = time.monotonic()
+        if self._nacked_since is None:
+            self._nacked_since = now
+        elif now - self._nacked_since >= NACKED_FOR:
+            self._conn._terminate_stream(
+                _WatchdogAbort("nacked", f"only nacks from this channel for {NACKED_FOR:.0f}s")
+            )
 
     def _pump(self) -> None:
         """Publish queued jobs while fewer than ``max_in_flight`` await confirmation.
