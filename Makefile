@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench chaos clean tree sysdeps
+.PHONY: test lint typecheck unit cluster-test demo bench chaos clean tree sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -49,11 +49,17 @@ typecheck: tree
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
 unit: tree
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/coverage run -m pytest -m "not cluster" $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
 	  report=$$?; [ $$status -eq 0 ] && exit $$report || exit $$status
 
 test: sysdeps lint typecheck unit
+
+# Failover on a throwaway three-node cluster (tests marked cluster): a few minutes, so apart
+# from make test; .ci/run runs both. Needs rabbitmq-server installed; the kernel-level
+# partition needs root (as in make test).
+cluster-test: sysdeps tree
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 demo: tree
 	$(BIN)/warren run demo-publisher

@@ -3,7 +3,8 @@
 - A fault proxy with Toxiproxy's HTTP API (``FaultProxyServer``, ``fault_proxy_in_thread``,
   ``warren proxy``) and a client for it or a real Toxiproxy (``ToxiproxyClient``).
 - ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
-- ``RabbitNode``: a throwaway RabbitMQ node for destructive tests.
+- ``RabbitNode``: a throwaway RabbitMQ node for destructive tests; ``RabbitCluster``: several
+  of them joined into one cluster (quorum queues, failover, partitions).
 - A pytest plugin with fixtures for all of these (``warren.testing.pytest_plugin``).
 """
 
@@ -19,13 +20,16 @@ from ._client import (
 )
 from ._proxy_api import FaultProxyServer
 from ._proxy_api import run_in_thread as fault_proxy_in_thread
+from ._rabbit_cluster import NodePlacement, RabbitCluster
 from ._rabbit_node import RabbitNode, RabbitNodeError
 
 __all__ = [
     "AsyncToxiproxyClient",
     "FaultProxyServer",
+    "NodePlacement",
     "ProxyHandle",
     "ProxyInfo",
+    "RabbitCluster",
     "RabbitNode",
     "RabbitNodeError",
     "ToxiproxyClient",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Self, final
 from .._exceptions import WarrenError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
 _BIN_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin", "/opt/rabbitmq/sbin")
@@ -54,13 +55,26 @@ class RabbitNode:
     Args:
         host: the address its AMQP listener binds (loopback by default).
         amqp_port: the AMQP port; a free one by default. Kept across ``restart()``.
+        netns: run inside this network namespace (``ip netns exec``).
+        cookie: the Erlang cookie (nodes of one cluster share it); a fresh one by default.
+        node_host: the host part of its node name (must resolve where the node runs).
+        config: extra ``rabbitmq.conf`` lines.
+        advanced_config: the ``advanced.config`` Erlang terms, for what rabbitmq.conf lacks.
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", amqp_port: int | None = None, netns: str | None = None
+        self,
+        *,
+        host: str = "127.0.0.1",
+        amqp_port: int | None = None,
+        netns: str | None = None,
+        cookie: str | None = None,
+        node_host: str = "localhost",
+        config: Sequence[str] = (),
+        advanced_config: str | None = None,
     ) -> None:
         self.host = host
-        self.netns = netns  # run inside this network namespace (``ip netns exec``)
+        self.netns = netns
         if netns is not None:
             # a fresh namespace has every port free; its loopback is its own
             self.amqp_port = amqp_port or 5672
@@ -68,12 +82,21 @@ class RabbitNode:
         else:
             self.amqp_port = amqp_port or _free_port(host)
             self.dist_port = _free_port("127.0.0.1")
-        self.name = f"warren-{uuid.uuid4().hex[:10]}@localhost"
+        self.name = f"warren-{uuid.uuid4().hex[:10]}@{node_host}"
         self._dir = Path(tempfile.mkdtemp(prefix="warren-rabbit-"))
         self._proc: subprocess.Popen[bytes] | None = None
-        (self._dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = {host}:{self.amqp_port}\nloopback_users = none\n"
-        )
+        lines = [f"listeners.tcp.default = {host}:{self.amqp_port}", "loopback_users = none"]
+        (self._dir / "rabbitmq.conf").write_text("\n".join([*lines, *config, ""]))
+        (self._dir / "advanced.config").write_text(advanced_config or "[].\n")
+        # Debian's /etc/rabbitmq/rabbitmq-env.conf binds Erlang distribution to loopback: right
+        # for a node named @localhost, but one named after its own host in a namespace (private
+        # to it) must be reachable by its peers at that address, so it gets an empty one
+        self._own_env_conf = netns is not None and node_host != "localhost"
+        (self._dir / "rabbitmq-env.conf").write_text("")
+        if cookie is not None:  # nodes that share a cookie can form a cluster
+            path = self._dir / ".erlang.cookie"
+            path.write_text(cookie)
+            path.chmod(0o400)
         (self._dir / "enabled_plugins").write_text("[].\n")
 
     @property
@@ -96,6 +119,12 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": str(d / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(d / "pid"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+            **(
+                {"RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf")}
+                if self._own_env_conf
+                else {}
+            ),
         }
 
     def start(self, timeout: float = 90) -> None:
@@ -103,6 +132,10 @@ class RabbitNode:
         if self._proc is not None and self._proc.poll() is None:
             return
         (self._dir / "pid").unlink(missing_ok=True)
+        if self._own_env_conf:
+            # the node's own start-up check may run before it has started epmd there
+            subprocess.run([*self._prefix(), _find_bin("epmd"), "-daemon"], env=self._env(),
+                           capture_output=True, timeout=30, check=False)  # fmt: skip
         log = (self._dir / "server.out").open("ab")
         self._proc = subprocess.Popen(
             [*self._prefix(), _find_bin("rabbitmq-server")],
@@ -156,6 +189,15 @@ class RabbitNode:
             self.ctl("set_vm_memory_high_watermark", "absolute", "1")
         else:
             self.ctl("set_vm_memory_high_watermark", "0.4")
+
+    @property
+    def running(self) -> bool:
+        """Whether its process runs (started and neither stopped nor killed)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9`` the node: no goodbye to its clients or its cluster peers."""
+        self._kill()
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

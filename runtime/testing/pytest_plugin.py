@@ -9,6 +9,8 @@ Fixtures for testing your own workers against partitions:
 - ``rabbit_proxy``: a fresh proxy in front of the broker; a ``ProxiedBroker`` with the AMQP
   ``url`` that goes through it and the ``proxy`` to inject faults on.
 - ``rabbit_node``: a throwaway RabbitMQ node (session-scoped) for destructive tests.
+- ``rabbit_cluster``: a throwaway three-node cluster (session-scoped) with a fault proxy in
+  front of each node; a ``ProxiedCluster``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from ._client import ProxyHandle, ToxiproxyClient
 from ._proxy_api import run_in_thread
+from ._rabbit_cluster import RabbitCluster
 from ._rabbit_node import RabbitNode
 
 if TYPE_CHECKING:
@@ -39,6 +42,32 @@ class ProxiedBroker:
     url: str  # AMQP URL through the proxy: give this to the worker under test
     direct_url: str  # straight to the broker: for the test's own independent checks
     proxy: ProxyHandle
+
+
+@dataclass(frozen=True)
+class ProxiedCluster:
+    """A throwaway cluster with a fault proxy in front of each node (in node order)."""
+
+    cluster: RabbitCluster
+    proxies: list[ProxyHandle]
+
+    @property
+    def urls(self) -> list[str]:
+        """AMQP URLs through the proxies: give these to the worker under test."""
+        return [p.amqp_url() for p in self.proxies]
+
+    @property
+    def direct_urls(self) -> list[str]:
+        """Straight to the nodes: for the test's own independent checks."""
+        return self.cluster.urls
+
+    def index_of(self, address: str) -> int:
+        """Which node (its index) a proxy or node address (``host:port``) leads to; a
+        worker's ``statistics().node`` is such an address."""
+        for i, proxy in enumerate(self.proxies):
+            if address == f"{proxy.host}:{proxy.port}":
+                return i
+        return self.cluster.nodes.index(self.cluster.node_at(address))
 
 
 def _answers(host: str, port: int) -> bool:
@@ -95,3 +124,18 @@ def rabbit_proxy(
 def rabbit_node() -> Iterator[RabbitNode]:
     with RabbitNode() as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(fault_proxy_server: ToxiproxyClient) -> Iterator[ProxiedCluster]:
+    with RabbitCluster() as cluster:
+        names = [f"cluster-{uuid.uuid4().hex[:8]}" for _ in cluster.nodes]
+        proxies = []
+        for name, node in zip(names, cluster.nodes, strict=True):
+            info = fault_proxy_server.create_proxy(name, f"{node.host}:{node.amqp_port}")
+            proxies.append(ProxyHandle(fault_proxy_server, name, "127.0.0.1", info.port))
+        try:
+            yield ProxiedCluster(cluster, proxies)
+        finally:
+            for name in names:
+                fault_proxy_server.delete_proxy(name)

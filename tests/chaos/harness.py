@@ -32,9 +32,12 @@ FLUSH_WITHIN = 15.0  # after the fault ends, the buffer is empty within this
 class DirectConsumer:
     """Counts message ids on a queue over its own connection (reconnecting), in a thread."""
 
-    def __init__(self, url: str, queue: str) -> None:
-        self.url = url
+    def __init__(
+        self, url: str | list[str], queue: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else url  # tried in turn (a cluster's nodes)
         self.queue = queue
+        self.arguments = arguments
         self.ids: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -54,13 +57,16 @@ class DirectConsumer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                conn = pika.BlockingConnection(pika.URLParameters(self.url))
+                params = [pika.URLParameters(u) for u in self.urls]
+                for p in params:
+                    p.connection_attempts, p.socket_timeout, p.blocked_connection_timeout = 1, 2, 5
+                conn = pika.BlockingConnection(params)
             except pika.exceptions.AMQPError:
                 time.sleep(0.2)
                 continue
             try:
                 ch = conn.channel()
-                ch.queue_declare(self.queue, durable=True)
+                ch.queue_declare(self.queue, durable=True, arguments=self.arguments)
                 # manual acks: with auto-ack, what a broker restart catches on its way to
                 # this socket is gone, and the harness would report Warren's loss
                 for method, props, _body in ch.consume(self.queue, inactivity_timeout=0.1):
@@ -119,7 +125,15 @@ class Outcome:
 class Chaos:
     """One scenario: publisher through ``url``, load, sampler, consumer on ``direct_url``."""
 
-    def __init__(self, url: str, direct_url: str, queue: str, **config: Any) -> None:
+    def __init__(
+        self,
+        url: str | list[str],
+        direct_url: str | list[str],
+        queue: str,
+        *,
+        queue_arguments: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> None:
         config.setdefault("heartbeat", HEARTBEAT)
         config.setdefault("backoff_base", 0.1)
         config.setdefault("backoff_cap", 1.0)
@@ -127,7 +141,8 @@ class Chaos:
         self.config = PublisherConfig(urls=url, **config)
         self.registry = CollectorRegistry()
         self.queue = queue
-        self.consumer = DirectConsumer(direct_url, queue)
+        self.queue_arguments = queue_arguments
+        self.consumer = DirectConsumer(direct_url, queue, queue_arguments)
         self.outcome = Outcome()
         self.pub: Publisher | None = None
         self._fault_started: float | None = None
@@ -140,7 +155,9 @@ class Chaos:
     @asynccontextmanager
     async def running(self, *, rate: float = 200.0) -> AsyncIterator[Publisher]:
         """Publisher + load + sampler; on exit: stop load, flush, collect the outcome."""
-        topo = Topology(queues=(Queue(name=self.queue, durable=True),))
+        topo = Topology(
+            queues=(Queue(name=self.queue, durable=True, arguments=self.queue_arguments),)
+        )
         self.consumer.start()
         try:
             async with Publisher(self.config, metrics=Metrics(self.registry), name="chaos",
