@@ -7,6 +7,7 @@
 3. Memory per buffered 256-byte job while the broker is unreachable (100,000 jobs).
 4. Consumer throughput: pre-filled messages drained with a no-op handler, prefetch 100.
 5. API ``POST /messages`` latency, broker link up vs silently blackholed.
+6. A three-node cluster with a quorum queue: publish and consume, Warren vs raw pika.
 
 Writes the table to docs/benchmarks.md (``--no-write`` to skip).
 """
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import api_latency, consume, memory, publish, select_overhead
+from bench import api_latency, cluster, consume, memory, publish, select_overhead
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--cluster-messages", type=int, default=10_000)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
@@ -67,6 +69,7 @@ def main() -> int:
     cmed = {name: statistics.median(v) for name, v in consume_rates.items()}
     c_pika, c_aio = cmed["warren"] / cmed["pika"], cmed["warren"] / cmed["aio-pika"]
 
+    clu = cluster.measure(args.cluster_messages, args.size, 3)
     sel = select_overhead.measure()
     mem = memory.measure(100_000, args.size)
     recovery = publish.outbox_recovery(100_000, args.size)
@@ -112,6 +115,19 @@ def main() -> int:
         f"| aio-pika queue iterator | {cmed['aio-pika']:,.0f} msgs/s | |",
         f"| **Warren consumer / raw pika** | **{c_pika:.2f}x** | >= 1.0x |",
         f"| **Warren consumer / aio-pika** | **{c_aio:.2f}x** | >= 2x |",
+    ]
+    cp, cc = clu.publish, clu.consume
+    lines += [
+        f"| 3-node cluster, quorum queue: Warren publisher, confirms | {cp['warren']:,.0f} msgs/s"
+        " | |",
+        f"| 3-node cluster, quorum queue: raw pika, pipelined confirms | {cp['pika']:,.0f} msgs/s"
+        " | |",
+        f"| **cluster publish: Warren / raw pika** | **{cp['warren'] / cp['pika']:.2f}x** "
+        "| >= 0.9x |",
+        f"| 3-node cluster, quorum queue: Warren consumer | {cc['warren']:,.0f} msgs/s | |",
+        f"| 3-node cluster, quorum queue: raw pika consumer | {cc['pika']:,.0f} msgs/s | |",
+        f"| **cluster consume: Warren / raw pika** | **{cc['warren'] / cc['pika']:.2f}x** "
+        "| >= 1.0x |",
     ]
     for backend, (bare, sel_ns) in sel.items():
         lines.append(
@@ -180,6 +196,11 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "all.\n\n"
         "Consumer: a queue pre-filled with the same messages, drained with a no-op handler, "
         "prefetch 100, every message acked; Warren with `concurrency` 100.\n\n"
+        "Cluster: a throwaway three-node cluster on this machine (the test kit's "
+        "`RabbitCluster`), a quorum queue led by the node both clients connect to, "
+        f"{args.cluster_messages:,} messages per round, median of 3 interleaved rounds; the "
+        "same publish and consume runs as above (a confirm now means replicated to a "
+        "majority). Three nodes share the machine's cores with the clients.\n\n"
         "select overhead: 200,000 items through a memory stream, `select(jobs=rx, events=ev)` "
         "(two cases, like the worker loop) vs `await rx.receive()`.\n\n"
         "Memory: tracemalloc delta after submitting 100,000 jobs to a Publisher whose broker "

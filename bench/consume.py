@@ -19,14 +19,14 @@ PREFETCH = 100
 QUEUE = "warren.bench.consume"
 
 
-def fill(n: int, size: int) -> None:
+def fill(n: int, size: int, *, url: str = URL, quorum: bool = False) -> None:
     """A fresh queue (a new name each round) holding ``n`` messages."""
     global QUEUE
-    cleanup()
+    cleanup(url)
     QUEUE = f"warren.bench.consume.{uuid.uuid4().hex[:6]}"
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+    conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
-    ch.queue_declare(QUEUE, durable=True)
+    ch.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"} if quorum else None)
     body = b"x" * size
     props = pika.BasicProperties(delivery_mode=2)
     for i in range(n):
@@ -40,8 +40,8 @@ def fill(n: int, size: int) -> None:
     conn.close()
 
 
-def cleanup() -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+def cleanup(url: str = URL) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     suffixes = ("", ".dlq", *(f".retry.{ms}ms" for ms in (1000, 2000, 4000, 8000)))
     for suffix in suffixes:
@@ -49,7 +49,7 @@ def cleanup() -> None:
     conn.close()
 
 
-def warren(n: int) -> float:
+def warren(n: int, *, url: str = URL, quorum: bool = False) -> float:
     async def run() -> float:
         done = anyio.Event()
         count = 0
@@ -60,7 +60,8 @@ def warren(n: int) -> float:
             if count == n:
                 done.set()
 
-        config = ConsumerConfig(urls=URL, queue=QUEUE, prefetch=PREFETCH, concurrency=PREFETCH)
+        config = ConsumerConfig(urls=url, queue=QUEUE, prefetch=PREFETCH, concurrency=PREFETCH,
+                                queue_type="quorum" if quorum else "classic")  # fmt: skip
         async with Consumer(config, noop, metrics=Metrics(CollectorRegistry())) as consumer:
             await consumer.wait_connected()
             start = time.perf_counter()
@@ -72,8 +73,8 @@ def warren(n: int) -> float:
     return anyio.run(run)
 
 
-def raw_pika(n: int) -> float:
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+def raw_pika(n: int, *, url: str = URL) -> float:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=PREFETCH)
     state = {"count": 0}

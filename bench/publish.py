@@ -18,6 +18,7 @@ from warren import Metrics, OutboxSync, Publisher, PublisherConfig, Queue, Topol
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 QUEUE = "warren.bench"
 WINDOW = 1000
+QUORUM = {"x-queue-type": "quorum"}
 
 
 def purge(queue: str) -> None:
@@ -28,17 +29,18 @@ def purge(queue: str) -> None:
     conn.close()
 
 
-def warren(n: int, size: int) -> float:
+def warren(n: int, size: int, *, url: str = URL, queue: str = QUEUE, quorum: bool = False) -> float:
     body = b"x" * size
 
     async def run() -> float:
-        cfg = PublisherConfig(urls=URL, max_in_flight=WINDOW)
-        topo = Topology(queues=(Queue(name=QUEUE, durable=False),))
+        cfg = PublisherConfig(urls=url, max_in_flight=WINDOW)
+        declared = Queue(name=queue, durable=quorum, arguments=QUORUM if quorum else None)
+        topo = Topology(queues=(declared,))
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:
             await pub.wait_connected()
             start = time.perf_counter()
             for _ in range(n):
-                await pub.enqueue(body, routing_key=QUEUE)
+                await pub.enqueue(body, routing_key=queue)
             await pub.wait_flushed()
             elapsed = time.perf_counter() - start
             assert pub.statistics().confirmed == n
@@ -129,9 +131,9 @@ def outbox_recovery(n: int, size: int) -> float:
     return took
 
 
-def raw_pika(n: int, size: int) -> float:
+def raw_pika(n: int, size: int, *, url: str = URL, queue: str = QUEUE) -> float:
     """Raw pika sending what Warren sends: a message_id per message, mandatory flag."""
-    return _raw_pika(n, size, same_message=True)
+    return _raw_pika(n, size, same_message=True, url=url, queue=queue)
 
 
 def raw_pika_minimal(n: int, size: int) -> float:
@@ -139,7 +141,9 @@ def raw_pika_minimal(n: int, size: int) -> float:
     return _raw_pika(n, size, same_message=False)
 
 
-def _raw_pika(n: int, size: int, *, same_message: bool) -> float:
+def _raw_pika(
+    n: int, size: int, *, same_message: bool, url: str = URL, queue: str = QUEUE
+) -> float:
     body = b"x" * size
     shared = pika.BasicProperties(delivery_mode=2)
     state: dict[str, Any] = {"sent": 0, "acked": 0, "start": 0.0, "end": 0.0}
@@ -164,9 +168,9 @@ def _raw_pika(n: int, size: int, *, same_message: bool) -> float:
                     delivery_mode=2,
                     content_type="application/octet-stream",
                 )
-                ch.basic_publish("", QUEUE, body, props, mandatory=True)
+                ch.basic_publish("", queue, body, props, mandatory=True)
             else:
-                ch.basic_publish("", QUEUE, body, shared)
+                ch.basic_publish("", queue, body, shared)
             state["sent"] += 1
 
     def on_ack(frame: Any) -> None:
@@ -179,7 +183,7 @@ def _raw_pika(n: int, size: int, *, same_message: bool) -> float:
             fill()
 
     conn = pika.SelectConnection(
-        pika.URLParameters(URL),
+        pika.URLParameters(url),
         on_open_callback=on_open,
         on_close_callback=lambda c, _r: c.ioloop.stop(),
     )
