@@ -55,33 +55,46 @@ class DirectConsumer:
             return Counter(self.ids)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                params = [pika.URLParameters(u) for u in self.urls]
-                for p in params:
-                    p.connection_attempts, p.socket_timeout, p.blocked_connection_timeout = 1, 2, 5
-                conn = pika.BlockingConnection(params)
-            except pika.exceptions.AMQPError:
-                time.sleep(0.2)
-                continue
-            try:
-                ch = conn.channel()
-                ch.queue_declare(self.queue, durable=True, arguments=self.arguments)
-                # manual acks: with auto-ack, what a broker restart catches on its way to
-                # this socket is gone, and the harness would report Warren's loss
-                for method, props, _body in ch.consume(self.queue, inactivity_timeout=0.1):
-                    if self._stop.is_set():
-                        break
-                    if method is not None:
-                        with self._lock:
-                            self.ids[str(props.message_id)] += 1
-                        ch.basic_ack(method.delivery_tag)
-            except pika.exceptions.AMQPError:
-                time.sleep(0.2)
-            finally:
-                if conn.is_open:
-                    with contextlib.suppress(pika.exceptions.AMQPError):
-                        conn.close()
+        run_reconnecting(self.urls, self._stop, self._consume)
+
+    def _consume(self, ch: Any) -> None:
+        ch.queue_declare(self.queue, durable=True, arguments=self.arguments)
+        # manual acks: with auto-ack, what a broker restart catches on its way to this
+        # socket is gone, and the harness would report Warren's loss
+        for method, props, _body in ch.consume(self.queue, inactivity_timeout=0.1):
+            if self._stop.is_set():
+                break
+            if method is not None:
+                with self._lock:
+                    self.ids[str(props.message_id)] += 1
+                ch.basic_ack(method.delivery_tag)
+
+
+def connect(urls: list[str]) -> pika.BlockingConnection:
+    """A blocking connection to the first of ``urls`` that answers (a cluster's nodes)."""
+    params = [pika.URLParameters(u) for u in urls]
+    for p in params:
+        p.connection_attempts, p.socket_timeout, p.blocked_connection_timeout = 1, 2, 5
+    return pika.BlockingConnection(params)
+
+
+def run_reconnecting(urls: list[str], stop: threading.Event, session: Any) -> None:
+    """``session(channel)`` on a connection to one of ``urls``, again on a new connection
+    whenever one fails, until ``stop`` is set: a test's own independent client."""
+    while not stop.is_set():
+        try:
+            conn = connect(urls)
+        except pika.exceptions.AMQPError:
+            time.sleep(0.2)
+            continue
+        try:
+            session(conn.channel())
+        except pika.exceptions.AMQPError:
+            time.sleep(0.2)
+        finally:
+            if conn.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError):
+                    conn.close()
 
 
 @dataclass

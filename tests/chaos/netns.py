@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import uuid
 
+import pytest
+
 
 def missing_requirements() -> str | None:
     """Why kernel-level partitions cannot run here, or None if they can."""
@@ -21,6 +23,15 @@ def missing_requirements() -> str | None:
         if shutil.which(tool) is None:
             return f"needs {tool!r} (apt-get install iproute2 nftables)"
     return None
+
+
+def require_kernel_partitions() -> None:
+    """Skip the calling test where kernel-level partitions cannot run; in CI, fail it."""
+    why = missing_requirements()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"kernel-level partition tests must run in CI: {why}")
+        pytest.skip(f"kernel-level partition tests skipped: {why}")
 
 
 def _run(*cmd: str, check: bool = True) -> None:

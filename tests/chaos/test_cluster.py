@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -23,8 +22,8 @@ import pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
-from tests.chaos.netns import BridgedNamespaces, missing_requirements
+from tests.chaos.harness import DETECT_WITHIN, Chaos, connect, run_reconnecting, wait_for
+from tests.chaos.netns import BridgedNamespaces, require_kernel_partitions
 from warren import (
     Consumer,
     ConsumerConfig,
@@ -80,15 +79,8 @@ def _delete_queues_named(cluster: RabbitCluster, prefix: str) -> None:
         _delete_queues(cluster.urls, *names)
 
 
-def _connect(urls: list[str]) -> pika.BlockingConnection:
-    params = [pika.URLParameters(u) for u in urls]
-    for p in params:
-        p.connection_attempts, p.socket_timeout = 1, 2
-    return pika.BlockingConnection(params)
-
-
 def _delete_queues(urls: list[str], *names: str) -> None:
-    conn = _connect(urls)
+    conn = connect(urls)
     try:
         ch = conn.channel()
         for name in names:
@@ -205,7 +197,7 @@ def _drain_ids(urls: list[str], queue: str, expect: int, within: float = 60) -> 
     deadline = time.monotonic() + within
     while len(got) < expect and time.monotonic() < deadline:
         with contextlib.suppress(pika.exceptions.AMQPError):
-            conn = _connect(urls)
+            conn = connect(urls)
             try:
                 ch = conn.channel()
                 for method, props, _ in ch.consume(queue, inactivity_timeout=2):
@@ -219,6 +211,36 @@ def _drain_ids(urls: list[str], queue: str, expect: int, within: float = 60) -> 
                 if conn.is_open:
                     conn.close()
     return got
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_publishers_keep_going_when_the_quorum_leader_moves(
+    cluster: ProxiedCluster, queue: str, anyio_backend: str
+) -> None:
+    """The publisher's own node stays up (it knows no other); the queue's leader, on
+    another node, is stopped under load. Confirms resume once a new leader is elected."""
+    _declare_quorum(cluster, queue)  # the leader: node 0
+    leader = cluster.cluster.leader_of(queue)
+    chaos = Chaos([cluster.urls[1]], cluster.direct_urls[1:], queue, queue_arguments=QUORUM,
+                  **FAST)  # fmt: skip
+    async with chaos.running(rate=100) as pub:
+        await pub.wait_connected()
+        await anyio.sleep(0.5)
+        async with chaos.fault():
+            await anyio.to_thread.run_sync(leader.stop)
+            confirmed = pub.statistics().confirmed
+            await wait_for(lambda: pub.statistics().confirmed >= confirmed + 100, within=20)
+    chaos.outcome.check(reconnect=False, detect=False)
+    assert chaos.outcome.stats.reconnects == 0  # its channel lived through the election
+    assert cluster.cluster.leader_of(queue) is not leader
+
+
+def _declare_quorum(cluster: ProxiedCluster, queue: str) -> None:
+    """Declare ``queue`` through node 0, which makes node 0 its leader."""
+    conn = connect(cluster.direct_urls[:1])
+    conn.channel().queue_declare(queue, durable=True, arguments=QUORUM)
+    conn.close()
+    assert cluster.cluster.leader_of(queue) is cluster.cluster.nodes[0]
 
 
 # -- consumer ----------------------------------------------------------------------------
@@ -243,29 +265,16 @@ class _Producer:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        seq = 0
+        run_reconnecting(self.urls, self._stop, self._publish)
+
+    def _publish(self, ch: Any) -> None:
+        ch.confirm_delivery()
         while not self._stop.is_set():
-            try:
-                conn = _connect(self.urls)
-            except pika.exceptions.AMQPError:
-                time.sleep(0.2)
-                continue
-            try:
-                ch = conn.channel()
-                ch.confirm_delivery()
-                while not self._stop.is_set():
-                    mid = f"c{seq}"
-                    props = pika.BasicProperties(message_id=mid, delivery_mode=2)
-                    ch.basic_publish("", self.queue, f"{seq}".encode(), props, mandatory=True)
-                    self.confirmed.append(mid)
-                    seq += 1
-                    time.sleep(self.interval)
-            except pika.exceptions.AMQPError:
-                time.sleep(0.2)
-            finally:
-                if conn.is_open:
-                    with contextlib.suppress(pika.exceptions.AMQPError):
-                        conn.close()
+            mid = f"c{len(self.confirmed)}"
+            props = pika.BasicProperties(message_id=mid, delivery_mode=2)
+            ch.basic_publish("", self.queue, mid.encode(), props, mandatory=True)
+            self.confirmed.append(mid)
+            time.sleep(self.interval)
 
 
 def _consumer_config(urls: list[str], queue: str) -> ConsumerConfig:
@@ -327,11 +336,8 @@ async def test_consumers_keep_going_when_the_quorum_leader_moves(
 ) -> None:
     """The consumer's own node stays up; the queue's leader (elsewhere) is stopped. A new
     leader is elected among the two left and deliveries go on."""
-    conn = _connect(cluster.direct_urls[:1])
-    conn.channel().queue_declare(queue, durable=True, arguments=QUORUM)  # leader: node 0
-    conn.close()
-    leader = cluster.cluster.leader_of(queue)
-    assert leader is cluster.cluster.nodes[0]
+    _declare_quorum(cluster, queue)
+    leader = cluster.cluster.nodes[0]
     # the consumer only knows node 1: it cannot be the one that moves
     urls = [cluster.urls[1]]
 
@@ -349,11 +355,7 @@ async def test_consumers_keep_going_when_the_quorum_leader_moves(
 
 @pytest.fixture(scope="module")
 def netns_cluster() -> Iterator[tuple[BridgedNamespaces, RabbitCluster]]:
-    why = missing_requirements()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"kernel-level partition tests must run in CI: {why}")
-        pytest.skip(f"kernel-level partition tests skipped: {why}")
+    require_kernel_partitions()
     lan = BridgedNamespaces(3)
     lan.open()
     try:

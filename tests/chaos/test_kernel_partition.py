@@ -4,7 +4,6 @@ cut by an nftables DROP rule or by deleting and re-creating the veth (the closes
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import TYPE_CHECKING
 
@@ -12,7 +11,7 @@ import anyio
 import pytest
 
 from tests.chaos.harness import DETECT_WITHIN, Chaos, wait_for
-from tests.chaos.netns import VethLink, missing_requirements
+from tests.chaos.netns import VethLink, require_kernel_partitions
 from warren.testing import RabbitNode
 
 if TYPE_CHECKING:
@@ -23,11 +22,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def netns_broker() -> Iterator[tuple[VethLink, RabbitNode]]:
-    why = missing_requirements()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"kernel-level partition tests must run in CI: {why}")
-        pytest.skip(f"kernel-level partition tests skipped: {why}")
+    require_kernel_partitions()
     link = VethLink()
     link.open()
     try:
