@@ -267,3 +267,31 @@ async def test_stop_in_the_middle_of_the_handshake_is_quiet_and_bounded(
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert not errors, errors
         assert any("Closing connection (200)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_close_that_lands_before_the_declarations_is_not_a_pika_traceback() -> None:
+    """CI once showed pika's traceback from a clean exit 2: one worker's topology was
+    refused, the service began closing its other worker's connection, and that connection's
+    ``confirm.select-ok`` then arrived and Warren declared its topology on a channel already
+    closing (``ChannelWrongStateError`` raised inside pika's frame handler, logged with a
+    traceback, the connection aborted). A channel that is not open is left alone: its close
+    is already on its way."""
+    import pika.exceptions
+
+    from warren import PublisherConfig, Queue, Topology
+    from warren._amqp._thread import PikaSession
+
+    events: list[object] = []
+    session = PikaSession(session=1, url="amqp://127.0.0.1/", attempt=1,
+                          config=PublisherConfig(), topology=Topology(queues=(Queue(name="q"),)),
+                          emit=events.append, name="t")  # fmt: skip
+
+    class ClosingChannel:
+        is_open = False
+
+        def queue_declare(self, *args: object, **kwargs: object) -> None:
+            raise pika.exceptions.ChannelWrongStateError("Channel is closing.")
+
+    session._channel = ClosingChannel()
+    session._declare()  # the confirm.select-ok callback
+    assert events == []  # not announced as connected either

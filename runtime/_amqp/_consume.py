@@ -52,7 +52,9 @@ class Consuming:
         channel.add_on_cancel_callback(lambda _frame: self._on_cancelled())
 
         def consume(_frame: Any) -> None:
-            channel.basic_consume(self._spec.queue, self._on_message, callback=lambda _ok: then())
+            if channel.is_open:  # else it is closing (a stop, a refusal): its close follows
+                channel.basic_consume(self._spec.queue, self._on_message,
+                                      callback=lambda _ok: then())  # fmt: skip
 
         channel.basic_qos(prefetch_count=self._spec.prefetch, callback=consume)
 

@@ -417,6 +417,8 @@ class PikaSession:
         ]
 
         def step(_frame: Any = None) -> None:
+            if not ch.is_open:
+                return  # closing (we are stopping, or the broker refused): its close follows
             if steps:
                 steps.pop(0)(step)
             else:
