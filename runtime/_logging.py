@@ -159,8 +159,23 @@ def configure_logging(env: Mapping[str, str], stream: TextIO = sys.stderr) -> No
         raise ConfigError("WARREN_LOG_FORMAT", f"unknown format {fmt!r}; use text or json")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(_TEXT))
+    handler.addFilter(_PikaAsDebug(show=level == "DEBUG"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pika's own INFO/DEBUG chatter repeats what Warren reports as connection.* events
     logging.getLogger("pika").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+class _PikaAsDebug(logging.Filter):
+    """pika's own lines, whatever their level, are DEBUG: they repeat what Warren's
+    ``connection.*`` events say once (a refused connect is seven pika ERROR lines)."""
+
+    def __init__(self, *, show: bool) -> None:
+        super().__init__()
+        self._show = show
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "pika" and not record.name.startswith("pika."):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self._show

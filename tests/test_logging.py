@@ -101,6 +101,34 @@ def test_the_runner_logs_json_lines_end_to_end() -> None:
     assert bad.returncode == 2 and "WARREN_LOG_FORMAT" in bad.stderr
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_broker_that_is_down_is_one_line_per_attempt(fmt: str) -> None:
+    """pika logs four ERROR lines (and a traceback) of its own per failed connect; Warren's
+    ``connection.failed`` says it once. pika's lines show only at WARREN_LOG_LEVEL=DEBUG."""
+    env = {
+        "WARREN_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+        "WARREN_RECONNECT_MAX_ATTEMPTS": "3",
+        "WARREN_BACKOFF_BASE": "0.05",
+        "WARREN_LOG_FORMAT": fmt,
+    }
+    done = run_warren("run", "demo-publisher", env=env)
+    assert done.returncode == 3, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    if fmt == "json":
+        events = [json.loads(line)["event"] for line in lines]
+    else:
+        events = [line.split(" ", 5)[4] for line in lines]  # date time LEVEL logger event
+    assert events.count("connection.failed") == 3, done.stderr
+    assert "pika" not in done.stderr, done.stderr
+    assert len(lines) <= 3 + 3, done.stderr  # the attempts, and start / gave up / exit
+    debug = run_warren("run", "demo-publisher", env={**env, "WARREN_LOG_LEVEL": "DEBUG"})
+    pika_lines = [line for line in debug.stderr.splitlines() if "pika" in line]
+    assert pika_lines, debug.stderr
+    if fmt == "json":
+        levels = {json.loads(line)["level"] for line in pika_lines if line.startswith("{")}
+        assert levels == {"debug"}, levels
+
+
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_a_producer_chosen_value_cannot_forge_log_lines_or_fields(fmt: str) -> None:
