@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 MAX_TEXT = 10_000
 MAX_ADDRESS = 320  # an e-mail address's limit; "from" and "to" are addresses or user ids
 MAX_BODY = 64 * 1024  # the largest valid message is ~41 KB of JSON (UTF-8, escaped)
+MAX_DATA_KEYS = 32
+MAX_DATA_BYTES = 3_072  # FCM's payload limit is 4 KB, notification included
+_RESERVED_DATA = frozenset({"message_id", "warren_message_id", "from", "message_type",
+                            "collapse_key"})  # fmt: skip
 _FIELDS = ("from", "to", "text")
 _LIMITS = {"from": MAX_ADDRESS, "to": MAX_ADDRESS, "text": MAX_TEXT}
 _ADDR = "127.0.0.1:8080"
@@ -124,6 +128,26 @@ def _store_failed(exc: BaseException) -> Response:
     return JSONResponse({"error": "the message could not be stored; retry"}, status_code=503)
 
 
+def _data_problem(data: object) -> tuple[str, str] | None:
+    """Why the optional ``data`` payload cannot go to the provider, or None. FCM v1 takes
+    only string values (a number is refused there, after the push was accepted), caps the
+    payload at 4 KB, and reserves some keys; the ids are Warren's."""
+    if not isinstance(data, dict):
+        return "data", "an object of strings"
+    if len(data) > MAX_DATA_KEYS:
+        return "data", f"at most {MAX_DATA_KEYS} keys"
+    size = 0
+    for key, value in data.items():
+        if key in _RESERVED_DATA or key.startswith(("google.", "gcm.")) or not key:
+            return f"data.{key}", "a reserved key"
+        if not isinstance(value, str):
+            return f"data.{key}", "must be a string (FCM takes only string values)"
+        size += len(key.encode()) + len(value.encode())
+    if size > MAX_DATA_BYTES:
+        return "data", f"keys and values are at most {MAX_DATA_BYTES:,} bytes in all"
+    return None
+
+
 def _invalid(field: str, problem: str) -> Response:
     return JSONResponse({"error": f"{field}: {problem}", "field": field}, status_code=422)
 
@@ -157,6 +181,10 @@ def create_app(
                 return _invalid(field, "required, a non-empty string")
             if len(value) > _LIMITS[field]:
                 return _invalid(field, f"at most {_LIMITS[field]} characters")
+        data = doc.get("data", {})
+        refused = _data_problem(data)
+        if refused is not None:
+            return _invalid(*refused)
         message_id = uuid.uuid4().hex
         row = (message_id, doc["from"], doc["to"], doc["text"], time.time())
         job = {
@@ -164,7 +192,7 @@ def create_app(
             "to": doc["to"],
             "title": f"New message from {doc['from']}",
             "body": doc["text"][:200],
-            "data": {"message_id": message_id},
+            "data": {**data, "message_id": message_id},
         }
 
         def store_queued(db: sqlite3.Connection) -> None:

@@ -10,18 +10,26 @@ duplicates (``GET /received``), and injects failures on request (``POST /faults`
 from __future__ import annotations
 
 import random
+import secrets
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import anyio
+from google.auth import jwt as google_jwt
+from google.auth.exceptions import GoogleAuthError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from warren import Service, ServiceContext, Setting
+from warren import ConfigError, Service, ServiceContext, Setting
 from warren.services._http import bind_listener, serve_asgi
-from warren.services._settings import env_str
+from warren.services._settings import env_float, env_str
+from warren.services.fcm_auth import SCOPE
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -41,6 +49,7 @@ class Faults:
 class Recorder:
     delivered: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
+    data: dict[str, Any] = field(default_factory=dict)  # the last data payload per id
     faults: Faults = field(default_factory=Faults)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -52,10 +61,42 @@ class Recorder:
             "duplicates": total - len(self.delivered),
             "attempts": sum(self.attempts.values()),
             "ids": sorted(self.delivered),
+            "data": dict(self.data),
         }
 
 
-def create_app(recorder: Recorder | None = None) -> Starlette:
+@dataclass
+class FakeOAuth:
+    """Google's OAuth2 token endpoint, as far as a service account uses it: a JWT-bearer
+    assertion signed with the account's key (verified with ``public_key``) buys an access
+    token that expires after ``lifetime`` seconds."""
+
+    public_key: str
+    lifetime: float = 3600.0
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expires (monotonic)
+    issued: int = 0
+    refused: int = 0  # FCM requests answered 401
+
+    def issue(self, assertion: str) -> dict[str, Any] | None:
+        try:
+            claims = google_jwt.decode(  # type: ignore[no-untyped-call]
+                assertion, certs=self.public_key, verify=True
+            )
+        except (ValueError, GoogleAuthError):
+            return None
+        if SCOPE not in str(claims.get("scope", "")).split():
+            return None
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.lifetime
+        self.issued += 1
+        return {"access_token": token, "expires_in": int(self.lifetime), "token_type": "Bearer"}
+
+    def valid(self, authorization: str) -> bool:
+        token = authorization.removeprefix("Bearer ")
+        return self.tokens.get(token, 0.0) > time.monotonic()
+
+
+def create_app(recorder: Recorder | None = None, oauth: FakeOAuth | None = None) -> Starlette:
     rec = recorder or Recorder()
 
     async def answer(key: str, token: str, fcm: bool) -> Response:
@@ -86,18 +127,44 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
         return await answer(key, str(job.get("to", "")), fcm=False)
 
     async def fcm_send(request: Request) -> Response:
-        if not request.headers.get("authorization", "").startswith("Bearer "):
-            return JSONResponse({"error": {"status": "UNAUTHENTICATED"}}, status_code=401)
+        authorization = request.headers.get("authorization", "")
+        if not authorization.startswith("Bearer ") or (oauth and not oauth.valid(authorization)):
+            if oauth:
+                oauth.refused += 1
+            body = {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
+            return JSONResponse(body, status_code=401)
         try:
             message = (await request.json())["message"]
             token = str(message["token"])
-            key = str(message.get("data", {}).get("warren_message_id", ""))
-        except (ValueError, KeyError, TypeError):
+            data = message.get("data", {})
+            key = str(data.get("warren_message_id", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return JSONResponse({"error": {"status": "INVALID_ARGUMENT"}}, status_code=400)
+        if not all(isinstance(v, str) for v in data.values()):  # as FCM v1 does
+            return JSONResponse({"error": {"status": "INVALID_ARGUMENT"}}, status_code=400)
+        rec.data[key] = data
         return await answer(key, token, fcm=True)
 
     async def received(_request: Request) -> Response:
-        return JSONResponse(rec.snapshot())
+        snapshot = rec.snapshot()
+        if oauth:
+            snapshot["oauth"] = {"issued": oauth.issued, "refused": oauth.refused}
+        return JSONResponse(snapshot)
+
+    async def token(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        grant = form.get("grant_type", [""])[0]
+        issued = oauth.issue(form.get("assertion", [""])[0]) if oauth else None
+        if grant != JWT_BEARER or issued is None:
+            body = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+            return JSONResponse(body, status_code=400)
+        return JSONResponse(issued)
+
+    async def revoke(_request: Request) -> Response:
+        """Every token issued so far stops working (as a key rotation does)."""
+        if oauth:
+            oauth.tokens.clear()
+        return Response(status_code=204)
 
     async def set_faults(request: Request) -> Response:
         try:
@@ -109,6 +176,7 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
     async def reset(_request: Request) -> Response:
         rec.delivered.clear()
         rec.attempts.clear()
+        rec.data.clear()
         rec.faults = Faults()
         return Response(status_code=204)
 
@@ -118,12 +186,24 @@ def create_app(recorder: Recorder | None = None) -> Starlette:
         Route("/received", received, methods=["GET"]),
         Route("/faults", set_faults, methods=["POST"]),
         Route("/reset", reset, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/revoke", revoke, methods=["POST"]),
     ])  # fmt: skip
 
 
 async def main(ctx: ServiceContext) -> None:
     addr = env_str(ctx.env, "WARREN_FAKE_PUSH_ADDR", "127.0.0.1:8090")
-    await serve_asgi(create_app(), bind_listener("WARREN_FAKE_PUSH_ADDR", addr), ctx.stopping)
+    oauth = None
+    key_file = env_str(ctx.env, "WARREN_FAKE_PUSH_OAUTH_KEY_FILE", "")
+    if key_file:
+        try:
+            key = await anyio.Path(key_file).read_text()
+        except OSError as exc:
+            raise ConfigError("WARREN_FAKE_PUSH_OAUTH_KEY_FILE", exc.strerror or "") from None
+        lifetime = env_float(ctx.env, "WARREN_FAKE_PUSH_TOKEN_SECONDS", 3600.0)
+        oauth = FakeOAuth(key, lifetime)
+    app = create_app(oauth=oauth)
+    await serve_asgi(app, bind_listener("WARREN_FAKE_PUSH_ADDR", addr), ctx.stopping)
 
 
 service = Service(
@@ -135,6 +215,17 @@ service = Service(
             env="WARREN_FAKE_PUSH_ADDR",
             default="127.0.0.1:8090",
             help="where the fake provider listens",
+        ),
+        Setting(
+            env="WARREN_FAKE_PUSH_OAUTH_KEY_FILE",
+            default="",
+            help="a service account's public key (PEM): FCM requests then need an access "
+            "token from POST /token",
+        ),
+        Setting(
+            env="WARREN_FAKE_PUSH_TOKEN_SECONDS",
+            default="3600",
+            help="lifetime of the access tokens it issues",
         ),
     ),
 )

@@ -11,10 +11,14 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
+from google.auth.exceptions import GoogleAuthError
 
 from warren import RetryLater
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from warren.services.fcm_auth import FcmAuth
     from warren.services.push_common import PushJob
 
 PERMANENT = (400, 404, 410)
@@ -89,11 +93,12 @@ class WebhookProvider:
 
 
 class FcmProvider:
-    """FCM HTTP v1: ``{"message": {"token", "notification", "data"}}`` with a bearer token."""
+    """FCM HTTP v1: ``{"message": {"token", "notification", "data"}}`` with a bearer token.
+    A 401 (the token expired or was revoked) refreshes the token once and sends again."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, auth: FcmAuth) -> None:
         self.url = url
-        self._auth = {"Authorization": f"Bearer {token}"}
+        self.auth = auth
 
     async def send(self, client: httpx.AsyncClient, job: PushJob) -> None:
         message = {
@@ -103,7 +108,19 @@ class FcmProvider:
             "data": {**job.data, "warren_message_id": job.message_id},
         }
         try:
-            response = await client.post(self.url, json={"message": message}, headers=self._auth)
+            token = await self.auth.token()
+            response = await self._post(client, message, token)
+            if response.status_code == 401 and await self.auth.refresh(token):
+                response = await self._post(client, message, await self.auth.token())
+        except GoogleAuthError as exc:  # the token endpoint: try the push again later
+            raise RetryLater(0.0, f"no FCM access token: {type(exc).__name__}") from None
+        classify(response, fcm=True)
+
+    async def _post(
+        self, client: httpx.AsyncClient, message: Mapping[str, object], token: str
+    ) -> httpx.Response:
+        try:
+            return await client.post(self.url, json={"message": message},
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         except httpx.TransportError as exc:
             raise RetryLater(0.0, f"provider unreachable: {type(exc).__name__}") from exc
-        classify(response, fcm=True)

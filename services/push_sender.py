@@ -8,7 +8,9 @@ refusals (400/404/410, UNREGISTERED) are counted and logged, not retried.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+import anyio
 import httpx
 from prometheus_client import Counter
 
@@ -28,6 +30,7 @@ from warren.services._settings import (
     env_int,
     env_secret,
 )
+from warren.services.fcm_auth import FcmAuth, ServiceAccount, StaticToken
 from warren.services.push_common import (
     QUEUE,
     QUEUE_SETTING,
@@ -38,6 +41,9 @@ from warren.services.push_common import (
     queue_type,
 )
 from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 log = logging.getLogger("warren.push")
 
@@ -50,7 +56,22 @@ SETTINGS = (
         default="http://127.0.0.1:8090/webhook",
         help="where pushes are POSTed",
     ),
-    Setting(env="WARREN_PUSH_FCM_TOKEN_FILE", default="", help="fcm: file with the bearer token"),
+    Setting(
+        env="WARREN_PUSH_FCM_CREDENTIALS",
+        default="",
+        help="fcm: service-account JSON file (else GOOGLE_APPLICATION_CREDENTIALS); tokens "
+        "are minted and refreshed from it",
+    ),
+    Setting(
+        env="WARREN_PUSH_FCM_PROJECT",
+        default="",
+        help="fcm: project id (default: the credentials' project_id)",
+    ),
+    Setting(
+        env="WARREN_PUSH_FCM_TOKEN_FILE",
+        default="",
+        help="fcm: a file with a static bearer token managed elsewhere, instead of credentials",
+    ),
     Setting(env="WARREN_PUSH_CONCURRENCY", default="20", help="pushes in flight at once"),
     Setting(env="WARREN_PUSH_TIMEOUT", default="10", help="seconds per provider request"),
     Setting(env="WARREN_PUSH_MAX_ATTEMPTS", default="5", help="attempts before dead-lettering"),
@@ -63,15 +84,40 @@ SETTINGS = (
 )
 
 
+FCM_URL = "https://fcm.googleapis.com/v1/projects/{project}/messages:send"
+
+
 def build_provider(ctx: ServiceContext) -> Provider:
-    kind = env_choice(ctx.env, "WARREN_PUSH_PROVIDER", "webhook", ("webhook", "fcm"))
-    url = env_http_url(ctx.env, "WARREN_PUSH_PROVIDER_URL", "http://127.0.0.1:8090/webhook")
+    env = ctx.env
+    kind = env_choice(env, "WARREN_PUSH_PROVIDER", "webhook", ("webhook", "fcm"))
     if kind == "webhook":
-        return WebhookProvider(url)
-    token = env_secret(ctx.env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")
-    if token is None:
-        raise ConfigError("WARREN_PUSH_FCM_TOKEN_FILE", "fcm needs a bearer token")
-    return FcmProvider(url, token)
+        return WebhookProvider(
+            env_http_url(env, "WARREN_PUSH_PROVIDER_URL", "http://127.0.0.1:8090/webhook")
+        )
+    auth, project = _fcm_auth(env)
+    url = env_http_url(env, "WARREN_PUSH_PROVIDER_URL", FCM_URL)
+    if "{project}" in url:
+        if not project:
+            raise ConfigError("WARREN_PUSH_FCM_PROJECT", "fcm needs the project id")
+        url = url.replace("{project}", project)
+    return FcmProvider(url, auth)
+
+
+def _fcm_auth(env: Mapping[str, str]) -> tuple[FcmAuth, str | None]:
+    """A static token if one is given, else the service account's minted tokens."""
+    project = env.get("WARREN_PUSH_FCM_PROJECT", "").strip() or None
+    token = env_secret(env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")
+    if token is not None:
+        return StaticToken(token), project
+    for var in ("WARREN_PUSH_FCM_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
+        path = env.get(var, "").strip()
+        if path:
+            account = ServiceAccount(path, var)
+            return account, project or account.project_id
+    raise ConfigError(
+        "WARREN_PUSH_FCM_CREDENTIALS",
+        "fcm needs a service-account file (or WARREN_PUSH_FCM_TOKEN_FILE)",
+    )
 
 
 def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
@@ -116,7 +162,12 @@ async def main(ctx: ServiceContext) -> None:
     permanent = Counter("warren_push_permanent_failures", "Pushes the provider refused for good.",
                         ["reason"], registry=ctx.metrics.registry)  # fmt: skip
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+        anyio.create_task_group() as background,
+    ):
+        if isinstance(provider, FcmProvider):
+            background.start_soon(provider.auth.run)  # tokens refreshed ahead of expiry
 
         async def deliver(message: Message) -> None:
             job = parse_push_job(message.body)
@@ -131,6 +182,7 @@ async def main(ctx: ServiceContext) -> None:
         with named_settings():
             async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender"):
                 await ctx.stopping.wait()
+        background.cancel_scope.cancel()
 
 
 service = Service(
