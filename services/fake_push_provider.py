@@ -42,6 +42,9 @@ class Faults:
     retry_after: int = 1
     latency_ms: int = 0
     invalid_tokens: list[str] = field(default_factory=list)  # 404 UNREGISTERED / 410
+    malformed_tokens: list[str] = field(default_factory=list)  # 400 INVALID_ARGUMENT
+    throttle_for: float = 0.0  # every request: 429 + Retry-After for this long from now on
+    throttled_until: float = 0.0  # (set from throttle_for)
     fail_first: int = 0  # per id: the first N attempts get 429 + Retry-After
 
 
@@ -50,6 +53,7 @@ class Recorder:
     delivered: Counter[str] = field(default_factory=Counter)
     attempts: Counter[str] = field(default_factory=Counter)
     data: dict[str, Any] = field(default_factory=dict)  # the last data payload per id
+    throttled: int = 0  # requests answered 429 by throttle_for
     faults: Faults = field(default_factory=Faults)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -62,6 +66,7 @@ class Recorder:
             "attempts": sum(self.attempts.values()),
             "ids": sorted(self.delivered),
             "data": dict(self.data),
+            "throttled": self.throttled,
         }
 
 
@@ -104,6 +109,16 @@ def create_app(recorder: Recorder | None = None, oauth: FakeOAuth | None = None)
         rec.attempts[key] += 1
         if f.latency_ms:
             await anyio.sleep(f.latency_ms / 1000)
+        wait = f.throttled_until - time.monotonic()
+        if wait > 0:
+            rec.throttled += 1
+            return JSONResponse({"error": {"status": "QUOTA_EXCEEDED"}}, status_code=429,
+                                headers={"Retry-After": str(max(1, round(wait)))})  # fmt: skip
+        if token in f.malformed_tokens:
+            body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "details": [
+                {"errorCode": "INVALID_ARGUMENT"},
+                {"fieldViolations": [{"field": "message.token"}]}]}}  # fmt: skip
+            return JSONResponse(body, status_code=400)
         if token in f.invalid_tokens:
             if fcm:
                 body = {"error": {"code": 404, "status": "NOT_FOUND", "details": [
@@ -171,12 +186,14 @@ def create_app(recorder: Recorder | None = None, oauth: FakeOAuth | None = None)
             rec.faults = Faults(**(await request.json()))
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        rec.faults.throttled_until = time.monotonic() + rec.faults.throttle_for
         return JSONResponse(vars(rec.faults))
 
     async def reset(_request: Request) -> Response:
         rec.delivered.clear()
         rec.attempts.clear()
         rec.data.clear()
+        rec.throttled = 0
         rec.faults = Faults()
         return Response(status_code=204)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from warren import ConfigError, PoisonMessage, Queue, Topology, TopologyMismatch
@@ -32,6 +33,29 @@ def queue_type(env: Mapping[str, str]) -> QueueType:
     if value not in ("quorum", "classic"):
         raise ConfigError(QUEUE_TYPE_SETTING, f"unknown type {value!r}; choose quorum or classic")
     return cast("QueueType", value)
+
+
+INVALID_TOKENS_QUEUE = "push.invalid_tokens"
+INVALID_TOKENS_SETTING = "WARREN_PUSH_INVALID_TOKENS_QUEUE"
+
+
+def invalid_tokens_topology(queue: str, kind: QueueType) -> Topology:
+    """The dead-token events' queue, of the push queue's type."""
+    arguments = {"x-queue-type": "quorum"} if kind == "quorum" else None
+    return Topology(queues=(Queue(name=queue, arguments=arguments),))
+
+
+def invalid_token_event(job: PushJob, reason: str, provider: str) -> dict[str, str]:
+    """What the application gets when the provider says a device token is dead: enough to
+    delete the token (the push's own ``message_id`` ties it to the message)."""
+    return {
+        "event": "push.invalid_token",
+        "token": job.to,
+        "reason": reason,
+        "provider": provider,
+        "message_id": job.message_id,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def topology(queue: str, kind: QueueType) -> Topology:

@@ -1,8 +1,11 @@
 """Push provider adapters over HTTP: ``webhook`` and ``fcm`` (Firebase Cloud Messaging v1).
 
-2xx = delivered. 429 and 5xx = try again later (``RetryLater``, honouring Retry-After);
-a network error too. 400/404/410 (FCM ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``UNREGISTERED``)
-= permanent (``PermanentFailure``): retrying cannot help.
+2xx = delivered. 429 and 5xx = try again later (``RetryLater``, honouring Retry-After; a
+429, or a 503 with Retry-After, is ``Throttled``: the whole sender waits); a network error
+too. 400/404/410 (FCM ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``UNREGISTERED``) = permanent
+(``PermanentFailure``): retrying cannot help. ``dead_token`` says the device token itself is
+dead (FCM ``UNREGISTERED``, ``INVALID_ARGUMENT`` on ``message.token``; a webhook's 404/410),
+so the application can delete it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import httpx
 from google.auth.exceptions import GoogleAuthError
 
 from warren import RetryLater
+from warren.services.push_throttle import Throttled
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,9 +31,10 @@ PERMANENT = (400, 404, 410)
 class PermanentFailure(Exception):
     """The provider refused the push for good; ``reason`` is a bounded label value."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, dead_token: bool = False) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.dead_token = dead_token
 
 
 class Provider(Protocol):
@@ -51,16 +56,26 @@ def _retry_after(response: httpx.Response) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _fcm_status(response: httpx.Response) -> str | None:
+def _fcm_error(response: httpx.Response) -> tuple[str | None, bool]:
+    """FCM's error code (``errorCode``, else ``status``), and whether a field violation
+    names the device token."""
     try:
         error = response.json().get("error", {})
-    except ValueError:
-        return None
-    status = error.get("status") if isinstance(error, dict) else None
-    for detail in error.get("details", []) if isinstance(error, dict) else []:
-        if isinstance(detail, dict) and detail.get("errorCode"):
-            return str(detail["errorCode"])
-    return str(status) if status else None
+    except (ValueError, AttributeError):
+        return None, False
+    if not isinstance(error, dict):
+        return None, False
+    code, on_token = None, False
+    for detail in error.get("details", []) or []:
+        if not isinstance(detail, dict):
+            continue
+        if detail.get("errorCode") and code is None:
+            code = str(detail["errorCode"])
+        for violation in detail.get("fieldViolations", []) or []:
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                on_token = True
+    status = error.get("status")
+    return code or (str(status) if status else None), on_token
 
 
 def classify(response: httpx.Response, *, fcm: bool) -> None:
@@ -68,11 +83,19 @@ def classify(response: httpx.Response, *, fcm: bool) -> None:
     code = response.status_code
     if 200 <= code < 300:
         return
-    label = (_fcm_status(response) if fcm else None) or str(code)
-    if code == 429 or code >= 500:
-        raise RetryLater(_retry_after(response), f"provider answered {code} {label}")
+    label, on_token = _fcm_error(response) if fcm else (None, False)
+    label = label or str(code)
+    retry_after = _retry_after(response)
+    if code == 429 or (code == 503 and retry_after > 0):
+        raise Throttled(retry_after, f"provider answered {code} {label}")
+    if code >= 500:
+        raise RetryLater(retry_after, f"provider answered {code} {label}")
     if code in PERMANENT:
-        raise PermanentFailure(label.lower(), f"HTTP {code}")
+        if fcm:
+            dead = label == "UNREGISTERED" or (label == "INVALID_ARGUMENT" and on_token)
+        else:
+            dead = code in (404, 410)
+        raise PermanentFailure(label.lower(), f"HTTP {code}", dead_token=dead)
     raise RetryLater(0.0, f"provider answered unexpected {code}")
 
 

@@ -7,6 +7,7 @@ refusals (400/404/410, UNREGISTERED) are counted and logged, not retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from warren import (
     Consumer,
     ConsumerConfig,
     Message,
+    Publisher,
     Service,
     ServiceContext,
     Setting,
@@ -32,15 +34,20 @@ from warren.services._settings import (
 )
 from warren.services.fcm_auth import FcmAuth, ServiceAccount, StaticToken
 from warren.services.push_common import (
+    INVALID_TOKENS_QUEUE,
+    INVALID_TOKENS_SETTING,
     QUEUE,
     QUEUE_SETTING,
     QUEUE_TYPE_SETTING,
+    invalid_token_event,
+    invalid_tokens_topology,
     named_settings,
     parse_push_job,
     queue_name,
     queue_type,
 )
 from warren.services.push_providers import FcmProvider, PermanentFailure, Provider, WebhookProvider
+from warren.services.push_throttle import Throttle, Throttled
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -71,6 +78,11 @@ SETTINGS = (
         env="WARREN_PUSH_FCM_TOKEN_FILE",
         default="",
         help="fcm: a file with a static bearer token managed elsewhere, instead of credentials",
+    ),
+    Setting(
+        env="WARREN_PUSH_INVALID_TOKENS_QUEUE",
+        default="push.invalid_tokens",
+        help="where an event goes for each dead device token (empty: none)",
     ),
     Setting(env="WARREN_PUSH_CONCURRENCY", default="20", help="pushes in flight at once"),
     Setting(env="WARREN_PUSH_TIMEOUT", default="10", help="seconds per provider request"),
@@ -159,24 +171,43 @@ async def main(ctx: ServiceContext) -> None:
     config = consumer_config(ctx)
     concurrency = config.concurrency
     timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
+    registry = ctx.metrics.registry
     permanent = Counter("warren_push_permanent_failures", "Pushes the provider refused for good.",
-                        ["reason"], registry=ctx.metrics.registry)  # fmt: skip
+                        ["reason"], registry=registry)  # fmt: skip
+    throttle = Throttle(registry, max_wait=timeout / 2)
+    invalid_queue = ctx.env.get(INVALID_TOKENS_SETTING, INVALID_TOKENS_QUEUE).strip()
+    kind = env_choice(ctx.env, "WARREN_PUSH_PROVIDER", "webhook", ("webhook", "fcm"))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with (
-        httpx.AsyncClient(timeout=timeout, limits=limits) as client,
-        anyio.create_task_group() as background,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits))
+        background = await stack.enter_async_context(anyio.create_task_group())
         if isinstance(provider, FcmProvider):
             background.start_soon(provider.auth.run)  # tokens refreshed ahead of expiry
+        events: Publisher | None = None
+        if invalid_queue:
+            with named_settings():
+                events = await stack.enter_async_context(
+                    Publisher(ctx.publisher_config, metrics=ctx.metrics, name="push-events",
+                              topology=invalid_tokens_topology(invalid_queue, config.queue_type))
+                )  # fmt: skip
 
         async def deliver(message: Message) -> None:
             job = parse_push_job(message.body)
+            await throttle.wait()
             try:
                 await provider.send(client, job)
+            except Throttled as exc:
+                throttle.pause(exc.delay)
+                raise
             except PermanentFailure as exc:
                 permanent.labels(exc.reason).inc()
-                log.warning("push.permanent_failure message_id=%s reason=%s", job.message_id,
-                            exc.reason)  # fmt: skip
+                log.warning("push.permanent_failure message_id=%s reason=%s dead_token=%s",
+                            job.message_id, exc.reason, exc.dead_token)  # fmt: skip
+                if exc.dead_token and events is not None:
+                    # confirmed before this delivery is acked: a crash re-sends, never loses it
+                    await events.publish(invalid_token_event(job, exc.reason, kind),
+                                         routing_key=invalid_queue,
+                                         message_id=f"invalid-token-{job.message_id}")  # fmt: skip
 
         # the consumer declares the queue and its dead-letter queue as TOPOLOGY does
         with named_settings():

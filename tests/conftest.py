@@ -16,6 +16,11 @@ from warren import Metrics
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+# A push-sender started by a test sends no dead-token events unless the test names its own
+# queue for them: the default push.invalid_tokens on the shared broker would be declared
+# quorum by one test and classic by another (406).
+os.environ.setdefault("WARREN_PUSH_INVALID_TOKENS_QUEUE", "")
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

@@ -157,7 +157,7 @@ async def test_the_push_sender_keeps_a_classic_queue_with_the_type_setting(
 
     broker.declare_queue(name, durable=True)
     env = {"WARREN_AMQP_URL": broker_url, "WARREN_PUSH_QUEUE": name,
-           "WARREN_PUSH_QUEUE_TYPE": "classic"}  # fmt: skip
+           "WARREN_PUSH_QUEUE_TYPE": "classic", "WARREN_PUSH_INVALID_TOKENS_QUEUE": ""}  # fmt: skip
     async with running(push_sender.service, env) as ctx:
         await wait_until(lambda: "push-sender" in ctx.metrics.consumers())
         await wait_until(lambda: ctx.metrics.consumers()["push-sender"].connected)

@@ -48,6 +48,7 @@ class Stack:
             "WARREN_PUSH_RETRY_BASE": "0.2",
             "WARREN_API_ADDR": self.api.removeprefix("http://"),
             "WARREN_API_DB": f"{tempfile.mkdtemp(prefix='warren-api-')}/api.sqlite3",
+            "WARREN_PUSH_INVALID_TOKENS_QUEUE": f"{self.queue}.invalid_tokens",
             **extra,
         }
 
@@ -71,7 +72,7 @@ class Stack:
 
     def cleanup(self, broker: Broker) -> None:
         for suffix in ("", ".dlq", ".retry.200ms", ".retry.400ms", ".retry.800ms",
-                       ".retry.1600ms"):  # fmt: skip
+                       ".retry.1600ms", ".invalid_tokens"):  # fmt: skip
             broker.delete_queue(self.queue + suffix)
 
 
@@ -255,7 +256,7 @@ def test_a_broken_credentials_file_is_named_not_echoed(tmp_path: Path) -> None:
     assert "SECRET-MATERIAL" not in done.stderr
 
 
-async def test_permanent_failures_are_counted_not_retried(stack: Stack) -> None:
+async def test_permanent_failures_are_counted_not_retried(stack: Stack, broker: Broker) -> None:
     async with all_three(stack) as (sender, _api), httpx.AsyncClient() as client:
         await stack.faults(invalid_tokens=["dead-device"])
         await post(client, stack, to="dead-device")
@@ -273,6 +274,56 @@ async def test_permanent_failures_are_counted_not_retried(stack: Stack) -> None:
         got = await stack.received()
     assert got["distinct"] == 1
     assert got["attempts"] == 2, "the refused push was tried once, the good one once"
+    # a 410 from a webhook: the device token is dead, and the application hears of it
+    events = await anyio.to_thread.run_sync(
+        lambda: broker.drain(f"{stack.queue}.invalid_tokens", expect=1)
+    )
+    event = json.loads(events.bodies[0])
+    assert event["event"] == "push.invalid_token" and event["token"] == "dead-device"
+    assert event["reason"] == "410" and event["provider"] == "webhook"
+    assert event["message_id"].startswith("push-")
+
+
+async def test_fcm_dead_tokens_become_events(broker_url: str, broker: Broker) -> None:
+    """UNREGISTERED, and INVALID_ARGUMENT on message.token: one event each, on
+    ``WARREN_PUSH_INVALID_TOKENS_QUEUE``; a live device's push is delivered, no event."""
+    s = Stack(broker_url, WARREN_PUSH_PROVIDER="fcm", WARREN_PUSH_FCM_TOKEN="t")
+    s.env["WARREN_PUSH_PROVIDER_URL"] = f"{s.fake}/v1/projects/demo/messages:send"
+    try:
+        async with all_three(s), httpx.AsyncClient() as client:
+            await s.faults(invalid_tokens=["gone-device"], malformed_tokens=["not-a-token"])
+            for to in ("gone-device", "not-a-token", "live-device"):
+                await post(client, s, to=to)
+            await s.wait_received(1)
+            events = await anyio.to_thread.run_sync(
+                lambda: broker.drain(f"{s.queue}.invalid_tokens", expect=2)
+            )
+        got = {json.loads(b)["token"]: json.loads(b)["reason"] for b in events.bodies}
+        assert got == {"gone-device": "unregistered", "not-a-token": "invalid_argument"}
+        assert broker.depth(f"{s.queue}.dlq") == 0
+    finally:
+        s.cleanup(broker)
+
+
+async def test_a_throttling_provider_slows_the_whole_sender(stack: Stack) -> None:
+    """One 429 with Retry-After: 2 pauses every push, not only the refused one: the pushes
+    posted meanwhile wait instead of hitting the provider (and its quota) again."""
+    async with all_three(stack) as (sender, _api), httpx.AsyncClient() as client:
+        await stack.faults(throttle_for=2)
+        await post(client, stack)
+        await stack.wait_received(1, count="throttled")
+        for _ in range(9):
+            await post(client, stack)
+        with anyio.move_on_after(1.0):  # the quiet time: no attempt may come in it
+            await stack.wait_received(2, within=2, count="attempts")
+            pytest.fail("a push reached the provider while it was throttling")
+        got = await stack.wait_received(10, within=20)
+        registry = sender.metrics.registry
+        events = registry.get_sample_value("warren_push_throttled_total")
+        waited = registry.get_sample_value("warren_push_throttled_seconds_total")
+    assert got["distinct"] == 10 and got["duplicates"] == 0
+    assert got["throttled"] == 1, got
+    assert events == 1 and waited is not None and waited >= 1.0
 
 
 async def test_retry_after_is_honoured(stack: Stack) -> None:
