@@ -31,12 +31,15 @@ from ._config import (
     DEFAULT_URL,
     OVERFLOW_POLICIES,
     ConsumerConfig,
+    DedupOnError,
     OutboxSync,
     Overflow,
     PublisherConfig,
     QueueType,
 )
 from ._consumer import Consumer, Deduplicator, Handler, Message
+from ._dedup import Claim, DedupStore, DedupUnavailable, MemoryDedupStore
+from ._dedup_redis import RedisDedupStore
 from ._exceptions import (
     AccessRefused,
     BrokerError,
@@ -73,6 +76,7 @@ __all__ = [
     "BrokerError",
     "BufferFull",
     "ChannelClosed",
+    "Claim",
     "Closed",
     "ConfigError",
     "Confirmed",
@@ -84,6 +88,9 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "ConsumerStatistics",
+    "DedupOnError",
+    "DedupStore",
+    "DedupUnavailable",
     "Deduplicator",
     "Default",
     "Delivered",
@@ -94,6 +101,7 @@ __all__ = [
     "InvalidJob",
     "JobDropped",
     "JobReturned",
+    "MemoryDedupStore",
     "Message",
     "Metrics",
     "Nacked",
@@ -110,6 +118,7 @@ __all__ = [
     "Queue",
     "QueueType",
     "Received",
+    "RedisDedupStore",
     "RetryLater",
     "Returned",
     "Send",

@@ -23,6 +23,8 @@ OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
 QueueType = Literal["classic", "quorum"]
 QUEUE_TYPES: tuple[str, ...] = get_args(QueueType)
 OutboxSync = Literal["normal", "full"]
+DedupOnError = Literal["at-least-once", "pause"]
+DEDUP_ON_ERROR: tuple[str, ...] = get_args(DedupOnError)
 OUTBOX_SYNC_MODES: tuple[str, ...] = get_args(OutboxSync)
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 JOB_OVERHEAD_BYTES = 512  # what a buffered job costs besides its payload (measured ~600 B)
@@ -268,6 +270,11 @@ class ConsumerConfig:
     ``TopologyMismatch`` instead of being retried. The poison guard is Warren's own
     (``max_attempts`` with the ``x-warren-attempts`` header), not a quorum queue's
     ``x-delivery-limit``, so it works the same on both types.
+
+    With a deduplication store (``Consumer(dedup=...)``): a finished message_id is
+    remembered for ``dedup_retention`` seconds, and ``dedup_on_error`` says what to do while
+    the store is unreachable: ``at-least-once`` (run handlers anyway; counted and logged) or
+    ``pause`` (hold the deliveries until the store answers again).
     """
 
     queue: str
@@ -287,8 +294,16 @@ class ConsumerConfig:
     queue_type: QueueType = "classic"
     queue_arguments: Mapping[str, Any] | None = None
     queue_passive: bool = False
+    dedup_retention: float = 86_400.0
+    dedup_on_error: DedupOnError = "at-least-once"
 
     def __post_init__(self) -> None:
+        if self.dedup_on_error not in DEDUP_ON_ERROR:
+            raise ConfigError(
+                "dedup_on_error",
+                f"unknown {self.dedup_on_error!r}; choose one of {', '.join(DEDUP_ON_ERROR)}",
+            )
+        _positive_float("dedup_retention", self.dedup_retention)
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(
                 "queue_type",

@@ -31,6 +31,7 @@ from ._amqp import (
     amqp_link_factory,
 )
 from ._backoff import Backoff
+from ._dedup import Claim, DedupStore, DedupUnavailable, lease_for
 from ._exceptions import PoisonMessage, RetryLater
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warren.consumer")
 
-Outcome = Literal["ack", "retry", "dead_letter", "rejected"]
+Outcome = Literal["ack", "retry", "dead_letter", "rejected", "duplicate", "claimed_elsewhere"]
 _T = TypeVar("_T")
 ATTEMPTS_HEADER = "x-warren-attempts"
 BROKER_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # RabbitMQ's hard ceiling for one message
@@ -120,9 +121,14 @@ class Consumer(Worker):
         topology: Topology | None = None,
         clock: Callable[[], float] = time.monotonic,
         connection: LinkFactory | None = None,
+        dedup: DedupStore | None = None,
     ) -> None:
         self._config = config
         self._handler = handler
+        self._dedup = dedup
+        self._lease = lease_for(config.handler_timeout)
+        self._dedup_down = False  # an unavailability episode is logged once
+        self._dedup_unavailable = 0
         self._events_tx, self._events_rx = anyio.create_memory_object_stream[
             ConnectionEvent | Wake
         ](math.inf)
@@ -195,6 +201,8 @@ class Consumer(Worker):
         )
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0, "rejected": 0}
+        if dedup is not None:
+            self._outcomes.update(duplicate=0, claimed_elsewhere=0)
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
         self._metrics = metrics
 
@@ -222,6 +230,7 @@ class Consumer(Worker):
             reconnects=link.reconnects,
             in_flight=self._in_flight,
             outcomes=dict(self._outcomes),
+            dedup_unavailable=self._dedup_unavailable,
             handler_seconds=self._latency.snapshot(),
             last_error=link.last_error,
             disconnected_seconds=link.disconnected_seconds(),
@@ -254,7 +263,12 @@ class Consumer(Worker):
             if failed is None:
                 continue
             delivery, message, exc, started = failed
+            if isinstance(exc, _ClaimedElsewhere):
+                await self._retry(message, exc, 0.0, count=False)
+                self._done_tx.send_nowait((delivery, "claimed_elsewhere"))
+                continue
             self._latency.observe(self._clock() - started)
+            await self._dedup_call("release", message)  # so that the retry can run it
             outcome = await self._settle_failure(message, exc)
             self._done_tx.send_nowait((delivery, outcome))
 
@@ -277,6 +291,13 @@ class Consumer(Worker):
                 delivery = await work.get()
                 message = _message(delivery, max_attempts)
                 started = clock()
+                if self._dedup is not None and message.message_id:
+                    claim = await self._claim(message)
+                    if claim is Claim.DONE:  # finished before: its ack was lost
+                        self._done_tx.send_nowait((delivery, "duplicate"))
+                        continue
+                    if claim is Claim.HELD:  # another worker runs it now
+                        return delivery, message, _ClaimedElsewhere(), started
                 current = (delivery, message, started)
                 scope.deadline = anyio.current_time() + timeout
                 try:
@@ -286,6 +307,8 @@ class Consumer(Worker):
                 scope.deadline = math.inf
                 current = None
                 self._latency.observe(clock() - started)
+                if self._dedup is not None and message.message_id:
+                    await self._dedup_call("done", message)
                 self._done_tx.send_nowait((delivery, "ack"))
                 if scope.cancel_called:
                     # The handler swallowed its timeout's cancellation and returned: settled
@@ -294,6 +317,53 @@ class Consumer(Worker):
         assert current is not None  # the deadline is finite only while a handler runs
         delivery, message, started = current
         return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
+
+    # -- deduplication ---------------------------------------------------------------------
+
+    def _dedup_key(self, message: Message) -> str:
+        return f"{self._config.queue}:{message.message_id}"
+
+    async def _claim(self, message: Message) -> Claim:
+        """Claim the message for this worker. While the store is unreachable: run it anyway
+        (``at-least-once``), or wait for the store (``pause``: the deliveries stay unacked,
+        the prefetch window fills and consuming stops)."""
+        assert self._dedup is not None
+        delay = 0.2
+        while True:
+            try:
+                claim = await self._dedup.claim(self._dedup_key(message), self._lease)
+            except DedupUnavailable as exc:
+                self._store_down(exc)
+                if self._config.dedup_on_error == "at-least-once":
+                    return Claim.CLAIMED
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._dedup_down:
+                self._dedup_down = False
+                log.warning("dedup.available worker=%s", self._name)
+            return claim
+
+    async def _dedup_call(self, op: str, message: Message) -> None:
+        """Mark done / release; an unreachable store is logged and counted (a claim left
+        behind expires with its lease; a mark that was lost may let a redelivery run)."""
+        if self._dedup is None or not message.message_id:
+            return
+        key = self._dedup_key(message)
+        try:
+            if op == "done":
+                await self._dedup.done(key, self._config.dedup_retention)
+            else:
+                await self._dedup.release(key)
+        except DedupUnavailable as exc:
+            self._store_down(exc)
+
+    def _store_down(self, exc: DedupUnavailable) -> None:
+        self._dedup_unavailable += 1
+        if not self._dedup_down:
+            self._dedup_down = True
+            log.warning("dedup.unavailable worker=%s on_error=%s %s", self._name,
+                        self._config.dedup_on_error, exc)  # fmt: skip
 
     async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
         """Re-publish a failed message (retry queue or DLQ) before its original is acked.
@@ -423,8 +493,13 @@ class Consumer(Worker):
     def _abandon_work(self) -> int:
         return self._in_flight
 
-    async def _retry(self, message: Message, exc: BaseException, not_before: float) -> None:
-        level = message.attempt - 1
+    async def _retry(
+        self, message: Message, exc: BaseException, not_before: float, *, count: bool = True
+    ) -> None:
+        """Through a delay queue back to the work queue. ``count=False``: this was no
+        attempt (another worker held its claim): the shortest delay, attempts unchanged."""
+        level = message.attempt - 1 if count else 0
+        attempts = message.attempt if count else message.attempt - 1
         while level < len(self._delays) - 1 and self._delays[level] < not_before:
             level += 1  # a longer delay queue: honour the handler's RetryLater
         queue = self._retry_queues[level]
@@ -440,7 +515,7 @@ class Consumer(Worker):
             message.body,
             routing_key=queue,
             exchange="",
-            headers={**message.headers, ATTEMPTS_HEADER: message.attempt, **_why(exc)},
+            headers={**message.headers, ATTEMPTS_HEADER: attempts, **_why(exc)},
             message_id=message.message_id,
             content_type=message.content_type,
         )
@@ -467,6 +542,13 @@ class Consumer(Worker):
             message_id=message.message_id,
             content_type=message.content_type,
         )
+
+
+class _ClaimedElsewhere(Exception):
+    """Another live worker holds this message's claim: not run here, back after a delay."""
+
+    def __init__(self) -> None:
+        super().__init__("another worker holds its claim")
 
 
 def _message(delivery: Delivered, max_attempts: int) -> Message:

@@ -184,6 +184,9 @@ class _Collector:
             CounterMetricFamily("warren_deliveries", "Deliveries settled, by outcome.",
                                 labels=["worker", "outcome"]),
             GaugeMetricFamily("warren_handlers_in_flight", "Handlers running now.", labels=w),
+            CounterMetricFamily("warren_dedup_unavailable",
+                                "Deduplication store calls that failed (store unreachable).",
+                                labels=w),
             HistogramMetricFamily("warren_handler_seconds", "Handler run time.", labels=w),
         ]  # fmt: skip
 
@@ -225,6 +228,7 @@ def _add_consumer(families: dict[str, Metric], worker: str, s: ConsumerStatistic
     _add_node(families, worker, s.node)
     families["warren_disconnected_seconds"].add_metric([worker], s.disconnected_seconds)  # type: ignore[attr-defined]
     families["warren_handlers_in_flight"].add_metric([worker], s.in_flight)  # type: ignore[attr-defined]
+    families["warren_dedup_unavailable"].add_metric([worker], s.dedup_unavailable)  # type: ignore[attr-defined]
     for outcome, n in s.outcomes.items():
         families["warren_deliveries"].add_metric([worker, outcome], n)  # type: ignore[attr-defined]
     _add_histogram(families["warren_handler_seconds"], worker, s.handler_seconds)

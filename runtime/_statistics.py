@@ -114,6 +114,8 @@ class ConsumerStatistics:
     reconnects: int
     in_flight: int
     outcomes: Mapping[str, int]
+    dedup_unavailable: int
+    """Deduplication store calls that failed (unreachable): see ``dedup_on_error``."""
     handler_seconds: HistogramSnapshot
     last_error: str | None
     disconnected_seconds: float
