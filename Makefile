@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit cluster-test demo bench chaos clean tree sysdeps
+.PHONY: test redis lint typecheck unit cluster-test demo bench chaos clean tree sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -23,8 +23,9 @@ tree: $(STAMP)
 # Debian packages the full suite uses (command:package): nftables and iproute2 for the
 # kernel-level partitions, prometheus (promtool checks; a real Prometheus scraping a worker).
 # Installed here when root; otherwise the one command to run is printed, and those tests
-# skip (outside CI) until then. RabbitMQ itself must already answer on 127.0.0.1:5672.
-SYSDEPS := nft:nftables ip:iproute2 promtool:prometheus
+# skip (outside CI) until then. RabbitMQ itself must already answer on 127.0.0.1:5672;
+# Redis (the deduplication store's tests) is started here if nothing answers on 6379.
+SYSDEPS := nft:nftables ip:iproute2 promtool:prometheus redis-server:redis-server
 
 sysdeps:
 	@missing=""; for pair in $(SYSDEPS); do \
@@ -53,7 +54,12 @@ unit: tree
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
 	  report=$$?; [ $$status -eq 0 ] && exit $$report || exit $$status
 
-test: sysdeps lint typecheck unit
+redis: sysdeps
+	@$(PY) -c 'import socket; socket.create_connection(("127.0.0.1", 6379), timeout=2).close()' 2>/dev/null \
+	  || { command -v redis-server >/dev/null && echo "starting redis-server on 127.0.0.1:6379" \
+	       && redis-server --bind 127.0.0.1 --port 6379 --save "" --daemonize yes; } || true
+
+test: sysdeps redis lint typecheck unit
 
 # Failover on a throwaway three-node cluster (tests marked cluster): a few minutes, so apart
 # from make test; .ci/run runs both. Needs rabbitmq-server installed; the kernel-level

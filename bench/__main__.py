@@ -57,8 +57,13 @@ def main() -> int:
     publish.purge(QUEUE)
     med = {name: statistics.median(v) for name, v in rates.items()}
 
-    consume_rates: dict[str, list[float]] = {"warren": [], "pika": [], "aio-pika": []}
-    consumers = {"warren": consume.warren, "pika": consume.raw_pika, "aio-pika": consume.aio_pika}
+    consumers: dict[str, Callable[[int], float]] = {
+        "warren": consume.warren,
+        "warren-dedup": consume.warren_dedup,
+        "pika": consume.raw_pika,
+        "aio-pika": consume.aio_pika,
+    }
+    consume_rates: dict[str, list[float]] = {name: [] for name in consumers}
     for r in range(args.rounds):
         for name, drain in consumers.items():
             consume.fill(args.messages, args.size)
@@ -115,6 +120,12 @@ def main() -> int:
         f"| aio-pika queue iterator | {cmed['aio-pika']:,.0f} msgs/s | |",
         f"| **Warren consumer / raw pika** | **{c_pika:.2f}x** | >= 1.0x |",
         f"| **Warren consumer / aio-pika** | **{c_aio:.2f}x** | >= 2x |",
+        f"| Warren consumer with the Redis deduplication store (claim + mark per message) "
+        f"| {cmed['warren-dedup']:,.0f} msgs/s, "
+        f"{statistics.median(consume.dedup_calls_per_round_trip):.0f} store calls per round "
+        "trip | |",
+        f"| **with Redis store / without** | **{cmed['warren-dedup'] / cmed['warren']:.2f}x** "
+        "| >= 0.5x |",
     ]
     cp, cc = clu.publish, clu.consume
     lines += [
@@ -195,7 +206,10 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "the broker; the time from the next publisher's start until the broker confirmed them "
         "all.\n\n"
         "Consumer: a queue pre-filled with the same messages, drained with a no-op handler, "
-        "prefetch 100, every message acked; Warren with `concurrency` 100.\n\n"
+        "prefetch 100, every message acked; Warren with `concurrency` 100. *With the Redis "
+        "deduplication store*: the same Warren consumer with `RedisDedupStore` on the local "
+        "Redis (a claim before and a mark after every message; concurrent calls share one "
+        "pipelined round trip).\n\n"
         "Cluster: a throwaway three-node cluster on this machine (the test kit's "
         "`RabbitCluster`), a quorum queue led by the node both clients connect to, "
         f"{args.cluster_messages:,} messages per round, median of 3 interleaved rounds; the "

@@ -12,7 +12,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from warren import Consumer, ConsumerConfig, Message, Metrics
+from warren import Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PREFETCH = 100
@@ -49,7 +49,24 @@ def cleanup(url: str = URL) -> None:
     conn.close()
 
 
-def warren(n: int, *, url: str = URL, quorum: bool = False) -> float:
+REDIS_URL = "redis://127.0.0.1:6379/0"
+dedup_calls_per_round_trip: list[float] = []  # filled by warren_dedup: the bench reports it
+
+
+def warren_dedup(n: int) -> float:
+    """The same, with every message claimed and marked in Redis (RedisDedupStore)."""
+    store = RedisDedupStore(REDIS_URL, prefix=f"warren:bench:{uuid.uuid4().hex[:6]}:")
+    try:
+        rate = warren(n, store=store)
+        dedup_calls_per_round_trip.append(2 * n / max(1, store.round_trips))
+    finally:
+        store.close()
+    return rate
+
+
+def warren(
+    n: int, *, url: str = URL, quorum: bool = False, store: RedisDedupStore | None = None
+) -> float:
     async def run() -> float:
         done = anyio.Event()
         count = 0
@@ -62,7 +79,8 @@ def warren(n: int, *, url: str = URL, quorum: bool = False) -> float:
 
         config = ConsumerConfig(urls=url, queue=QUEUE, prefetch=PREFETCH, concurrency=PREFETCH,
                                 queue_type="quorum" if quorum else "classic")  # fmt: skip
-        async with Consumer(config, noop, metrics=Metrics(CollectorRegistry())) as consumer:
+        async with Consumer(config, noop, metrics=Metrics(CollectorRegistry()),
+                            dedup=store) as consumer:  # fmt: skip
             await consumer.wait_connected()
             start = time.perf_counter()
             await done.wait()

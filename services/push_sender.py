@@ -21,6 +21,7 @@ from warren import (
     ConsumerConfig,
     Message,
     Publisher,
+    RedisDedupStore,
     Service,
     ServiceContext,
     Setting,
@@ -83,6 +84,22 @@ SETTINGS = (
         env="WARREN_PUSH_INVALID_TOKENS_QUEUE",
         default="push.invalid_tokens",
         help="where an event goes for each dead device token (empty: none)",
+    ),
+    Setting(
+        env="WARREN_DEDUP_URL",
+        default="",
+        help="redis://host:port/db: a push runs at most once per message_id across "
+        "replicas and restarts (empty: at-least-once)",
+    ),
+    Setting(
+        env="WARREN_DEDUP_ON_ERROR",
+        default="at-least-once",
+        help="while Redis is unreachable: at-least-once (send anyway) | pause",
+    ),
+    Setting(
+        env="WARREN_DEDUP_RETENTION",
+        default="86400",
+        help="seconds a sent push's id is remembered",
     ),
     Setting(env="WARREN_PUSH_CONCURRENCY", default="20", help="pushes in flight at once"),
     Setting(env="WARREN_PUSH_TIMEOUT", default="10", help="seconds per provider request"),
@@ -147,6 +164,10 @@ def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
             retry_base=env_float(ctx.env, "WARREN_PUSH_RETRY_BASE", 1.0),
             handler_timeout=timeout * 1.5,
             shutdown_timeout=env_float(ctx.env, "WARREN_PUSH_SHUTDOWN_TIMEOUT", 10.0),
+            dedup_retention=env_float(ctx.env, "WARREN_DEDUP_RETENTION", 86_400.0),
+            dedup_on_error=env_choice(
+                ctx.env, "WARREN_DEDUP_ON_ERROR", "at-least-once", ("at-least-once", "pause")
+            ),
         )
     except ConfigError as exc:  # name the variable the operator set, not the field
         var = _PUSH_VARS.get(exc.setting)
@@ -163,12 +184,25 @@ _PUSH_VARS = {
     "retry_cap": "WARREN_PUSH_RETRY_BASE",
     "handler_timeout": "WARREN_PUSH_TIMEOUT",
     "shutdown_timeout": "WARREN_PUSH_SHUTDOWN_TIMEOUT",
+    "dedup_retention": "WARREN_DEDUP_RETENTION",
 }
+
+
+def dedup_store(env: Mapping[str, str]) -> RedisDedupStore | None:
+    """The shared store when ``WARREN_DEDUP_URL`` is set (a bad URL exits 2 naming it)."""
+    url = env.get("WARREN_DEDUP_URL", "").strip()
+    if not url:
+        return None
+    try:
+        return RedisDedupStore(url, prefix="warren:dedup:")
+    except ConfigError as exc:
+        raise ConfigError("WARREN_DEDUP_URL", str(exc).split(": ", 1)[1]) from None
 
 
 async def main(ctx: ServiceContext) -> None:
     provider = build_provider(ctx)
     config = consumer_config(ctx)
+    store = dedup_store(ctx.env)
     concurrency = config.concurrency
     timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
     registry = ctx.metrics.registry
@@ -211,7 +245,8 @@ async def main(ctx: ServiceContext) -> None:
 
         # the consumer declares the queue and its dead-letter queue as TOPOLOGY does
         with named_settings():
-            async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender"):
+            async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender",
+                                dedup=store):  # fmt: skip
                 await ctx.stopping.wait()
         background.cancel_scope.cancel()
 

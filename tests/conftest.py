@@ -68,3 +68,18 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
+
+
+REDIS_URL = os.environ.get("WARREN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis (for the deduplication store). Missing in CI is a failure."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=2).close()
+    except OSError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not answering on 127.0.0.1:6379 (CI requires it)")
+        pytest.skip("Redis not answering on 127.0.0.1:6379 (outside CI, so skipping)")
+    return REDIS_URL

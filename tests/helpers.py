@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from warren import Metrics, PublisherConfig, Service, ServiceContext
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
     from pathlib import Path
 
 
@@ -106,3 +106,46 @@ async def wait_http(url: str) -> None:
                     return
                 except httpx.TransportError:
                     await anyio.sleep(0.05)
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` on ``port`` (no persistence): ``restart()`` it mid-test."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port, self._dir = port, directory
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self._dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def redis_server(port: int, directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(port, directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

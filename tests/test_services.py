@@ -430,3 +430,41 @@ async def test_api_stores_before_it_pushes(broker_url: str, broker: Broker, tmp_
     finally:
         for name in (queue, f"{queue}.dlq"):
             broker.delete_queue(name)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_two_push_sender_replicas_send_each_push_once_through_a_partition(
+    rabbit_proxy: ProxiedBroker, broker: Broker, redis_url: str, anyio_backend: str
+) -> None:
+    """Replica A reaches RabbitMQ through the fault proxy, replica B directly; both share
+    Redis (WARREN_DEDUP_URL). A's link goes silent while it holds its prefetch window: the
+    pushes whose acks the cut ate come back to B, which finds them done and does not send
+    them again. 0 lost, 0 duplicates at the provider."""
+    s = Stack(rabbit_proxy.direct_url, WARREN_DEDUP_URL=redis_url, WARREN_PUSH_CONCURRENCY="1",
+              WARREN_HEARTBEAT="1")  # fmt: skip
+    n = 300
+    try:
+        async with running(fake_push_provider.service, s.env):
+            await wait_http(f"{s.fake}/received")
+            await s.faults(latency_ms=10)
+            broker.declare_queue(s.queue, durable=True, arguments={"x-queue-type": "quorum"})
+            for i in range(n):
+                job = {"message_id": f"p{i}", "to": "device", "title": "t", "body": "b",
+                       "data": {}}  # fmt: skip
+                broker.publish(s.queue, json.dumps(job).encode(), message_id=f"p{i}")
+            a_env = {**s.env, "WARREN_AMQP_URL": rabbit_proxy.url}
+            async with running(push_sender.service, a_env) as a, running(push_sender.service,
+                                                                          s.env):  # fmt: skip
+                await s.wait_received(30)
+                async with partition(rabbit_proxy.proxy):
+                    await wait_until(
+                        lambda: a.metrics.consumers()["push-sender"].connected is False,
+                        within=10,
+                    )
+                    await anyio.sleep(1.0)  # the cut outlasts the detection
+                got = await s.wait_received(n, within=60)
+                await wait_until(lambda: broker.depth(s.queue) == 0, within=30)
+        assert got["distinct"] == n
+        assert got["duplicates"] == 0, got["duplicates"]
+    finally:
+        s.cleanup(broker)
