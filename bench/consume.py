@@ -56,11 +56,8 @@ dedup_calls_per_round_trip: list[float] = []  # filled by warren_dedup: the benc
 def warren_dedup(n: int) -> float:
     """The same, with every message claimed and marked in Redis (RedisDedupStore)."""
     store = RedisDedupStore(REDIS_URL, prefix=f"warren:bench:{uuid.uuid4().hex[:6]}:")
-    try:
-        rate = warren(n, store=store)
-        dedup_calls_per_round_trip.append(2 * n / max(1, store.round_trips))
-    finally:
-        store.close()
+    rate = warren(n, store=store)
+    dedup_calls_per_round_trip.append(2 * n / max(1, store.round_trips))
     return rate
 
 
@@ -86,7 +83,10 @@ def warren(
             await done.wait()
             while consumer.statistics().outcomes["ack"] < n:  # noqa: ASYNC110 - bench
                 await anyio.sleep(0.001)
-            return n / (time.perf_counter() - start)
+            rate = n / (time.perf_counter() - start)
+        if store is not None:
+            await store.aclose()
+        return rate
 
     return anyio.run(run)
 

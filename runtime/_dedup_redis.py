@@ -1,10 +1,10 @@
-"""The deduplication store on Redis, shared by every replica (``pip install 'warren[redis]'``).
+"""The deduplication store on Redis, shared by every replica.
 
-redis-py's blocking client, run in a worker thread: its asyncio client runs on asyncio only,
-and Warren runs on trio too. The calls that arrive while one round trip is out form the next
-one (one pipeline, one thread hop), so a busy consumer pays about one round trip per batch,
-not per message. Claims are one Lua script each (get, or set with a lease, atomically);
-releases delete only a claim this store made.
+It speaks RESP on the event loop's own sockets (``_resp``), so it runs on asyncio and trio
+alike with no thread hop. The calls that arrive while one round trip is out form the next
+one (one pipeline, one write), so a busy consumer pays about one round trip per batch, not
+per message. A claim is a set-if-absent with a lease; releases delete only a claim this
+store made.
 """
 
 from __future__ import annotations
@@ -18,29 +18,20 @@ from typing import Any, final
 import anyio
 
 from ._dedup import Claim, DedupUnavailable
-from ._exceptions import ConfigError
 from ._redact import redact_url
+from ._resp import RedisAddress, RespConnection, RespError, RespProtocolError, encode
 
-_CLAIM = """
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == 'done' then return 2 end
-return 3
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_CLAIMS = {1: Claim.CLAIMED, 2: Claim.DONE, 3: Claim.HELD}
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_FAILURES = (OSError, anyio.BrokenResourceError, anyio.EndOfStream, anyio.ClosedResourceError,
+             TimeoutError, RespProtocolError, RespError, ValueError)  # fmt: skip
 
 
 @dataclass
 class _Call:
     op: str  # claim | done | release
-    key: str
+    key: bytes
     ms: int
     done: anyio.Event
     result: Any = None
@@ -48,39 +39,28 @@ class _Call:
 
 @final
 class RedisDedupStore:
-    """Claims and marks in Redis under ``prefix`` + message_id.
+    """Claims and marks in Redis under ``prefix`` + key.
 
     Args:
-        url: ``redis://[:password@]host:port/db`` (or ``rediss://``).
-        prefix: the key namespace (e.g. one per queue).
+        url: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS).
+        prefix: the key namespace.
         timeout: seconds for connecting and for each round trip before the store counts as
-            unavailable.
+            unavailable (the next call connects again).
     """
 
     def __init__(self, url: str, *, prefix: str = "warren:dedup:", timeout: float = 2.0) -> None:
-        try:
-            import redis
-        except ImportError:  # pragma: no cover - the dev install has it
-            raise ConfigError("dedup_url", "needs redis-py: pip install 'warren[redis]'") from None
-        try:
-            self._client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-        except ValueError as exc:
-            raise ConfigError("dedup_url", f"not a Redis URL: {redact_url(url)} ({exc})") from None
-        self._errors = (redis.RedisError, OSError)
-        self._claim = self._client.register_script(_CLAIM)
-        self._release = self._client.register_script(_RELEASE)
+        self._address = RedisAddress.parse(url, "dedup_url")
+        self._timeout = timeout
         self._prefix = prefix
-        self._owner = f"claim:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owner = f"claim:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}".encode()
+        self._conn: RespConnection | None = None
         self._pending: list[_Call] = []
         self._running = False
         self.round_trips = 0  # pipelines sent (the bench reports calls per round trip)
         self.url = redact_url(url)
 
     async def claim(self, key: str, lease: float) -> Claim:
-        result = await self._call("claim", key, lease)
-        return _CLAIMS[int(result)]
+        return await self._call("claim", key, lease)  # type: ignore[no-any-return]
 
     async def done(self, key: str, retention: float) -> None:
         await self._call("done", key, retention)
@@ -88,11 +68,14 @@ class RedisDedupStore:
     async def release(self, key: str) -> None:
         await self._call("release", key, 0.0)
 
-    def close(self) -> None:
-        self._client.close()
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.aclose()
 
     async def _call(self, op: str, key: str, seconds: float) -> Any:
-        call = _Call(op, self._prefix + key, max(1, int(seconds * 1000)), anyio.Event())
+        call = _Call(op, (self._prefix + key).encode(), max(1, int(seconds * 1000)),
+                     anyio.Event())  # fmt: skip
         self._pending.append(call)
         if not self._running:
             # the first caller sends batches until none is left; shielded, so a cancelled
@@ -101,6 +84,9 @@ class RedisDedupStore:
             try:
                 with anyio.CancelScope(shield=True):
                     while self._pending:
+                        # one turn of the loop first: the handlers that are ready to call
+                        # join this round trip instead of waiting for the next
+                        await anyio.lowlevel.cancel_shielded_checkpoint()
                         batch, self._pending = self._pending, []
                         await self._send(batch)
             finally:
@@ -111,25 +97,44 @@ class RedisDedupStore:
         return call.result
 
     async def _send(self, batch: list[_Call]) -> None:
+        commands: list[bytes] = []
+        for call in batch:
+            if call.op == "claim":  # SET NX with the lease, then what is there
+                commands.append(encode(b"SET", call.key, self._owner, b"NX", b"PX", call.ms))
+                commands.append(encode(b"GET", call.key))
+            elif call.op == "done":
+                commands.append(encode(b"SET", call.key, b"done", b"PX", call.ms))
+            else:  # rare (a failed handler): compare-and-delete
+                commands.append(encode(b"EVAL", _RELEASE, 1, call.key, self._owner))
         try:
-            results = await anyio.to_thread.run_sync(self._pipeline, batch)
-        except self._errors as exc:
+            with anyio.fail_after(self._timeout):
+                if self._conn is None:
+                    self._conn = await RespConnection.open(self._address)
+                replies = iter(await self._conn.pipeline(commands))
+        except _FAILURES as exc:
+            await self._drop()
             error = DedupUnavailable(f"redis at {self.url}: {type(exc).__name__}: {exc}")
-            results = [error] * len(batch)
+            for call in batch:
+                call.result = error
+                call.done.set()
+            return
         self.round_trips += 1
-        for call, result in zip(batch, results, strict=True):
-            call.result = (
-                DedupUnavailable(f"redis: {result}") if isinstance(result, Exception) else result
-            )
+        for call in batch:
+            reply = next(replies)
+            if call.op == "claim":
+                value = next(replies)
+                if reply == b"OK":
+                    call.result = Claim.CLAIMED
+                elif isinstance(reply, RespError) or isinstance(value, RespError):
+                    call.result = DedupUnavailable(f"redis: {reply}")
+                else:  # gone in between (released, expired): another try later is safe
+                    call.result = Claim.DONE if value == b"done" else Claim.HELD
+            elif isinstance(reply, RespError):
+                call.result = DedupUnavailable(f"redis: {reply}")
             call.done.set()
 
-    def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for call in batch:
-            if call.op == "claim":
-                self._claim(keys=[call.key], args=[self._owner, call.ms], client=pipe)
-            elif call.op == "done":
-                pipe.set(call.key, "done", px=call.ms)
-            else:
-                self._release(keys=[call.key], args=[self._owner], client=pipe)
-        return list(pipe.execute(raise_on_error=False))
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await conn.aclose()

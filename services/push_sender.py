@@ -249,6 +249,8 @@ async def main(ctx: ServiceContext) -> None:
                                 dedup=store):  # fmt: skip
                 await ctx.stopping.wait()
         background.cancel_scope.cancel()
+        if store is not None:
+            await store.aclose()
 
 
 service = Service(

@@ -94,8 +94,8 @@ async def test_redis_store_semantics_and_pipelining(redis_url: str, prefix: str)
                 tg.start_soon(store.claim, f"many-{i}", 30)
         assert store.round_trips - before < 50, store.round_trips - before
     finally:
-        store.close()
-        other.close()
+        await store.aclose()
+        await other.aclose()
 
 
 async def test_an_unreachable_store_raises_dedup_unavailable() -> None:
@@ -167,7 +167,7 @@ async def test_a_partition_runs_no_handler_twice_with_the_store(
     try:
         effects, outcomes = await _partitioned_run(rabbit_proxy, broker, dedup_queue, store)
     finally:
-        store.close()
+        await store.aclose()
     assert len(effects) == 400  # nothing lost
     assert max(effects.values()) == 1, f"{sum(effects.values()) - 400} handled twice"
     assert outcomes["duplicate"] + outcomes["claimed_elsewhere"] >= 1, outcomes
@@ -222,7 +222,7 @@ async def test_a_replica_killed_mid_handler_is_completed_once_by_another(
             await anyio.sleep(0.5)  # would it run again? (it must not)
             held = b.statistics().outcomes["claimed_elsewhere"]
     finally:
-        store.close()
+        await store.aclose()
     assert len(runs) == 1
     assert held >= 1, "the redelivery did not wait for the dead replica's claim"
     assert runs[0] >= 5, f"ran {runs[0]:.1f}s after the kill, before the lease ran out"
@@ -256,6 +256,7 @@ async def test_a_store_unreachable_from_the_start(
             assert not seen  # paused
             with redis_server(port, tmp_path):
                 await wait_until(lambda: len(seen) == 20, within=30)
+                await store.aclose()
     assert max(seen.values()) == 1
 
 
@@ -281,5 +282,35 @@ async def test_redis_restarted_mid_run_loses_nothing(
             for i in range(100, 200):
                 broker.publish(dedup_queue, b"x", message_id=f"r{i}")
             await wait_until(lambda: len(seen) == 200, within=30)
-        store.close()
+        await store.aclose()
     assert max(seen.values()) == 1
+
+
+async def test_the_resp_reader_takes_replies_split_anywhere() -> None:
+    """The hand-written RESP2 reader against replies cut at every byte boundary."""
+    from warren._resp import RespConnection, RespError, encode
+
+    wire = b"+OK\r\n$-1\r\n$4\r\ndone\r\n:1\r\n-ERR wrong\r\n*2\r\n$1\r\na\r\n:7\r\n$0\r\n\r\n"
+    expected = [b"OK", None, b"done", 1, "ERR wrong", [b"a", 7], b""]
+    assert encode("SET", b"k", 5) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n"
+
+    class Chunks:
+        def __init__(self, data: bytes, size: int) -> None:
+            self.chunks = [data[i : i + size] for i in range(0, len(data), size)]
+            self.sent = b""
+
+        async def send(self, data: bytes) -> None:
+            self.sent += data
+
+        async def receive(self, max_bytes: int = 65536) -> bytes:
+            return self.chunks.pop(0)
+
+        async def aclose(self) -> None:
+            pass
+
+    for size in range(1, len(wire) + 1):
+        stream = Chunks(wire, size)
+        conn = RespConnection(stream)  # type: ignore[arg-type]
+        got = await conn.pipeline([encode("PING")] * len(expected))
+        got = [str(r) if isinstance(r, RespError) else r for r in got]
+        assert got == expected, size
