@@ -122,8 +122,8 @@ def main() -> int:
         f"| **Warren consumer / aio-pika** | **{c_aio:.2f}x** | >= 2x |",
         f"| Warren consumer with the Redis deduplication store (claim + mark per message) "
         f"| {cmed['warren-dedup']:,.0f} msgs/s, "
-        f"{statistics.median(consume.dedup_calls_per_round_trip):.0f} store calls per round "
-        "trip | |",
+        f"{statistics.median(consume.dedup_round_trips_per_message):.3f} Redis round trips "
+        "per message | |",
         f"| **with Redis store / without** | **{cmed['warren-dedup'] / cmed['warren']:.2f}x** "
         "| >= 0.5x |",
     ]
@@ -208,8 +208,9 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "Consumer: a queue pre-filled with the same messages, drained with a no-op handler, "
         "prefetch 100, every message acked; Warren with `concurrency` 100. *With the Redis "
         "deduplication store*: the same Warren consumer with `RedisDedupStore` on the local "
-        "Redis (a claim before and a mark after every message; concurrent calls share one "
-        "pipelined round trip).\n\n"
+        "Redis (a claim before and a mark after every message: each burst of deliveries is "
+        "claimed in one call, the handlers finished meanwhile are marked in one call, and the "
+        "calls ready together share one pipelined round trip).\n\n"
         "Cluster: a throwaway three-node cluster on this machine (the test kit's "
         "`RabbitCluster`), a quorum queue led by the node both clients connect to, "
         f"{args.cluster_messages:,} messages per round, median of 3 interleaved rounds; the "

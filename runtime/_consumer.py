@@ -31,7 +31,8 @@ from ._amqp import (
     amqp_link_factory,
 )
 from ._backoff import Backoff
-from ._dedup import Claim, DedupStore, DedupUnavailable, lease_for
+from ._dedup import DedupStore, lease_for
+from ._dedup_gate import DedupGate
 from ._exceptions import PoisonMessage, RetryLater
 from ._publisher import Publisher
 from ._select import Received, Timeout, select
@@ -125,10 +126,6 @@ class Consumer(Worker):
     ) -> None:
         self._config = config
         self._handler = handler
-        self._dedup = dedup
-        self._lease = lease_for(config.handler_timeout)
-        self._dedup_down = False  # an unavailability episode is logged once
-        self._dedup_unavailable = 0
         self._events_tx, self._events_rx = anyio.create_memory_object_stream[
             ConnectionEvent | Wake
         ](math.inf)
@@ -199,6 +196,23 @@ class Consumer(Worker):
             topology=self.topology,
             connection=connection,
         )
+        self._work = WorkQueue[Delivered]()  # to the pool of handler tasks
+        self._held: set[tuple[int, int]] = set()  # (session, tag): claimed by another worker
+        self._gate = (
+            None
+            if dedup is None
+            else DedupGate(
+                dedup,
+                queue=q,
+                lease=lease_for(config.handler_timeout),
+                retention=config.dedup_retention,
+                on_error=config.dedup_on_error,
+                name=name,
+                admit=self._work.put,
+                held=self._hold,
+                settle=lambda delivery, outcome: self._done_tx.send_nowait((delivery, outcome)),
+            )
+        )
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0, "rejected": 0}
         if dedup is not None:
@@ -230,7 +244,7 @@ class Consumer(Worker):
             reconnects=link.reconnects,
             in_flight=self._in_flight,
             outcomes=dict(self._outcomes),
-            dedup_unavailable=self._dedup_unavailable,
+            dedup_unavailable=0 if self._gate is None else self._gate.unavailable,
             handler_seconds=self._latency.snapshot(),
             last_error=link.last_error,
             disconnected_seconds=link.disconnected_seconds(),
@@ -244,22 +258,23 @@ class Consumer(Worker):
             async with anyio.create_task_group() as tg, self._publisher:
                 tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
                 # a pool of ``concurrency`` handler tasks, fed by the loop: no task per message
-                work = WorkQueue[Delivered]()
                 async with anyio.create_task_group() as handlers:
                     for _ in range(self._config.concurrency):
-                        handlers.start_soon(self._work, work)
-                    await self._serve(work)
+                        handlers.start_soon(self._handle)
+                    if self._gate is not None:
+                        handlers.start_soon(self._gate.run)
+                    await self._serve()
                     handlers.cancel_scope.cancel()  # past the shutdown deadline: not acked
                 await self._conn.aclose()
         finally:
             self._link.closed()
             self._close_streams()
 
-    async def _work(self, work: WorkQueue[Delivered]) -> None:
+    async def _handle(self) -> None:
         """One task of the handler pool, until cancelled: handlers that succeed are settled
         in place; a failure (or timeout) leaves the fast path to be retried or dead-lettered."""
         while True:
-            failed = await self._run_handlers(work)
+            failed = await self._run_handlers()
             if failed is None:
                 continue
             delivery, message, exc, started = failed
@@ -268,13 +283,12 @@ class Consumer(Worker):
                 self._done_tx.send_nowait((delivery, "claimed_elsewhere"))
                 continue
             self._latency.observe(self._clock() - started)
-            await self._dedup_call("release", message)  # so that the retry can run it
+            if self._gate is not None:
+                await self._gate.release(delivery)  # so that the retry can run it
             outcome = await self._settle_failure(message, exc)
             self._done_tx.send_nowait((delivery, outcome))
 
-    async def _run_handlers(
-        self, work: WorkQueue[Delivered]
-    ) -> tuple[Delivered, Message, Exception, float] | None:
+    async def _run_handlers(self) -> tuple[Delivered, Message, Exception, float] | None:
         """Run handlers until one fails (or times out) and return it.
 
         All handlers of this run share one cancel scope whose deadline moves per message:
@@ -286,18 +300,15 @@ class Consumer(Worker):
         max_attempts = self._config.max_attempts
         clock = self._clock
         current: tuple[Delivered, Message, float] | None = None
+        work, held, gate = self._work, self._held, self._gate
         with anyio.CancelScope() as scope:
             while True:
                 delivery = await work.get()
                 message = _message(delivery, max_attempts)
                 started = clock()
-                if self._dedup is not None and message.message_id:
-                    claim = await self._claim(message)
-                    if claim is Claim.DONE:  # finished before: its ack was lost
-                        self._done_tx.send_nowait((delivery, "duplicate"))
-                        continue
-                    if claim is Claim.HELD:  # another worker runs it now
-                        return delivery, message, _ClaimedElsewhere(), started
+                if held and (delivery.session, delivery.delivery_tag) in held:
+                    held.discard((delivery.session, delivery.delivery_tag))
+                    return delivery, message, _ClaimedElsewhere(), started  # runs elsewhere
                 current = (delivery, message, started)
                 scope.deadline = anyio.current_time() + timeout
                 try:
@@ -307,9 +318,10 @@ class Consumer(Worker):
                 scope.deadline = math.inf
                 current = None
                 self._latency.observe(clock() - started)
-                if self._dedup is not None and message.message_id:
-                    await self._dedup_call("done", message)
-                self._done_tx.send_nowait((delivery, "ack"))
+                if gate is None:
+                    self._done_tx.send_nowait((delivery, "ack"))
+                else:
+                    gate.succeeded(delivery)  # acked once marked done
                 if scope.cancel_called:
                     # The handler swallowed its timeout's cancellation and returned: settled
                     # as a success; a fresh scope, so the next handler is not cut off for it.
@@ -318,52 +330,10 @@ class Consumer(Worker):
         delivery, message, started = current
         return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
 
-    # -- deduplication ---------------------------------------------------------------------
-
-    def _dedup_key(self, message: Message) -> str:
-        return f"{self._config.queue}:{message.message_id}"
-
-    async def _claim(self, message: Message) -> Claim:
-        """Claim the message for this worker. While the store is unreachable: run it anyway
-        (``at-least-once``), or wait for the store (``pause``: the deliveries stay unacked,
-        the prefetch window fills and consuming stops)."""
-        assert self._dedup is not None
-        delay = 0.2
-        while True:
-            try:
-                claim = await self._dedup.claim(self._dedup_key(message), self._lease)
-            except DedupUnavailable as exc:
-                self._store_down(exc)
-                if self._config.dedup_on_error == "at-least-once":
-                    return Claim.CLAIMED
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if self._dedup_down:
-                self._dedup_down = False
-                log.warning("dedup.available worker=%s", self._name)
-            return claim
-
-    async def _dedup_call(self, op: str, message: Message) -> None:
-        """Mark done / release; an unreachable store is logged and counted (a claim left
-        behind expires with its lease; a mark that was lost may let a redelivery run)."""
-        if self._dedup is None or not message.message_id:
-            return
-        key = self._dedup_key(message)
-        try:
-            if op == "done":
-                await self._dedup.done(key, self._config.dedup_retention)
-            else:
-                await self._dedup.release(key)
-        except DedupUnavailable as exc:
-            self._store_down(exc)
-
-    def _store_down(self, exc: DedupUnavailable) -> None:
-        self._dedup_unavailable += 1
-        if not self._dedup_down:
-            self._dedup_down = True
-            log.warning("dedup.unavailable worker=%s on_error=%s %s", self._name,
-                        self._config.dedup_on_error, exc)  # fmt: skip
+    def _hold(self, delivery: Delivered) -> None:
+        """Another live worker holds its claim: a handler task sends it back for later."""
+        self._held.add((delivery.session, delivery.delivery_tag))
+        self._work.put(delivery)
 
     async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
         """Re-publish a failed message (retry queue or DLQ) before its original is acked.
@@ -406,7 +376,7 @@ class Consumer(Worker):
         await self._retry(message, exc, not_before)
         return "retry"
 
-    async def _serve(self, work: WorkQueue[Delivered]) -> None:
+    async def _serve(self) -> None:
         deadline = math.inf
         concurrency = self._config.concurrency
         while True:
@@ -425,13 +395,13 @@ class Consumer(Worker):
             match await select(**cases, timeout=timeout):
                 case Received("deliveries", delivery):
                     # take what else is waiting too: one select per burst, not per message
-                    self._dispatch(delivery, work)
+                    self._dispatch(delivery)
                     while self._in_flight < concurrency:
                         try:
                             delivery = self._deliveries_rx.receive_nowait()
                         except anyio.WouldBlock:
                             break
-                        self._dispatch(delivery, work)
+                        self._dispatch(delivery)
                 case Received("done", first):
                     self._settle([first, *_drain(self._done_rx)])
                 case Received("events", event):
@@ -439,7 +409,7 @@ class Consumer(Worker):
                 case Timeout():
                     pass
 
-    def _dispatch(self, delivery: Delivered, work: WorkQueue[Delivered]) -> None:
+    def _dispatch(self, delivery: Delivered) -> None:
         if delivery.session > self._session:
             # Its Connected event was emitted first but sits in the other stream (select
             # picks at random): take the events up to it now.
@@ -447,7 +417,10 @@ class Consumer(Worker):
         if delivery.session != self._session:
             return  # its connection is gone; the broker redelivers it
         self._in_flight += 1
-        work.put(delivery)  # a worker is free: in_flight < concurrency
+        if self._gate is None:
+            self._work.put(delivery)  # a worker is free: in_flight < concurrency
+        else:
+            self._gate.claim(delivery)  # then to the workers, unless it ran before
 
     def _settle(self, finished: list[tuple[Delivered, Outcome]]) -> None:
         """Ack a batch of finished deliveries, one hand-off per connection session."""

@@ -21,7 +21,7 @@ import anyio
 from ._exceptions import WarrenError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 
 class Claim(enum.Enum):
@@ -36,13 +36,23 @@ class DedupUnavailable(WarrenError):
 
 
 class DedupStore(Protocol):
-    """What the consumer needs of a store. Each call may raise ``DedupUnavailable``."""
+    """What the consumer needs of a store. Each call may raise ``DedupUnavailable``.
 
-    async def claim(self, key: str, lease: float) -> Claim: ...
+    Claims and marks take many keys at once: the consumer claims a burst of deliveries in
+    one call and marks every handler that finished meanwhile in one call.
+    """
 
-    async def done(self, key: str, retention: float) -> None: ...
+    async def claim(self, keys: Sequence[str], lease: float) -> list[Claim]:
+        """Claim each key for ``lease`` seconds; one ``Claim`` per key, in order."""
+        ...
 
-    async def release(self, key: str) -> None: ...
+    async def done(self, keys: Sequence[str], retention: float) -> None:
+        """Mark each key done for ``retention`` seconds (whoever held its claim)."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Drop this store's own claim on ``key`` (not another's, not a done mark)."""
+        ...
 
 
 @final
@@ -54,9 +64,12 @@ class MemoryDedupStore:
         self._clock = clock
         self._entries: dict[str, tuple[Claim, float]] = {}  # key -> (state, expires at)
 
-    async def claim(self, key: str, lease: float) -> Claim:
+    async def claim(self, keys: Sequence[str], lease: float) -> list[Claim]:
         await anyio.lowlevel.checkpoint()
         now = self._clock()
+        return [self._claim(key, now, lease) for key in keys]
+
+    def _claim(self, key: str, now: float, lease: float) -> Claim:
         state = self._entries.get(key)
         if state is not None and state[1] > now:
             return Claim.DONE if state[0] is Claim.DONE else Claim.HELD
@@ -65,9 +78,11 @@ class MemoryDedupStore:
             self._expire(now)
         return Claim.CLAIMED
 
-    async def done(self, key: str, retention: float) -> None:
+    async def done(self, keys: Sequence[str], retention: float) -> None:
         await anyio.lowlevel.checkpoint()
-        self._entries[key] = (Claim.DONE, self._clock() + retention)
+        until = self._clock() + retention
+        for key in keys:
+            self._entries[key] = (Claim.DONE, until)
 
     async def release(self, key: str) -> None:
         await anyio.lowlevel.checkpoint()

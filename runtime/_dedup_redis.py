@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
@@ -21,9 +21,21 @@ from ._dedup import Claim, DedupUnavailable
 from ._redact import redact_url
 from ._resp import RedisAddress, RespConnection, RespError, RespProtocolError, encode
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+# One command per batch: a claim is SET NX with the lease, else what holds the key
+# (0 claimed, 1 done, 2 held; gone in between counts as held: another try later is safe).
+_CLAIM = (
+    "local r = {} for i, k in ipairs(KEYS) do "
+    "if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then r[i] = 0 "
+    "elseif redis.call('GET', k) == 'done' then r[i] = 1 else r[i] = 2 end end return r"
+)
+_DONE = "for _, k in ipairs(KEYS) do redis.call('SET', k, 'done', 'PX', ARGV[1]) end return #KEYS"
 _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
+_CLAIMS = (Claim.CLAIMED, Claim.DONE, Claim.HELD)
 _FAILURES = (OSError, anyio.BrokenResourceError, anyio.EndOfStream, anyio.ClosedResourceError,
              TimeoutError, RespProtocolError, RespError, ValueError)  # fmt: skip
 
@@ -31,7 +43,7 @@ _FAILURES = (OSError, anyio.BrokenResourceError, anyio.EndOfStream, anyio.Closed
 @dataclass
 class _Call:
     op: str  # claim | done | release
-    key: bytes
+    keys: list[bytes]
     ms: int
     done: anyio.Event
     result: Any = None
@@ -59,22 +71,26 @@ class RedisDedupStore:
         self.round_trips = 0  # pipelines sent (the bench reports calls per round trip)
         self.url = redact_url(url)
 
-    async def claim(self, key: str, lease: float) -> Claim:
-        return await self._call("claim", key, lease)  # type: ignore[no-any-return]
+    async def claim(self, keys: Sequence[str], lease: float) -> list[Claim]:
+        if not keys:
+            return []
+        return await self._call("claim", keys, lease)  # type: ignore[no-any-return]
 
-    async def done(self, key: str, retention: float) -> None:
-        await self._call("done", key, retention)
+    async def done(self, keys: Sequence[str], retention: float) -> None:
+        if keys:
+            await self._call("done", keys, retention)
 
     async def release(self, key: str) -> None:
-        await self._call("release", key, 0.0)
+        await self._call("release", [key], 0.0)
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.aclose()
 
-    async def _call(self, op: str, key: str, seconds: float) -> Any:
-        call = _Call(op, (self._prefix + key).encode(), max(1, int(seconds * 1000)),
+    async def _call(self, op: str, keys: Sequence[str], seconds: float) -> Any:
+        prefix = self._prefix
+        call = _Call(op, [(prefix + key).encode() for key in keys], max(1, int(seconds * 1000)),
                      anyio.Event())  # fmt: skip
         self._pending.append(call)
         if not self._running:
@@ -99,18 +115,18 @@ class RedisDedupStore:
     async def _send(self, batch: list[_Call]) -> None:
         commands: list[bytes] = []
         for call in batch:
-            if call.op == "claim":  # SET NX with the lease, then what is there
-                commands.append(encode(b"SET", call.key, self._owner, b"NX", b"PX", call.ms))
-                commands.append(encode(b"GET", call.key))
+            n = len(call.keys)
+            if call.op == "claim":
+                commands.append(encode(b"EVAL", _CLAIM, n, *call.keys, self._owner, call.ms))
             elif call.op == "done":
-                commands.append(encode(b"SET", call.key, b"done", b"PX", call.ms))
+                commands.append(encode(b"EVAL", _DONE, n, *call.keys, call.ms))
             else:  # rare (a failed handler): compare-and-delete
-                commands.append(encode(b"EVAL", _RELEASE, 1, call.key, self._owner))
+                commands.append(encode(b"EVAL", _RELEASE, 1, call.keys[0], self._owner))
         try:
             with anyio.fail_after(self._timeout):
                 if self._conn is None:
                     self._conn = await RespConnection.open(self._address)
-                replies = iter(await self._conn.pipeline(commands))
+                replies = await self._conn.pipeline(commands)
         except _FAILURES as exc:
             await self._drop()
             error = DedupUnavailable(f"redis at {self.url}: {type(exc).__name__}: {exc}")
@@ -119,18 +135,14 @@ class RedisDedupStore:
                 call.done.set()
             return
         self.round_trips += 1
-        for call in batch:
-            reply = next(replies)
-            if call.op == "claim":
-                value = next(replies)
-                if reply == b"OK":
-                    call.result = Claim.CLAIMED
-                elif isinstance(reply, RespError) or isinstance(value, RespError):
-                    call.result = DedupUnavailable(f"redis: {reply}")
-                else:  # gone in between (released, expired): another try later is safe
-                    call.result = Claim.DONE if value == b"done" else Claim.HELD
-            elif isinstance(reply, RespError):
+        for call, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, RespError):
                 call.result = DedupUnavailable(f"redis: {reply}")
+            elif call.op == "claim":
+                if not isinstance(reply, list) or len(reply) != len(call.keys):
+                    call.result = DedupUnavailable(f"redis: unexpected claim reply {reply!r:.80}")
+                else:
+                    call.result = [_CLAIMS[code] for code in reply]
             call.done.set()
 
     async def _drop(self) -> None:

@@ -367,6 +367,9 @@ async def test_a_dead_letter_queue_deleted_under_the_worker_is_declared_again(
 
     async with Consumer(cfg(broker_url, queue), handler, metrics=metrics, name="c") as consumer:
         await consumer.wait_connected()
+        # the re-publisher connects on its own: deleted before it declared, there is
+        # nothing to heal (its first declaration makes the queue)
+        await wait_until(lambda: metric(metrics, "warren_connection_up", worker="c.requeue") == 1)
         broker.delete_queue(f"{queue}.dlq")
         broker.publish(queue, b"poison", message_id="p1")
         await wait_until(lambda: consumer.statistics().outcomes["dead_letter"] == 1)

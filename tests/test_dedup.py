@@ -59,21 +59,28 @@ def dedup_queue(broker: Broker) -> Iterator[str]:
 
 
 async def _semantics(store: Any, key: str) -> None:
-    assert await store.claim(key, 30) is Claim.CLAIMED
-    assert await store.claim(key, 30) is Claim.HELD  # another worker's try
+    assert await store.claim([key], 30) == [Claim.CLAIMED]
+    assert await store.claim([key], 30) == [Claim.HELD]  # another worker's try
     await store.release(key)
-    assert await store.claim(key, 30) is Claim.CLAIMED  # the retry can run
-    await store.done(key, 60)
-    assert await store.claim(key, 30) is Claim.DONE
+    assert await store.claim([key], 30) == [Claim.CLAIMED]  # the retry can run
+    await store.done([key], 60)
+    assert await store.claim([key], 30) == [Claim.DONE]
+    # many at once, each answered in order: new, done, held, new
+    await store.claim([f"{key}-held"], 30)
+    assert await store.claim([f"{key}-a", key, f"{key}-held", f"{key}-b"], 30) == [
+        Claim.CLAIMED, Claim.DONE, Claim.HELD, Claim.CLAIMED]  # fmt: skip
+    assert await store.claim([], 30) == []
+    await store.done([f"{key}-a", f"{key}-b"], 60)
+    assert await store.claim([f"{key}-b", f"{key}-a"], 30) == [Claim.DONE, Claim.DONE]
 
 
 async def test_memory_store_semantics() -> None:
     now = [0.0]
     store = MemoryDedupStore(clock=lambda: now[0])
     await _semantics(store, "k")
-    assert await store.claim("lease", 5) is Claim.CLAIMED
+    assert await store.claim(["lease"], 5) == [Claim.CLAIMED]
     now[0] = 6.0  # the worker died: its lease ran out
-    assert await store.claim("lease", 5) is Claim.CLAIMED
+    assert await store.claim(["lease"], 5) == [Claim.CLAIMED]
 
 
 async def test_redis_store_semantics_and_pipelining(redis_url: str, prefix: str) -> None:
@@ -81,18 +88,22 @@ async def test_redis_store_semantics_and_pipelining(redis_url: str, prefix: str)
     other = RedisDedupStore(redis_url, prefix=prefix)  # another replica
     try:
         await _semantics(store, "k")
-        assert await store.claim("mine", 30) is Claim.CLAIMED
+        assert await store.claim(["mine"], 30) == [Claim.CLAIMED]
         await other.release("mine")  # not its claim: nothing happens
-        assert await other.claim("mine", 30) is Claim.HELD
-        assert await store.claim("short", 0.2) is Claim.CLAIMED
+        assert await other.claim(["mine"], 30) == [Claim.HELD]
+        assert await store.claim(["short"], 0.2) == [Claim.CLAIMED]
         await anyio.sleep(0.3)  # the lease's own clock is Redis's: let it pass
-        assert await other.claim("short", 5) is Claim.CLAIMED
-        # 500 claims at once: a handful of round trips, not 500
+        assert await other.claim(["short"], 5) == [Claim.CLAIMED]
+        # 500 concurrent calls: a handful of round trips, not 500
         before = store.round_trips
         async with anyio.create_task_group() as tg:
             for i in range(500):
-                tg.start_soon(store.claim, f"many-{i}", 30)
+                tg.start_soon(store.claim, [f"many-{i}"], 30)
         assert store.round_trips - before < 50, store.round_trips - before
+        # 1,000 keys in one call: one round trip
+        before = store.round_trips
+        claims = await store.claim([f"batch-{i}" for i in range(1000)], 30)
+        assert claims == [Claim.CLAIMED] * 1000 and store.round_trips == before + 1
     finally:
         await store.aclose()
         await other.aclose()
@@ -103,7 +114,7 @@ async def test_an_unreachable_store_raises_dedup_unavailable() -> None:
 
     store = RedisDedupStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     with pytest.raises(DedupUnavailable, match="redis"):
-        await store.claim("k", 5)
+        await store.claim(["k"], 5)
 
 
 def test_a_bad_redis_url_names_the_setting() -> None:
