@@ -67,8 +67,11 @@ test: sysdeps redis lint typecheck unit
 cluster-test: sysdeps tree
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
+# The incident, live: an API under load, its link to RabbitMQ silently cut for 15 s and healed;
+# nothing lost. Uses WARREN_AMQP_URL, else 127.0.0.1:5672, else a throwaway node of its own.
+# Reports land in demo-out/; DEMO_ARGS="--duration 30 ..." reshapes it (--help lists them).
 demo: tree
-	$(BIN)/warren run demo-publisher
+	$(BIN)/python -m warren.services.demo $(DEMO_ARGS)
 
 bench: tree
 	$(BIN)/python -m bench $(BENCH_ARGS)

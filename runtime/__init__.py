@@ -57,6 +57,7 @@ from ._exceptions import (
     TopologyMismatch,
     WarrenError,
 )
+from ._logging import configure_logging
 from ._metrics import Metrics
 from ._ops_server import OpsServer
 from ._publisher import Publisher
@@ -132,6 +133,7 @@ __all__ = [
     "Unblocked",
     "WarrenError",
     "__version__",
+    "configure_logging",
     "redact_url",
     "select",
     "select_nowait",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pika
+import pika.exceptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,6 +74,16 @@ class Broker:
             if queue == name:
                 return kind.strip()
         raise AssertionError(f"no queue {name!r}")
+
+    def exists(self, name: str) -> bool:
+        """Whether the queue exists (asked on a channel of its own: a miss closes it)."""
+        channel = self._conn.channel()
+        try:
+            channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        channel.close()
+        return True
 
     def depth(self, name: str) -> int:
         return int(self._ch.queue_declare(name, passive=True).method.message_count)

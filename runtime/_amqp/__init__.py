@@ -7,6 +7,7 @@ above see events and jobs, never pika (ruff's banned-api and the import-linter c
 pyproject.toml keep it so).
 """
 
+from ._admin import delete_queues
 from ._connection import AmqpConnection
 from ._consume import ConsumeSpec
 from ._events import (
@@ -54,4 +55,5 @@ __all__ = [
     "Topology",
     "Unblocked",
     "amqp_link_factory",
+    "delete_queues",
 ]

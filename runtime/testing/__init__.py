@@ -3,11 +3,13 @@
 - A fault proxy with Toxiproxy's HTTP API (``FaultProxyServer``, ``fault_proxy_in_thread``,
   ``warren proxy``) and a client for it or a real Toxiproxy (``ToxiproxyClient``).
 - ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
+- ``delete_queues()``: clean up the queues a test or demo declared.
 - ``RabbitNode``: a throwaway RabbitMQ node for destructive tests; ``RabbitCluster``: several
   of them joined into one cluster (quorum queues, failover, partitions).
 - A pytest plugin with fixtures for all of these (``warren.testing.pytest_plugin``).
 """
 
+from .._amqp import delete_queues
 from ._client import (
     AsyncToxiproxyClient,
     ProxyHandle,
@@ -34,6 +36,7 @@ __all__ = [
     "RabbitNodeError",
     "ToxiproxyClient",
     "ToxiproxyError",
+    "delete_queues",
     "fault_proxy_in_thread",
     "link_down",
     "partition",
