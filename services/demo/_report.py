@@ -25,7 +25,7 @@ class Summary:
     dropped: int
     errors: int  # POSTs not answered 202
     detection_s: float | None  # partition -> the API knew its link was gone
-    heal_to_empty_s: float | None  # heal -> the API's buffer empty again
+    heal_to_empty_s: float | None  # heal -> the API's buffer back to its steady level
     p50_up_ms: float | None
     p99_up_ms: float | None
     p50_partition_ms: float | None
@@ -56,7 +56,7 @@ class Summary:
             ("max buffer depth", f"{self.max_depth:,}"),
             ("reconnects", f"{self.reconnects:,}"),
             ("partition noticed after", sec(self.detection_s)),
-            ("heal -> empty buffer", sec(self.heal_to_empty_s)),
+            ("heal -> buffer drained", sec(self.heal_to_empty_s)),
             ("API p50 / p99, link up", f"{ms(self.p50_up_ms)} / {ms(self.p99_up_ms)}"),
             (
                 "API p50 / p99, partitioned",
@@ -72,10 +72,14 @@ def summarize(run: Run) -> Summary:
     last = run.last
     start, end = run.partition_start, run.partition_end
     detection = heal = None
+    # drained: back to what it held in the steady state before the cut (a job or two in
+    # flight at any moment), not necessarily 0
+    steady = max((s.depth for s in run.samples
+                  if start is not None and start - 2 <= s.t < start), default=0)  # fmt: skip
     for s in run.samples:
         if start is not None and detection is None and s.t >= start and not s.up:
             detection = s.t - start
-        if end is not None and heal is None and s.t >= end and s.depth == 0:
+        if end is not None and heal is None and s.t >= end and s.depth <= steady:
             heal = s.t - end
     up: list[float] = []
     cut: list[float] = []
