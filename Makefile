@@ -21,11 +21,14 @@ tree: $(STAMP)
 	$(BIN)/python hatch_build.py
 
 # Debian packages the full suite uses (command:package): nftables and iproute2 for the
-# kernel-level partitions, prometheus (promtool checks; a real Prometheus scraping a worker).
+# kernel-level partitions, prometheus (promtool checks; a real Prometheus scraping a worker),
+# kubernetes-client (kubectl kustomize renders deploy/k8s; no cluster needed), shellcheck and
+# curl (deploy/chaos/partition.sh is linted, and run against the local services).
 # Installed here when root; otherwise the one command to run is printed, and those tests
 # skip (outside CI) until then. RabbitMQ itself must already answer on 127.0.0.1:5672;
 # Redis (the deduplication store's tests) is started here if nothing answers on 6379.
-SYSDEPS := nft:nftables ip:iproute2 promtool:prometheus redis-server:redis-server
+SYSDEPS := nft:nftables ip:iproute2 promtool:prometheus redis-server:redis-server \
+	kubectl:kubernetes-client shellcheck:shellcheck curl:curl
 
 sysdeps:
 	@missing=""; for pair in $(SYSDEPS); do \
@@ -39,13 +42,14 @@ sysdeps:
 	fi
 
 lint: tree
-	$(BIN)/ruff format --check runtime services tests bench hatch_build.py
-	$(BIN)/ruff check runtime services tests bench hatch_build.py
+	$(BIN)/ruff format --check runtime services tests bench deploy hatch_build.py
+	$(BIN)/ruff check runtime services tests bench deploy hatch_build.py
 	$(BIN)/lint-imports
 
 # mypy reads the package as it is imported (warren, through the symlink tree)
 typecheck: tree
-	$(BIN)/mypy build/editable/warren tests bench
+	$(BIN)/mypy build/editable/warren tests bench deploy/k8s/gen_prometheusrule.py \
+	  deploy/schemas/crd_to_jsonschema.py
 
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
 unit: tree

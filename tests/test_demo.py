@@ -106,7 +106,7 @@ def test_no_broker_and_none_installed_says_what_to_do(
     out = capsys.readouterr()
     assert code == 2
     text = " ".join((out.out + out.err).split())
-    assert "apt-get install -y rabbitmq-server" in text and "deploy/compose.yaml" in text
+    assert "apt-get install -y rabbitmq-server" in text and "docker run" in text
     assert "Traceback" not in out.out + out.err
 
 

@@ -27,8 +27,10 @@ _SERVER_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin", "/opt/ra
 NO_BROKER = (
     "No RabbitMQ answers (WARREN_AMQP_URL unset or not answering, nothing on {local}) and "
     "rabbitmq-server is not installed. Install it (sudo apt-get install -y rabbitmq-server; "
-    "the demo starts a throwaway node of its own), or start one in a container "
-    "(docker compose -f deploy/compose.yaml up -d rabbitmq) and run make demo again."
+    "the demo then starts a throwaway node of its own), or run one in a container: "
+    "docker run -d -p 127.0.0.1:5672:5672 -e RABBITMQ_DEFAULT_USER=demo "
+    "-e RABBITMQ_DEFAULT_PASS=demo rabbitmq:3.13 and then "
+    "WARREN_AMQP_URL=amqp://demo:demo@127.0.0.1:5672/%2F make demo"
 )
 
 
