@@ -65,6 +65,7 @@ class MemoryDedupStore:
         self._entries: dict[str, tuple[Claim, float]] = {}  # key -> (state, expires at)
 
     async def claim(self, keys: Sequence[str], lease: float) -> list[Claim]:
+        check_keys(keys)
         await anyio.lowlevel.checkpoint()
         now = self._clock()
         return [self._claim(key, now, lease) for key in keys]
@@ -79,6 +80,7 @@ class MemoryDedupStore:
         return Claim.CLAIMED
 
     async def done(self, keys: Sequence[str], retention: float) -> None:
+        check_keys(keys)
         await anyio.lowlevel.checkpoint()
         until = self._clock() + retention
         for key in keys:
@@ -93,6 +95,12 @@ class MemoryDedupStore:
     def _expire(self, now: float) -> None:
         for key in [k for k, (_, until) in self._entries.items() if until <= now]:
             del self._entries[key]
+
+
+def check_keys(keys: Sequence[str]) -> None:
+    """A ``str`` is a sequence of one-letter keys: refuse it (``claim([key], ...)``)."""
+    if isinstance(keys, str):
+        raise TypeError("keys must be a list of keys, not one str: claim([key], lease)")
 
 
 def lease_for(handler_timeout: float) -> float:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from ._dedup import Claim, DedupUnavailable
+from ._dedup import Claim, DedupUnavailable, check_keys
 from ._redact import redact_url
 from ._resp import RedisAddress, RespConnection, RespError, RespProtocolError, encode
 
@@ -72,11 +72,13 @@ class RedisDedupStore:
         self.url = redact_url(url)
 
     async def claim(self, keys: Sequence[str], lease: float) -> list[Claim]:
+        check_keys(keys)
         if not keys:
             return []
         return await self._call("claim", keys, lease)  # type: ignore[no-any-return]
 
     async def done(self, keys: Sequence[str], retention: float) -> None:
+        check_keys(keys)
         if keys:
             await self._call("done", keys, retention)
 
@@ -104,7 +106,13 @@ class RedisDedupStore:
                         # join this round trip instead of waiting for the next
                         await anyio.lowlevel.cancel_shielded_checkpoint()
                         batch, self._pending = self._pending, []
-                        await self._send(batch)
+                        try:
+                            await self._send(batch)
+                        finally:  # whatever went wrong, no caller waits forever
+                            for stranded in batch:
+                                if not stranded.done.is_set():
+                                    stranded.result = DedupUnavailable("redis: round trip failed")
+                                    stranded.done.set()
             finally:
                 self._running = False
         await call.done.wait()
@@ -136,13 +144,7 @@ class RedisDedupStore:
             return
         self.round_trips += 1
         for call, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, RespError):
-                call.result = DedupUnavailable(f"redis: {reply}")
-            elif call.op == "claim":
-                if not isinstance(reply, list) or len(reply) != len(call.keys):
-                    call.result = DedupUnavailable(f"redis: unexpected claim reply {reply!r:.80}")
-                else:
-                    call.result = [_CLAIMS[code] for code in reply]
+            call.result = _result(call, reply)
             call.done.set()
 
     async def _drop(self) -> None:
@@ -150,3 +152,19 @@ class RedisDedupStore:
         if conn is not None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await conn.aclose()
+
+
+def _result(call: _Call, reply: Any) -> Any:
+    """One call's result from its reply: claims, None, or the error to raise."""
+    if isinstance(reply, RespError):
+        return DedupUnavailable(f"redis: {reply}")
+    if call.op != "claim":
+        return None
+    codes = range(len(_CLAIMS))
+    if (
+        not isinstance(reply, list)
+        or len(reply) != len(call.keys)
+        or any(not isinstance(code, int) or code not in codes for code in reply)
+    ):
+        return DedupUnavailable(f"redis: unexpected claim reply {reply!r:.80}")
+    return [_CLAIMS[code] for code in reply]

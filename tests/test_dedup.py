@@ -25,6 +25,7 @@ from warren import (
     ConfigError,
     Consumer,
     ConsumerConfig,
+    DedupUnavailable,
     MemoryDedupStore,
     Message,
     Metrics,
@@ -109,9 +110,44 @@ async def test_redis_store_semantics_and_pipelining(redis_url: str, prefix: str)
         await other.aclose()
 
 
-async def test_an_unreachable_store_raises_dedup_unavailable() -> None:
-    from warren import DedupUnavailable
+async def test_a_malformed_claim_reply_fails_the_call_and_strands_no_caller(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply the store cannot read (a script that answers out of range) is
+    DedupUnavailable for that call; the other calls of the round trip still get answers."""
+    import warren._dedup_redis as module
 
+    store = RedisDedupStore(redis_url, prefix=prefix)
+    monkeypatch.setattr(module, "_CLAIM", "return {7}")
+    results: list[object] = []
+
+    async def call(op: str) -> None:
+        try:
+            results.append(await (store.claim(["x"], 5) if op == "claim" else store.done(["y"], 5)))
+        except DedupUnavailable as exc:
+            results.append(exc)
+
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "claim")
+                tg.start_soon(call, "done")
+    finally:
+        await store.aclose()
+    assert sorted(map(type, results), key=str) == sorted([DedupUnavailable, type(None)], key=str)
+
+
+async def test_one_str_is_not_taken_for_a_list_of_keys(redis_url: str, prefix: str) -> None:
+    store = RedisDedupStore(redis_url, prefix=prefix)
+    for s in (store, MemoryDedupStore()):
+        with pytest.raises(TypeError, match="list of keys"):
+            await s.claim("key", 5)  # the old one-key form
+        with pytest.raises(TypeError, match="list of keys"):
+            await s.done("key", 5)
+    await store.aclose()
+
+
+async def test_an_unreachable_store_raises_dedup_unavailable() -> None:
     store = RedisDedupStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     with pytest.raises(DedupUnavailable, match="redis"):
         await store.claim(["k"], 5)

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,7 +43,7 @@ def _check_reports(out: Path) -> str:
     return html
 
 
-SHORT = ("--duration", "9", "--partition-at", "2", "--partition-seconds", "4", "--rate", "30",
+SHORT = ("--duration", "10", "--partition-at", "2", "--partition-seconds", "5", "--rate", "30",
          "--heartbeat", "1")  # fmt: skip
 
 
@@ -55,13 +56,16 @@ def test_the_short_demo_loses_nothing_through_a_partition(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     got = _summary(done.stdout)
     accepted = int(got["accepted"])
-    assert accepted >= 200  # 30/s for 9 s, every one accepted, partition or not
+    assert accepted >= 250  # 30/s for 10 s, every one accepted, partition or not
     assert got["delivered"] == got["accepted"] and got["lost"] == "0"
-    assert got["duplicates"] == "0" and got["errors"] == "0" and got["dropped"] == "0"
+    assert got["errors"] == "0" and got["dropped"] == "0"
+    # at-least-once: a job whose confirm the cut ate is sent again after the heal
+    assert int(got["duplicates"]) <= accepted // 10
     assert int(got["max_depth"]) >= 40  # the partition's POSTs waited in the buffer
     assert int(got["reconnects"]) >= 1
-    # heartbeat 1 s: the silent link is noticed well inside the 4 s partition
-    assert got["detection_s"] != "na" and float(got["detection_s"]) <= 3.5
+    # heartbeat 1 s: the silent link is noticed (2 x heartbeat, sampled 4 times a second)
+    # inside the 5 s partition
+    assert got["detection_s"] != "na" and float(got["detection_s"]) <= 4.5
     assert float(got["heal_to_empty_s"]) < 10
     html = _check_reports(tmp_path)
     assert "nothing lost" in html
@@ -71,7 +75,10 @@ def test_the_short_demo_loses_nothing_through_a_partition(
     assert queue is not None
     for suffix in ("", ".dlq", ".invalid_tokens", ".retry.1000ms"):
         assert not broker.exists(queue.group(1) + suffix), f"{queue.group(1)}{suffix} left behind"
-    assert "amqp://guest:guest" not in done.stdout + (tmp_path / "warren.log").read_text()
+    password = urlsplit(broker_url).password
+    assert password, "the broker URL has a password to look for"
+    shown = done.stdout + done.stderr + (tmp_path / "warren.log").read_text() + html
+    assert f":{password}@" not in shown
 
 
 @pytest.mark.timeout(240)
@@ -118,3 +125,14 @@ def test_a_partition_that_does_not_fit_the_run_is_refused(
 
     assert demo.main(["--out", str(tmp_path), "--duration", "10", "--partition-at", "8"]) == 2
     assert "partition" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(10)
+def test_an_amqps_url_is_refused_by_name() -> None:
+    from warren.services.demo._broker import DemoError, broker
+
+    with (
+        pytest.raises(DemoError, match="WARREN_AMQP_URL: the demo needs an amqp://"),
+        broker({"WARREN_AMQP_URL": "amqps://u:secret@example.com/%2F"}),
+    ):
+        pass

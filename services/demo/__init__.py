@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     with (out / "warren.log").open("w") as log_file:
         configure_logging({"WARREN_LOG_LEVEL": "INFO"}, stream=log_file)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
         try:
             with broker(os.environ, local=args.local_broker, say=console.print) as found:
                 console.print(f"broker: {found.origin}; the API reaches it through a fault "
@@ -68,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]demo: {exc}[/]")
             return 2
         finally:
-            logging.getLogger().handlers.clear()
+            root.handlers[:], level = saved
+            root.setLevel(level)
+    if run.cleanup_error:
+        console.print(f"[yellow]demo: {run.cleanup_error}[/]")
     summary = summarize(run)
     png, page = out / "warren-demo.png", out / "warren-demo.html"
     plot(run, png)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from warren import WarrenError
-from warren.testing import RabbitNode
+from warren.testing import RabbitNode, RabbitNodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -78,6 +78,9 @@ def broker(
         DemoError: none answers and none can be started.
     """
     for url in [u.strip() for u in env.get("WARREN_AMQP_URL", "").split(",") if u.strip()]:
+        if urlsplit(url).scheme != "amqp":
+            # the API reaches the broker through a plain TCP fault proxy on 127.0.0.1
+            raise DemoError("WARREN_AMQP_URL: the demo needs an amqp:// URL (not amqps://)")
         if answers(url):
             yield Broker(url, "WARREN_AMQP_URL")
             return
@@ -92,7 +95,10 @@ def broker(
     had_epmd = _epmd_running()
     node = RabbitNode()
     try:
-        node.start()
+        try:
+            node.start()
+        except RabbitNodeError as exc:
+            raise DemoError(f"the throwaway RabbitMQ node did not start: {exc}") from None
         yield Broker(node.url, f"a throwaway node ({node.name}, port {node.amqp_port})")
     finally:
         node.close()
@@ -106,8 +112,11 @@ def _epmd(*args: str) -> subprocess.CompletedProcess[str] | None:
     )
     if path is None:
         return None
-    return subprocess.run([path, *args], capture_output=True, text=True, timeout=10,
-                          check=False)  # fmt: skip
+    try:
+        return subprocess.run([path, *args], capture_output=True, text=True, timeout=10,
+                              check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _epmd_running() -> bool:

@@ -22,7 +22,7 @@ import anyio
 import httpx
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, PublisherConfig, ServiceContext
+from warren import BrokerError, Metrics, PublisherConfig, ServiceContext
 from warren.services import api, fake_push_provider, push_sender
 from warren.testing import (
     AsyncToxiproxyClient,
@@ -82,6 +82,7 @@ class Run:
     partition_end: float | None = None
     load_end: float | None = None
     drained: float | None = None
+    cleanup_error: str | None = None
 
     @property
     def last(self) -> Sample | None:
@@ -113,7 +114,10 @@ async def run_scenario(config: DemoConfig, broker_url: str, on_sample: Callable[
                     ctx.stopping.set()
             tg.cancel_scope.cancel()  # the proxy
     finally:
-        await anyio.to_thread.run_sync(_cleanup, broker_url, queue_names(queue), workdir)
+        with anyio.CancelScope(shield=True):  # a cancelled run cleans up too
+            run.cleanup_error = await anyio.to_thread.run_sync(
+                _cleanup, broker_url, queue_names(queue), workdir
+            )
     return run
 
 
@@ -227,14 +231,20 @@ def queue_names(queue: str) -> list[str]:
     return [queue, f"{queue}.dlq", f"{queue}.invalid_tokens", *retries]
 
 
-def _cleanup(broker_url: str, queues: list[str], workdir: Path) -> None:
+def _cleanup(broker_url: str, queues: list[str], workdir: Path) -> str | None:
+    """Delete the run's queues and files; what went wrong, if anything (never raises: the
+    run's own outcome matters more)."""
     shutil.rmtree(workdir, ignore_errors=True)
-    delete_queues(broker_url, queues)
+    try:
+        delete_queues(broker_url, queues)
+    except BrokerError as exc:
+        return f"could not delete the queues {', '.join(queues)}: {exc}"
+    return None
 
 
 async def _proxy_to(server: FaultProxyServer, broker_url: str) -> ProxyHandle:
     parts = urlsplit(broker_url)
-    upstream = f"{parts.hostname}:{parts.port or 5672}"
+    upstream = f"{parts.hostname}:{parts.port or 5672}"  # amqp:// only (checked before)
     client = AsyncToxiproxyClient(server.api_url)
     info = await client.create_proxy("warren-demo-api", upstream)
     return ProxyHandle(client.sync, "warren-demo-api", "127.0.0.1", info.port)
