@@ -8,6 +8,9 @@
 4. Consumer throughput: pre-filled messages drained with a no-op handler, prefetch 100.
 5. API ``POST /messages`` latency, broker link up vs silently blackholed.
 6. A three-node cluster with a quorum queue: publish and consume, Warren vs raw pika.
+7. How fast a silent partition is noticed (heartbeat 5 s), idle and publishing.
+8. Scale: 100,000 buffered jobs flushed after a heal; memory per job at 1,000,000 jobs;
+   the services end to end (api -> broker -> push-sender -> fake provider).
 
 Writes the table to docs/benchmarks.md (``--no-write`` to skip).
 """
@@ -21,7 +24,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import api_latency, cluster, consume, memory, publish, select_overhead
+from bench import (
+    amqplib_peer,
+    api_latency,
+    cluster,
+    consume,
+    detection,
+    end_to_end,
+    memory,
+    publish,
+    scale,
+    select_overhead,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +61,11 @@ def main() -> int:
         "pika-minimal": publish.raw_pika_minimal,
         "aio-pika": publish.aio_pika,
     }
+    node_missing = amqplib_peer.unavailable()
+    if node_missing is None:
+        runners["amqplib"] = publish.amqplib
+    else:
+        print(node_missing, flush=True)
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(args.rounds):
         for name, run in runners.items():  # interleaved: drift hits every peer alike
@@ -63,15 +82,21 @@ def main() -> int:
         "pika": consume.raw_pika,
         "aio-pika": consume.aio_pika,
     }
+    if node_missing is None:
+        consumers["amqplib"] = consume.amqplib
     consume_rates: dict[str, list[float]] = {name: [] for name in consumers}
+    cpu: dict[str, list[float]] = {name: [] for name in consumers}
     for r in range(args.rounds):
         for name, drain in consumers.items():
             consume.fill(args.messages, args.size)
             rate = drain(args.messages)
             consume_rates[name].append(rate)
-            print(f"round {r + 1} consume {name:<9} {rate:>9,.0f} msgs/s", flush=True)
+            cpu[name].append(consume.cpu_us[-1])
+            print(f"round {r + 1} consume {name:<9} {rate:>9,.0f} msgs/s "
+                  f"{cpu[name][-1]:.1f} µs CPU/msg", flush=True)  # fmt: skip
     consume.cleanup()
     cmed = {name: statistics.median(v) for name, v in consume_rates.items()}
+    cpu_med = {name: statistics.median(v) for name, v in cpu.items()}
     c_pika, c_aio = cmed["warren"] / cmed["pika"], cmed["warren"] / cmed["aio-pika"]
 
     clu = cluster.measure(args.cluster_messages, args.size, 3)
@@ -79,6 +104,10 @@ def main() -> int:
     mem = memory.measure(100_000, args.size)
     recovery = publish.outbox_recovery(100_000, args.size)
     publish.purge(QUEUE)
+    detected = detection.measure()
+    heal_seconds, heal_rate = scale.heal_flush(100_000, args.size)
+    mem_million = memory.measure(1_000_000, args.size)
+    e2e = end_to_end.measure()
     lat = api_latency.measure()
     lat_memory = api_latency.measure(outbox=False)
     pct = api_latency.Latencies.pct
@@ -97,6 +126,7 @@ def main() -> int:
         f"| **Warren / raw pika** | **{med['warren'] / med['pika']:.2f}x** | >= 0.9x |",
         f"| Warren / raw pika minimal | {med['warren'] / med['pika-minimal']:.2f}x | |",
         f"| **Warren / aio-pika** | **{med['warren'] / med['aio-pika']:.1f}x** | >= 5x |",
+        *_amqplib_rows("publisher", med, node_missing),
         f"| Warren, {publish.PRODUCERS} concurrent producers, memory | "
         f"{med['warren-100']:,.0f} msgs/s | |",
         f"| Warren, {publish.PRODUCERS} concurrent producers, outbox (synchronous=full) | "
@@ -115,10 +145,14 @@ def main() -> int:
         f"{recovery:.1f} s ({100_000 / recovery:,.0f} jobs/s) | |",
     ]
     lines += [
-        f"| Warren consumer, no-op handler, prefetch 100, acked | {cmed['warren']:,.0f} msgs/s | |",
-        f"| raw pika BlockingConnection.basic_consume | {cmed['pika']:,.0f} msgs/s | |",
-        f"| aio-pika queue iterator | {cmed['aio-pika']:,.0f} msgs/s | |",
-        f"| **Warren consumer / raw pika** | **{c_pika:.2f}x** | >= 1.0x |",
+        f"| Warren consumer, no-op handler, prefetch 100, acked | {cmed['warren']:,.0f} msgs/s, "
+        f"{cpu_med['warren']:.1f} µs CPU/msg | |",
+        f"| raw pika BlockingConnection.basic_consume | {cmed['pika']:,.0f} msgs/s, "
+        f"{cpu_med['pika']:.1f} µs CPU/msg | |",
+        f"| aio-pika queue iterator | {cmed['aio-pika']:,.0f} msgs/s, "
+        f"{cpu_med['aio-pika']:.1f} µs CPU/msg | |",
+        *_amqplib_rows("consumer", cmed, node_missing, cpu_med),
+        f"| **Warren consumer / raw pika** | **{c_pika:.2f}x** | >= 2.0x |",
         f"| **Warren consumer / aio-pika** | **{c_aio:.2f}x** | >= 2x |",
         f"| Warren consumer with the Redis deduplication store (claim + mark per message) "
         f"| {cmed['warren-dedup']:,.0f} msgs/s, "
@@ -163,12 +197,32 @@ def main() -> int:
     lines.append(
         f"| **API p99 transactional outbox / memory only** | **{outbox_p99:.2f}x** | <= 1.3x |"
     )
+    lines.append(detection.row(detected))
+    lines += [
+        f"| heal -> empty buffer, 100,000 jobs buffered while the link was down "
+        f"| {heal_seconds:.1f} s ({heal_rate:,.0f} jobs/s, reconnect included) | |",
+        f"| memory per buffered {args.size}-byte job at 1,000,000 jobs | **{mem_million:.0f} "
+        f"bytes** | <= the 100,000-job figure ({mem:.0f}) |",
+        *end_to_end.rows(e2e),
+    ]
     table = "\n".join(lines)
     print()
     print(table)
     if not args.no_write:
         _write(table, args)
     return 0
+
+
+def _amqplib_rows(
+    what: str, med: dict[str, float], missing: str | None, cpu: dict[str, float] | None = None
+) -> list[str]:
+    if missing is not None:
+        return [f"| Node amqplib {what} | skipped: {missing} | |"]
+    cost = f", {cpu['amqplib']:.1f} µs CPU/msg" if cpu else ""
+    return [
+        f"| Node amqplib {amqplib_peer.VERSION} {what} | {med['amqplib']:,.0f} msgs/s{cost} | |",
+        f"| **Warren {what} / amqplib** | **{med['warren'] / med['amqplib']:.2f}x** | >= 1.0x |",
+    ]
 
 
 def _write(table: str, args: argparse.Namespace) -> None:
@@ -196,6 +250,10 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "the upper bound of pika itself.\n"
         "- **aio-pika**: `connect_robust`, channel with publisher confirms, 1,000 concurrent "
         "`publish()` awaits (semaphore), a `message_id` per message, `mandatory`.\n"
+        f"- **Node amqplib {amqplib_peer.VERSION}** (the original API's client, installed by the "
+        "bench into `.bench-node/` from the npm registry; skipped when Node.js is absent): a "
+        "confirm channel with up to 1,000 unconfirmed publishes, the same message properties; "
+        "a child process per round.\n"
         f"- **Warren, {publish.PRODUCERS} concurrent producers**: the same, from "
         f"{publish.PRODUCERS} tasks each awaiting `enqueue()` in turn (an API's requests); "
         "*memory* is the default buffer, *outbox* puts every job in a SQLite file "
@@ -206,7 +264,9 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "the broker; the time from the next publisher's start until the broker confirmed them "
         "all.\n\n"
         "Consumer: a queue pre-filled with the same messages, drained with a no-op handler, "
-        "prefetch 100, every message acked; Warren with `concurrency` 100. *With the Redis "
+        "prefetch 100, every message acked; Warren with `concurrency` 100; amqplib acks each "
+        "message in its consume callback. *CPU/msg*: the client process's user + system CPU "
+        "time (every thread) during the drain, divided by the messages. *With the Redis "
         "deduplication store*: the same Warren consumer with `RedisDedupStore` on the local "
         "Redis (a claim before and a mark after every message: each burst of deliveries is "
         "claimed in one call, the handlers finished meanwhile are marked in one call, and the "
@@ -228,7 +288,20 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "while requests keep coming; every push is answered `queued` (buffered). The api "
         "writes each message and its push job in one SQLite transaction (its transactional "
         "outbox, the default); the *memory only* row is the same api with "
-        "`WARREN_API_OUTBOX=off` (message stored, then the push buffered in memory).\n" + kept
+        "`WARREN_API_OUTBOX=off` (message stored, then the push buffered in memory).\n\n"
+        "Partition noticed: a Warren publisher at heartbeat 5 s behind `warren proxy`, idle or "
+        "submitting 200 jobs/s, the link blackholed after a random 1-6 s; the time from the "
+        "cut until `statistics().connected` is false (3 rounds each; the promise: "
+        "heartbeat + 1 s).\n\n"
+        "Scale: *heal -> empty buffer*: a publisher (buffer 100,000) whose proxy link is down "
+        "(connections closed, then refused) takes 100,000 jobs, then the link comes back; the "
+        "time from the heal until the broker confirmed the last one. *1,000,000 jobs*: the "
+        "memory measurement above with ten times the jobs. *End to end*: `warren run api`, "
+        f"`push-sender` (concurrency 100) and `fake-push-provider` as processes on the local "
+        f"broker, {end_to_end.CLIENTS} HTTP clients in the bench process posting as fast as "
+        f"answered for {end_to_end.SECONDS:.0f} s after {end_to_end.WARMUP:.0f} s of warm-up; "
+        "CPU per request from each process's user + system time (the broker's Erlang VM "
+        "included, and the load generator itself).\n" + kept
     )
     print(f"\nwrote {doc}")
 

@@ -12,6 +12,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
+from bench import amqplib_peer
 from warren import Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -49,6 +50,20 @@ def cleanup(url: str = URL) -> None:
     conn.close()
 
 
+cpu_us: list[float] = []  # CPU (user + sys, every thread) per message of the last drain
+
+
+def _cpu_per_message(cpu_start: float, n: int) -> None:
+    cpu_us.append((time.process_time() - cpu_start) / n * 1e6)
+
+
+def amqplib(n: int) -> float:
+    """Node's amqplib, prefetch 100, each acked (a child process; its own CPU)."""
+    rate, cpu = amqplib_peer.consume(QUEUE, n)
+    cpu_us.append(cpu)
+    return rate
+
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 dedup_round_trips_per_message: list[float] = []  # filled by warren_dedup: the bench reports it
 
@@ -79,11 +94,12 @@ def warren(
         async with Consumer(config, noop, metrics=Metrics(CollectorRegistry()),
                             dedup=store) as consumer:  # fmt: skip
             await consumer.wait_connected()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             await done.wait()
             while consumer.statistics().outcomes["ack"] < n:  # noqa: ASYNC110 - bench
                 await anyio.sleep(0.001)
             rate = n / (time.perf_counter() - start)
+            _cpu_per_message(cpu_start, n)
         if store is not None:
             await store.aclose()
         return rate
@@ -104,9 +120,10 @@ def raw_pika(n: int, *, url: str = URL) -> float:
             channel.stop_consuming()
 
     ch.basic_consume(QUEUE, on_message)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     ch.start_consuming()
     elapsed = time.perf_counter() - start
+    _cpu_per_message(cpu_start, n)
     conn.close()
     return n / elapsed
 
@@ -121,13 +138,15 @@ def aio_pika(n: int) -> float:
             await ch.set_qos(prefetch_count=PREFETCH)
             queue = await ch.declare_queue(QUEUE, durable=True)
             count = 0
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             async with queue.iterator() as it:
                 async for message in it:
                     await message.ack()
                     count += 1
                     if count == n:
                         break
-            return n / (time.perf_counter() - start)
+            rate = n / (time.perf_counter() - start)
+            _cpu_per_message(cpu_start, n)
+            return rate
 
     return asyncio.run(run())

@@ -191,6 +191,13 @@ def _raw_pika(
     return float(n / (state["end"] - state["start"]))
 
 
+def amqplib(n: int, size: int) -> float:
+    """Node's amqplib, a confirm channel with 1,000 unconfirmed publishes (a child process)."""
+    from bench import amqplib_peer
+
+    return amqplib_peer.publish(QUEUE, n, size)[0]
+
+
 def aio_pika(n: int, size: int) -> float:
     import aio_pika as ap
 

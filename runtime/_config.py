@@ -18,6 +18,9 @@ from ._redact import redact_url
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+# How long past one heartbeat of silence a link is still given (see ``dead_after``): a cut
+# is noticed within heartbeat + 1 s (the watchdog looks every 0.05 s).
+DEAD_MARGIN = 0.6
 Overflow = Literal["block", "drop-newest", "drop-oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
 QueueType = Literal["classic", "quorum"]
@@ -80,7 +83,8 @@ class PublisherConfig:
     """How a Publisher connects, buffers and gives up. All times are in seconds.
 
     ``heartbeat`` also sets dead-connection detection: no bytes from the broker for
-    2 x heartbeat and the connection is declared dead (pika alone waits heartbeat + 5 s more).
+    heartbeat + 0.6 s and the connection is declared dead (the broker sends something at
+    least once a heartbeat; pika alone waits heartbeat + 5 s more).
     """
 
     urls: str | Sequence[str] = DEFAULT_URL
@@ -159,13 +163,23 @@ class PublisherConfig:
 
     @property
     def dead_after(self) -> float:
-        """Seconds without a byte from the broker after which the link is declared dead."""
-        return 2.0 * self.heartbeat
+        """Seconds without a byte from the broker after which the link is declared dead.
+
+        RabbitMQ checks every heartbeat / 2 whether it sent anything since its last check and
+        sends a heartbeat frame if not, so a healthy link is never silent much longer than one
+        heartbeat (data just after one check, the heartbeat two checks later). Past that, by
+        ``DEAD_MARGIN`` (timer jitter on a busy machine), nothing more is coming.
+        """
+        return self.heartbeat + DEAD_MARGIN
 
     @property
     def effective_tcp_user_timeout(self) -> float:
-        """TCP_USER_TIMEOUT: the kernel gives up on unacknowledged sends after this long."""
-        return self.tcp_user_timeout if self.tcp_user_timeout is not None else self.dead_after
+        """TCP_USER_TIMEOUT: the kernel gives up on unacknowledged sends after this long (a
+        backstop behind the watchdog; kept at 2 x heartbeat so a slow, bloated link is not
+        cut by the kernel)."""
+        if self.tcp_user_timeout is not None:
+            return self.tcp_user_timeout
+        return 2.0 * self.heartbeat
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> PublisherConfig:

@@ -291,14 +291,22 @@ class Consumer(Worker):
     async def _run_handlers(self) -> tuple[Delivered, Message, Exception, float] | None:
         """Run handlers until one fails (or times out) and return it.
 
-        All handlers of this run share one cancel scope whose deadline moves per message:
-        entering a fresh scope per message (``fail_after``) costs more than a fast handler.
-        The scope fires only during a handler (the deadline is infinite between them), so
-        when it does, ``current`` is the delivery that ran out of time.
+        All handlers of this run share one cancel scope: entering a fresh scope per message
+        (``fail_after``), or moving its deadline per message (a timer each time), costs more
+        than a fast handler. The deadline is moved only when a handler starting now would
+        outlive it, and then past that by a little slack (1% of ``handler_timeout``, within
+        0.01-1 s), so a handler is cut off between ``handler_timeout`` and that plus the
+        slack after it started, never sooner, and fast handlers re-arm the timer about once
+        per slack. When the deadline passes during a handler, ``current`` is the delivery
+        that ran out of time; when it passes while this task waits for work, nothing was
+        running: a fresh scope starts.
         """
         timeout = self._config.handler_timeout
+        slack = min(1.0, max(0.01, timeout / 100))
         max_attempts = self._config.max_attempts
         clock = self._clock
+        now = time.monotonic  # the scope's own clock runs at its pace (clock may be a test's)
+        armed_until = -math.inf
         current: tuple[Delivered, Message, float] | None = None
         work, held, gate = self._work, self._held, self._gate
         with anyio.CancelScope() as scope:
@@ -310,12 +318,13 @@ class Consumer(Worker):
                     held.discard((delivery.session, delivery.delivery_tag))
                     return delivery, message, _ClaimedElsewhere(), started  # runs elsewhere
                 current = (delivery, message, started)
-                scope.deadline = anyio.current_time() + timeout
+                if now() + timeout > armed_until:
+                    armed_until = now() + timeout + slack
+                    scope.deadline = anyio.current_time() + timeout + slack
                 try:
                     await self._handler(message)
                 except Exception as exc:  # the handler's failure, whatever it is
                     return delivery, message, exc, started
-                scope.deadline = math.inf
                 current = None
                 self._latency.observe(clock() - started)
                 if gate is None:
@@ -326,7 +335,8 @@ class Consumer(Worker):
                     # The handler swallowed its timeout's cancellation and returned: settled
                     # as a success; a fresh scope, so the next handler is not cut off for it.
                     return None
-        assert current is not None  # the deadline is finite only while a handler runs
+        if current is None:
+            return None  # the deadline passed between handlers
         delivery, message, started = current
         return delivery, message, TimeoutError(f"handler did not finish within {timeout}s"), started
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,32 @@ async def test_acks_only_after_the_handler_succeeded(
     assert broker.depth(queue) == 0
     assert metric(metrics, "warren_deliveries_total", worker="c", outcome="ack") == 200
     assert metric(metrics, "warren_handler_seconds_count", worker="c") == 200
+
+
+@pytest.mark.timeout(60)
+async def test_handlers_that_hog_the_event_loop_are_not_taken_for_a_dead_link(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """CPU-bound handlers keep the event loop busy for 2 s each, longer than the watchdog's
+    limit at heartbeat 1 (1.6 s of silence): the broker's bytes are read on the pika
+    thread, so the watchdog sees them and never reconnects."""
+    done: list[str] = []
+
+    async def hog(message: Message) -> None:
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:  # pure Python: holds the loop, yields only the GIL
+            pass
+        done.append(message.message_id or "")
+
+    config = cfg(broker_url, queue, heartbeat=1, concurrency=1, handler_timeout=30)
+    async with Consumer(config, hog, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        for i in range(3):
+            broker.publish(queue, b"{}", message_id=f"hog-{i}")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 3, within=30)
+        assert consumer.statistics().reconnects == 0
+        assert consumer.statistics().connected
+    assert sorted(done) == ["hog-0", "hog-1", "hog-2"]
 
 
 async def test_out_of_order_finishes_are_acked_exactly_once(

@@ -2,7 +2,8 @@
 
 Warren uses a few internals on purpose (pyproject.toml pins the minor versions tested):
 anyio's memory-stream state for ``select`` and the buffer's age gauge, and pika's connection
-output path and stream termination in the AMQP bridge. A new release that moves one fails
+output path and stream termination in the AMQP bridge, and its input path (the delivery reader
+sits in front of it). A new release that moves one fails
 here, naming it, instead of somewhere deep in a worker.
 """
 
@@ -14,6 +15,7 @@ from collections import OrderedDict, deque
 
 import anyio
 import pika
+import pika.channel
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pika.adapters.base_connection import BaseConnection
@@ -48,4 +50,11 @@ def test_pika_connection_internals() -> None:
     assert "self._transport" in base, "pika BaseConnection._transport is gone"
     transport = inspect.getsource(io_services_utils._AsyncTransportBase.__init__)
     assert "self._tx_buffers" in transport, "pika's transport _tx_buffers is gone"
+    assert "self._sock" in transport, "pika's transport _sock is gone (the watchdog reads it)"
+    # the delivery reader (_amqp/_receive.py) sits in front of these
+    assert callable(getattr(Connection, "_on_data_available", None))
+    assert "self._frame_buffer" in connection and "self.bytes_received" in connection
+    base_module = inspect.getsource(inspect.getmodule(BaseConnection))  # type: ignore[arg-type]
+    assert "self._on_data_available(data)" in base_module, "pika's transport feeds it no more"
+    assert "self.connection = connection" in inspect.getsource(pika.channel.Channel.__init__)
     assert isinstance(pika.__version__, str)

@@ -162,6 +162,7 @@ class AmqpConnection:
                 config=self._config,
                 topology=self._topology,
                 emit=self._inbox.put,
+                emit_all=self._inbox.put_all,
                 name=self._name,
                 consume=self._consume,
             )

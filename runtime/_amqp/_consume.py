@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from ._events import ConnectionEvent, Delivered
+from ._receive import DeliveryReader
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._receive import Raw
 
 
 @final
@@ -36,8 +39,10 @@ class Consuming:
         spec: ConsumeSpec,
         emit: Callable[[ConnectionEvent], object],
         on_cancelled: Callable[[], None],
+        emit_all: Callable[[list[Delivered]], object] | None = None,
     ) -> None:
         self._session = session
+        self._emit_all = emit_all or (lambda batch: [emit(d) for d in batch])
         self._spec = spec
         self._emit = emit
         self._on_cancelled = on_cancelled
@@ -50,6 +55,11 @@ class Consuming:
         """QoS, then consume; ``then`` runs once the broker confirmed the consumer."""
         self._channel = channel
         channel.add_on_cancel_callback(lambda _frame: self._on_cancelled())
+        conn = channel.connection
+        if hasattr(conn, "_on_data_available") and hasattr(conn, "_frame_buffer"):
+            # deliveries decoded from the socket's bytes; pika keeps everything else (and
+            # its own path below, should its internals ever change)
+            DeliveryReader.install(conn, channel.channel_number, self._on_deliveries)
 
         def consume(_frame: Any) -> None:
             if channel.is_open:  # else it is closing (a stop, a refusal): its close follows
@@ -57,6 +67,14 @@ class Consuming:
                                       callback=lambda _ok: then())  # fmt: skip
 
         channel.basic_qos(prefetch_count=self._spec.prefetch, callback=consume)
+
+    def _on_deliveries(self, batch: list[Raw]) -> None:
+        session = self._session
+        self._order.extend(raw[0] for raw in batch)
+        self._emit_all([
+            Delivered(session, tag, message_id, headers, body, redelivered, content_type)
+            for tag, redelivered, message_id, content_type, headers, body in batch
+        ])  # fmt: skip
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         self._order.append(method.delivery_tag)

@@ -16,7 +16,7 @@ LossKind = Literal[
     "closed_by_broker",  # Connection.Close from the broker (e.g. 320 CONNECTION_FORCED)
     "stream_lost",  # socket error, EOF, RST
     "heartbeat_timeout",  # pika's own heartbeat checker fired
-    "dead_link",  # Warren's watchdog: no bytes from the broker for 2 x heartbeat
+    "dead_link",  # Warren's watchdog: no bytes from the broker for heartbeat + 0.6 s
     "confirm_timeout",  # a publish stayed unconfirmed too long
     "nacked",  # the channel answered nothing but nacks for a while: a fresh one is tried
     "channel_closed",  # the broker closed our channel; we drop the connection with it

@@ -9,7 +9,8 @@ to ``emit``. ``_loss_from`` / ``_open_failure`` are the one boundary where pika'
 are translated.
 
 Dead links are found without waiting for TCP: a watchdog declares the connection dead when no
-byte arrived for 2 x heartbeat (the broker sends one every heartbeat / 2), or when a publish
+byte arrived for heartbeat + 0.6 s (the broker sends a frame at least once a heartbeat; see
+``PublisherConfig.dead_after``), unless bytes are waiting unread in the socket, or when a publish
 stayed unconfirmed for ``confirm_timeout`` while the broker was not blocking us. A channel
 that has answered nothing but nacks for ``NACKED_FOR`` seconds is given up too: on a cluster, a
 RabbitMQ 3.10 channel that first published to a quorum queue during its leader's failover nacks
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -43,6 +45,7 @@ from ._events import (
     ConnectionEvent,
     ConnectionLost,
     Declared,
+    Delivered,
     LossKind,
     Nacked,
     Returned,
@@ -61,6 +64,7 @@ log = logging.getLogger("warren.amqp")
 Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
 NACKED_FOR = 5.0  # seconds of nothing but nacks before the channel is given up
+WATCHDOG_EVERY = 0.05  # seconds between the watchdog's looks (a cut noticed this late at most)
 _TOPOLOGY_REFUSED = (404, 406)  # NOT_FOUND (passive), PRECONDITION_FAILED (other arguments)
 
 
@@ -159,6 +163,7 @@ class PikaSession:
         emit: Emit,
         name: str,
         consume: ConsumeSpec | None = None,
+        emit_all: Callable[[list[Delivered]], object] | None = None,
     ) -> None:
         self._session = session
         self._url = url
@@ -169,7 +174,9 @@ class PikaSession:
         self._name = name
         self._lock = threading.Lock()  # guards _loop_alive
         self._consuming = (
-            Consuming(session, consume, emit, self._on_consumer_cancelled) if consume else None
+            Consuming(session, consume, emit, self._on_consumer_cancelled, emit_all)
+            if consume
+            else None
         )
         self._consumer_cancelled = False
         # handed over by the event loop; each wakes this thread once per burst
@@ -548,6 +555,18 @@ class PikaSession:
         self._batches.append((tag - 1, time.monotonic()))
         self._next_tag = tag
 
+    def _input_waiting(self) -> bool:
+        """Whether bytes from the broker wait unread in the socket (the watchdog may run
+        before the read in a late turn of this thread's loop)."""
+        sock = getattr(getattr(self._conn, "_transport", None), "_sock", None)
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
     def _coalesce_tx(self) -> None:
         """Join pika's queued output into one buffer, so a batch of acks leaves in one send().
 
@@ -592,7 +611,8 @@ class PikaSession:
     # -- watchdog ------------------------------------------------------------------------
 
     def _schedule_watchdog(self) -> None:
-        self._conn.ioloop.call_later(max(0.05, self._config.heartbeat / 4), self._watchdog)
+        self._conn.ioloop.call_later(min(WATCHDOG_EVERY, self._config.heartbeat / 4),
+                                     self._watchdog)  # fmt: skip
 
     def _watchdog(self) -> None:
         conn = self._conn
@@ -603,7 +623,9 @@ class PikaSession:
             self._rx_bytes = conn.bytes_received
             self._rx_at = now
         silent = now - self._rx_at
-        if silent > self._config.dead_after:
+        if silent > self._config.dead_after and self._input_waiting():
+            self._rx_at = now  # this thread was late to read, not the broker to send
+        elif silent > self._config.dead_after:
             conn._terminate_stream(
                 _WatchdogAbort("dead_link", f"no bytes from the broker for {silent:.1f}s")
             )

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 HEARTBEAT = 1
-DETECT_WITHIN = 2 * HEARTBEAT + 1.0  # the promise: a dead link is noticed this fast
+DETECT_WITHIN = HEARTBEAT + 1.0  # the promise: a dead link is noticed this fast
 FLUSH_WITHIN = 15.0  # after the fault ends, the buffer is empty within this
 
 

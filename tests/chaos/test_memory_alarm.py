@@ -23,7 +23,9 @@ async def test_memory_alarm_blocks_then_flushes(rabbit_node: RabbitNode, metrics
     with Broker(rabbit_node.url) as direct:
         direct.declare_queue(queue)
     try:
-        cfg = config(rabbit_node.url, confirm_timeout=2.0)
+        # heartbeat 1: blocked for 3 s is three heartbeats, past the dead-link limit
+        # (heartbeat + 0.6 s) had the broker stopped sending: it does not, while blocked
+        cfg = config(rabbit_node.url, confirm_timeout=2.0, heartbeat=1)
         async with Publisher(cfg, metrics=metrics, name="alarm") as pub:
             await pub.publish({"before": True}, routing_key=queue)
             await anyio.to_thread.run_sync(rabbit_node.set_memory_alarm, True)

@@ -2,7 +2,7 @@
 
 For every scenario (``Outcome.check``): no accepted job lost, duplicates only of accepted
 ids, the buffer rose during the fault and is back to 0, reconnects counted, the fault noticed
-within 2 x heartbeat + 1 s and the buffer flushed within a stated bound after it ends.
+within heartbeat + 1 s and the buffer flushed within a stated bound after it ends.
 """
 
 from __future__ import annotations
