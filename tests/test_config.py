@@ -54,7 +54,7 @@ def test_env_url_list_and_values() -> None:
     )
     assert cfg.urls == ("amqp://a:p@n1:5672/%2F", "amqp://a:p@n2:5673/%2F")
     assert (cfg.heartbeat, cfg.overflow, cfg.reconnect_max_attempts) == (3, "drop-oldest", 7)
-    assert cfg.dead_after == 6
+    assert cfg.dead_after == 3.6  # heartbeat + 0.6 s
 
 
 def test_secrets_do_not_show_in_config_errors() -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from warren._amqp._receive import DeliveryReader
+from warren._amqp._receive import ChannelReader
 
 pytestmark = pytest.mark.timeout(120)
 CHANNEL = 1
@@ -126,7 +126,7 @@ def test_the_reader_decodes_what_pika_decodes(
     to_pika: list[bytes] = []
     counted: list[int] = []
     got: list[Any] = []
-    reader = DeliveryReader(CHANNEL, to_pika.append, counted.append, got.extend)
+    reader = ChannelReader(CHANNEL, to_pika.append, counted.append, got.extend)
     pos = 0
     while pos < len(data):  # the socket's reads: any size, any boundary
         step = rng.choice([1, 2, 7, 8, 9, 100, 4096, 1 << 20])
@@ -161,8 +161,70 @@ def test_the_reader_decodes_what_pika_decodes(
 def test_a_malformed_frame_goes_to_pika_as_it_is() -> None:
     to_pika: list[bytes] = []
     got: list[Any] = []
-    reader = DeliveryReader(CHANNEL, to_pika.append, lambda _n: None, got.extend)
+    reader = ChannelReader(CHANNEL, to_pika.append, lambda _n: None, got.extend)
     bad = bytearray(frame.Method(CHANNEL, spec.Basic.Deliver("t", 1, False, "", "q")).marshal())
     bad[-1] = 0x00  # no frame-end octet
     reader.feed(bytes(bad))
     assert to_pika == [bytes(bad)] and got == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(
+        st.one_of(
+            _delivery().map(lambda d: ("d", d)),
+            st.tuples(st.sampled_from(["ack", "nack"]), st.integers(1, 2**63), st.booleans()),
+            st.sampled_from(_OTHERS[:3] + _OTHERS[6:]).map(lambda f: ("pika", f)),
+        ),
+        min_size=1,
+        max_size=15,
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_confirms_deliveries_and_pika_frames_keep_their_order(
+    items: list[tuple[Any, ...]], seed: int
+) -> None:
+    """A ``basic.return`` (pika's) must be handled before the ack that follows it, and a
+    ``channel.close`` after the deliveries that came first: one log of what each side got
+    must read in stream order."""
+    rng = random.Random(seed)
+    stream: list[bytes] = []
+    expected: list[tuple[Any, ...]] = []
+    for item in items:
+        if item[0] == "d":
+            method, props, body = item[1]
+            stream += _frames(method, props, body, 4096)
+            expected.append(("d", method.delivery_tag))
+        elif item[0] in ("ack", "nack"):
+            kind, tag, multiple = item
+            cls = spec.Basic.Ack if kind == "ack" else spec.Basic.Nack
+            stream.append(frame.Method(CHANNEL, cls(delivery_tag=tag, multiple=multiple)).marshal())
+            expected.append((kind, tag, multiple))
+        else:
+            stream.append(item[1])
+            if expected and expected[-1][0] == "pika":
+                expected[-1] = ("pika", expected[-1][1] + item[1])
+            else:
+                expected.append(("pika", item[1]))
+    log: list[tuple[Any, ...]] = []
+
+    def pika(chunk: bytes) -> None:
+        if log and log[-1][0] == "pika":
+            log[-1] = ("pika", log[-1][1] + chunk)
+        else:
+            log.append(("pika", chunk))
+
+    def deliveries(batch: list[Any]) -> None:
+        log.extend(("d", raw[0]) for raw in batch)
+
+    def confirm(nack: bool, tag: int, multiple: bool) -> None:
+        log.append(("nack" if nack else "ack", tag, multiple))
+
+    reader = ChannelReader(CHANNEL, pika, lambda _n: None, deliveries, confirm)
+    data = b"".join(stream)
+    pos = 0
+    while pos < len(data):
+        step = rng.choice([1, 5, 13, 64, 4096, 1 << 20])
+        reader.feed(data[pos : pos + step])
+        pos += step
+    assert log == expected

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from ._events import ConnectionEvent, Delivered
-from ._receive import DeliveryReader
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,11 +54,6 @@ class Consuming:
         """QoS, then consume; ``then`` runs once the broker confirmed the consumer."""
         self._channel = channel
         channel.add_on_cancel_callback(lambda _frame: self._on_cancelled())
-        conn = channel.connection
-        if hasattr(conn, "_on_data_available") and hasattr(conn, "_frame_buffer"):
-            # deliveries decoded from the socket's bytes; pika keeps everything else (and
-            # its own path below, should its internals ever change)
-            DeliveryReader.install(conn, channel.channel_number, self._on_deliveries)
 
         def consume(_frame: Any) -> None:
             if channel.is_open:  # else it is closing (a stop, a refusal): its close follows
@@ -68,7 +62,9 @@ class Consuming:
 
         channel.basic_qos(prefetch_count=self._spec.prefetch, callback=consume)
 
-    def _on_deliveries(self, batch: list[Raw]) -> None:
+    def deliver(self, batch: list[Raw]) -> None:
+        """Deliveries decoded by the session's ``ChannelReader`` (pika's own path, below,
+        stays as the fallback)."""
         session = self._session
         self._order.extend(raw[0] for raw in batch)
         self._emit_all([

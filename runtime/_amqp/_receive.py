@@ -1,15 +1,16 @@
-"""The consume side's receive path: deliveries decoded straight from the socket's bytes.
+"""The receive path: deliveries and publisher confirms decoded straight from the socket.
 
 pika decodes every frame into objects (a method, a properties object, a body frame each),
-dispatches them through its channel, and trims its input buffer by copying the rest of it
-after every frame, which costs more the more frames one read holds. A consuming channel
-receives little else than ``basic.deliver`` + content header + body frames, so this reader
-takes the socket's bytes first: it decodes those frames for its channel in place (offsets
-into one buffer, only what Warren uses: delivery tag, redelivered, message id, content type,
-headers, body) and hands every other frame to pika unchanged and in order. Deliveries that
-came before a frame for pika are handed on before it, so a ``channel.close`` or a
-``basic.cancel`` still follows the deliveries the broker sent first. pika's byte counter
-(its heartbeats, and Warren's watchdog, read it) counts the frames read here too.
+dispatches them through its channel's callback machinery, and trims its input buffer by
+copying the rest of it after every frame, which costs more the more frames one read holds.
+Warren's channel receives little else than ``basic.deliver`` + content header + body frames
+(consuming) and ``basic.ack`` / ``basic.nack`` (confirms), so this reader takes the socket's
+bytes first: it decodes those frames of its channel in place (offsets into one buffer, only
+what Warren uses) and hands every other frame to pika unchanged and in order. Order is kept
+across the two: deliveries and confirms that came before a frame for pika are handed on
+before it (a ``channel.close`` still follows them), and frames for pika that came before a
+confirm are processed before it (a ``basic.return`` precedes its job's ack). pika's byte
+counter (its heartbeats, and Warren's watchdog, read it) counts the frames read here too.
 """
 
 from __future__ import annotations
@@ -32,20 +33,21 @@ _HEADER = struct.Struct(">HHQ")  # class, weight, body size
 _FLAGS = struct.Struct(">H")
 _FRAME_END: Final = 0xCE
 _METHOD_FRAME, _HEADER_FRAME, _BODY_FRAME = 1, 2, 3
-_BASIC, _DELIVER = 60, 60
+_BASIC, _DELIVER, _ACK, _NACK = 60, 60, 80, 120
 _CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = 0x8000, 0x4000, 0x2000
 _DELIVERY_MODE, _PRIORITY, _CORRELATION_ID = 0x1000, 0x0800, 0x0400
 _REPLY_TO, _EXPIRATION, _MESSAGE_ID = 0x0200, 0x0100, 0x0080
 
 
 @final
-class DeliveryReader:
-    """Reads ``channel``'s deliveries from the bytes pika's transport hands its connection.
+class ChannelReader:
+    """Reads ``channel``'s deliveries and confirms from the bytes pika's transport hands
+    its connection.
 
     ``install`` puts it in front of the connection's ``_on_data_available``; from then on
-    ``on_deliveries`` receives each run of complete deliveries (in order) and pika the
-    rest. A malformed frame goes to pika as it is (pika then fails the connection as it
-    would have).
+    ``on_deliveries`` receives each run of complete deliveries (in order), ``on_confirm``
+    each ``(nack, delivery_tag, multiple)``, and pika the rest. A malformed frame goes to
+    pika as it is (pika then fails the connection as it would have).
     """
 
     def __init__(
@@ -54,11 +56,15 @@ class DeliveryReader:
         to_pika: Callable[[bytes], None],
         count: Callable[[int], None],
         on_deliveries: Callable[[list[Raw]], None],
+        on_confirm: Callable[[bool, int, bool], None] | None = None,
+        pending: Callable[[], bytes] = bytes,
     ) -> None:
         self._channel = channel
         self._to_pika = to_pika
         self._count = count
         self._on_deliveries = on_deliveries
+        self._on_confirm = on_confirm
+        self._pending = pending
         self._buf = bytearray()
         # the delivery being read: tag, redelivered, then its properties and body parts
         self._tag = 0
@@ -70,22 +76,35 @@ class DeliveryReader:
         self._in_content = False
 
     @classmethod
-    def install(cls, conn: Any, channel: int,
-                on_deliveries: Callable[[list[Raw]], None]) -> DeliveryReader:  # fmt: skip
-        """Read ``channel``'s deliveries on pika connection ``conn`` from now on."""
+    def install(
+        cls,
+        conn: Any,
+        channel: int,
+        on_deliveries: Callable[[list[Raw]], None],
+        on_confirm: Callable[[bool, int, bool], None] | None = None,
+    ) -> ChannelReader:
+        """Read ``channel``'s frames on pika connection ``conn`` from its next read on (it
+        may be installed from a callback inside pika's own read loop: what pika holds then
+        stays pika's until that loop ends)."""
 
         def count(n: int) -> None:
             conn.bytes_received += n
 
-        reader = cls(channel, conn._on_data_available, count, on_deliveries)
-        # a partial frame pika holds is the start of the next one: read it here
-        reader._buf += conn._frame_buffer
-        conn._frame_buffer = b""
+        def pending() -> bytes:
+            # a partial frame pika kept is the start of the next one: read it here
+            held, conn._frame_buffer = conn._frame_buffer, b""
+            return bytes(held)
+
+        reader = cls(channel, conn._on_data_available, count, on_deliveries, on_confirm,
+                     pending)  # fmt: skip
         conn._on_data_available = reader.feed
         return reader
 
     def feed(self, data: bytes) -> None:
         buf = self._buf
+        held = self._pending()
+        if held:
+            buf[:0] = held
         buf += data
         end_of_data = len(buf)
         pos = 0
@@ -97,19 +116,24 @@ class DeliveryReader:
             end = pos + 8 + size
             if end > end_of_data:
                 break
-            ours = channel == mine and buf[end - 1] == _FRAME_END
-            if not (ours and self._take(kind, buf, pos + 7, size, done)):
+            if channel != mine or buf[end - 1] != _FRAME_END or not self._mine(kind, buf, pos + 7):
                 if pika_from < 0:  # a frame for pika: deliveries before it go first
                     if done:
                         self._on_deliveries(done)
                         done = []
                     pika_from = pos
-            elif pika_from >= 0:
-                self._to_pika(bytes(buf[pika_from:pos]))
-                pika_from = -1
-                self._count(end - pos)
             else:
+                if pika_from >= 0:  # frames for pika before it go first
+                    self._to_pika(bytes(buf[pika_from:pos]))
+                    pika_from = -1
                 self._count(end - pos)
+                if self._in_content or _METHOD.unpack_from(buf, pos + 7)[1] == _DELIVER:
+                    self._take(kind, buf, pos + 7, size, done)
+                else:  # a confirm: what came before it goes first
+                    if done:
+                        self._on_deliveries(done)
+                        done = []
+                    self._confirm(buf, pos + 7)
             pos = end
         if pika_from >= 0:
             self._to_pika(bytes(buf[pika_from:pos]))
@@ -117,30 +141,47 @@ class DeliveryReader:
             self._on_deliveries(done)
         del buf[:pos]
 
-    def _take(self, kind: int, buf: bytearray, p: int, size: int, done: list[Raw]) -> bool:
-        """Decode one frame of this channel if it is part of a delivery; False: pika's."""
-        if kind == _BODY_FRAME and self._in_content:
+    def _mine(self, kind: int, buf: bytearray, p: int) -> bool:
+        """Whether this frame of the channel is read here (else it is pika's)."""
+        if self._in_content:
+            if kind == _BODY_FRAME:
+                return True
+            return kind == _HEADER_FRAME and self._props is None
+        if kind != _METHOD_FRAME:
+            return False
+        cls, method = _METHOD.unpack_from(buf, p)
+        if cls != _BASIC:
+            return False
+        if method == _DELIVER:
+            return True
+        return self._on_confirm is not None and method in (_ACK, _NACK)
+
+    def _confirm(self, buf: bytearray, p: int) -> None:
+        """``basic.ack`` / ``basic.nack``: delivery tag, then the ``multiple`` bit."""
+        assert self._on_confirm is not None
+        nack = _METHOD.unpack_from(buf, p)[1] == _NACK
+        self._on_confirm(nack, _TAG.unpack_from(buf, p + 4)[0], bool(buf[p + 12] & 1))
+
+    def _take(self, kind: int, buf: bytearray, p: int, size: int, done: list[Raw]) -> None:
+        """One frame of a delivery (its method, header or a body part)."""
+        if kind == _BODY_FRAME:
             self._parts.append(bytes(buf[p : p + size]))
             self._got += size
             if self._got >= self._size:
                 self._finish(done)
-            return True
-        if kind == _HEADER_FRAME and self._in_content and self._props is None:
+        elif kind == _HEADER_FRAME:
             _cls, _weight, self._size = _HEADER.unpack_from(buf, p)
             self._props = _properties(bytes(buf[p + 12 : p + size]))
             if self._size == 0:
                 self._finish(done)
-            return True
-        if kind == _METHOD_FRAME and not self._in_content:
-            cls, method = _METHOD.unpack_from(buf, p)
-            if cls != _BASIC or method != _DELIVER:
-                return False
-            tag_at = p + 5 + buf[p + 4]  # after the consumer tag (a short string)
-            self._tag = _TAG.unpack_from(buf, tag_at)[0]
-            self._redelivered = bool(buf[tag_at + 8] & 1)
-            self._in_content = True
-            return True
-        return False
+        else:
+            self._start_delivery(buf, p)
+
+    def _start_delivery(self, buf: bytearray, p: int) -> None:
+        tag_at = p + 5 + buf[p + 4]  # after the consumer tag (a short string)
+        self._tag = _TAG.unpack_from(buf, tag_at)[0]
+        self._redelivered = bool(buf[tag_at + 8] & 1)
+        self._in_content = True
 
     def _finish(self, done: list[Raw]) -> None:
         parts = self._parts

@@ -52,6 +52,7 @@ from ._events import (
     Unblocked,
 )
 from ._mailbox import Mailbox
+from ._receive import ChannelReader
 from ._wire import frames
 
 if TYPE_CHECKING:
@@ -368,6 +369,12 @@ class PikaSession:
     def _declare(self, _frame: Any = None) -> None:
         """Declare the topology, start consuming (if this session consumes), then announce
         the connection."""
+        conn, channel = self._conn, self._channel
+        if hasattr(conn, "_on_data_available") and hasattr(conn, "_frame_buffer"):
+            # confirms and deliveries decoded from the socket's bytes; pika keeps the rest
+            # (and its own path, should its internals ever change: test_internals.py)
+            deliver = self._consuming.deliver if self._consuming is not None else _unexpected
+            ChannelReader.install(conn, channel.channel_number, deliver, self._confirm)
 
         def announce() -> None:
             self._ready = True
@@ -468,8 +475,12 @@ class PikaSession:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tag: int = method.delivery_tag
-        if method.multiple:
+        nack = isinstance(method, spec.Basic.Nack)
+        self._confirm(nack, method.delivery_tag, bool(method.multiple))
+
+    def _confirm(self, nack: bool, tag: int, multiple: bool) -> None:
+        """A ``basic.ack`` (or ``nack``) for ``tag``, or every tag up to it (``multiple``)."""
+        if multiple:
             tags: range | tuple[int] = range(self._lowest_tag, tag + 1)
         else:
             tags = (tag,)
@@ -485,7 +496,7 @@ class PikaSession:
         while self._batches and self._batches[0][0] < self._lowest_tag:
             self._batches.popleft()
         self._pump()
-        if isinstance(method, spec.Basic.Nack):
+        if nack:
             for t, _ in pairs or ():
                 self._returned.pop(t, None)
             self._emit(Nacked(self._session, tuple(settled)))
@@ -638,3 +649,9 @@ class PikaSession:
                 )
                 return
         self._schedule_watchdog()
+
+
+def _unexpected(batch: list[Any]) -> None:
+    """A publishing session consumes nothing; deliveries would be a broker bug: dropped
+    unacked (they return to their queue when the connection closes)."""
+    log.warning("amqp.unexpected_deliveries count=%d", len(batch))
