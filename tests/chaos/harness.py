@@ -160,6 +160,7 @@ class Chaos:
         self.pub: Publisher | None = None
         self._fault_started: float | None = None
         self._fault_ended: float | None = None
+        self._reconnects_before = 0  # at the fault's start
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, {"worker": "chaos", **labels})
@@ -192,6 +193,7 @@ class Chaos:
     async def fault(self) -> AsyncIterator[None]:
         """Mark the fault window (the scenario injects the fault inside)."""
         self._fault_started = anyio.current_time()
+        self._reconnects_before = self.pub.statistics().reconnects if self.pub else 0
         try:
             yield
         finally:
@@ -213,8 +215,10 @@ class Chaos:
             s = pub.statistics()
             now = anyio.current_time()
             self.outcome.max_depth = max(self.outcome.max_depth, s.buffer_depth)
-            if (self._fault_started is not None and self.outcome.detected_after is None
-                    and not s.connected):  # fmt: skip
+            # noticed: disconnected now, or already reconnected (to another node, a cluster's
+            # reconnect can be quicker than this sampler's period)
+            gone = not s.connected or s.reconnects > self._reconnects_before
+            if self._fault_started is not None and self.outcome.detected_after is None and gone:
                 self.outcome.detected_after = now - self._fault_started
             self._note_flushed(pub)
             await anyio.sleep(0.02)
