@@ -546,3 +546,40 @@ async def test_the_buffer_is_bounded_in_bytes_too(metrics: Metrics) -> None:
 def test_the_byte_bound_must_hold_one_job() -> None:
     with pytest.raises(ConfigError, match=r"^buffer_max_bytes: must hold at least one job"):
         PublisherConfig(max_job_bytes=1_000_000, buffer_max_bytes=100_000)
+
+
+@pytest.mark.timeout(60)
+async def test_a_window_of_large_jobs_is_written_in_bounded_pieces(
+    broker_url: str,
+    broker: Broker,
+    queue_name: str,
+    metrics: Metrics,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards the large-payload fix: pika re-queues the unsent rest of a buffer after every
+    partial send by copying it, so the publisher must never hand it one buffer for a whole
+    window (300 x 64 KB here would be 19 MB copied again and again): every write stays
+    within ``WRITE_CHUNK`` plus one message."""
+    from pika.connection import Connection
+
+    from warren._amqp._thread import WRITE_CHUNK
+
+    sizes: list[int] = []
+    original = Connection._output_marshaled_frames
+
+    def spy(self: Connection, marshaled_frames: list[bytes]) -> None:
+        sizes.extend(len(f) for f in marshaled_frames)
+        original(self, marshaled_frames)
+
+    monkeypatch.setattr(Connection, "_output_marshaled_frames", spy)
+    body = b"x" * 65536
+    async with Publisher(config(broker_url, max_in_flight=1000), metrics=metrics) as pub:
+        await pub.wait_connected()
+        for _ in range(300):
+            pub.submit(body, routing_key=queue_name)
+        await pub.wait_flushed()
+        assert pub.statistics().confirmed == 300
+    assert sum(sizes) >= 300 * 65536
+    assert max(sizes) <= WRITE_CHUNK + 65536 + 1024, max(sizes)
+    arrivals = await anyio.to_thread.run_sync(lambda: broker.drain_all(queue_name))
+    assert len(arrivals.bodies) == 300 and all(b == body for b in arrivals.bodies)

@@ -65,6 +65,7 @@ log = logging.getLogger("warren.amqp")
 Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
 NACKED_FOR = 5.0  # seconds of nothing but nacks before the channel is given up
+WRITE_CHUNK = 256 * 1024  # bytes per write handed to pika (about; one message is not split)
 WATCHDOG_EVERY = 0.05  # seconds between the watchdog's looks (a cut noticed this late at most)
 _TOPOLOGY_REFUSED = (404, 406)  # NOT_FOUND (passive), PRECONDITION_FAILED (other arguments)
 
@@ -546,8 +547,11 @@ class PikaSession:
             queued.extend(more)
 
     def _publish(self, jobs: list[Job]) -> None:
-        """Send a batch as one write: the frames were encoded at submit (``_amqp_wire``);
-        pika's connection gets the bytes (and counts them for its heartbeats)."""
+        """Send a batch in writes of about ``WRITE_CHUNK`` bytes: the frames were encoded at
+        submit (``_amqp_wire``); pika's connection gets the bytes (and counts them for its
+        heartbeats). Not one buffer for the whole batch: pika re-queues the unsent rest of a
+        buffer after each partial send by copying it, so a window of large messages in one
+        buffer (1,000 x 64 KB) was copied over and over."""
         channel = self._channel
         if not jobs or not self._ready or channel is None or not channel.is_open:
             return  # the publisher still owns them and re-sends after the loss it will hear of
@@ -556,13 +560,22 @@ class PikaSession:
         number = channel.channel_number
         max_body = self._conn._body_max_length
         out: list[bytes] = []
+        writes: list[bytes] = []
+        pending = 0
         tag = self._next_tag
         unconfirmed = self._unconfirmed
         for job in jobs:
             frames(out, number, job.wire_method, job.wire_header, job.body, max_body)
             unconfirmed[tag] = job
             tag += 1
-        self._conn._output_marshaled_frames([b"".join(out)])
+            pending += len(job.body) + len(job.wire_header) + 64
+            if pending >= WRITE_CHUNK:
+                writes.append(b"".join(out))
+                out.clear()
+                pending = 0
+        if out:
+            writes.append(b"".join(out))
+        self._conn._output_marshaled_frames(writes)
         self._batches.append((tag - 1, time.monotonic()))
         self._next_tag = tag
 
@@ -584,7 +597,7 @@ class PikaSession:
         pika queues every frame separately and sends them one syscall each; every syscall
         releases the GIL to the event loop thread and back. Joining the queued chunks keeps
         order and byte count and cuts that to one send per batch. (Publishes need none of
-        this: ``_publish`` writes a batch as one buffer already.) If a pika version lacks
+        this: ``_publish`` writes a batch in a few large buffers already.) If a pika version lacks
         these internals, this does nothing.
         """
         transport = getattr(self._conn, "_transport", None)

@@ -6,7 +6,7 @@ the caller's hands, before it is buffered: such a job would otherwise fail insid
 thread on every re-send. And it takes pika's per-message object building off the hot path:
 pika builds and marshals three frame objects per message (method, header, body), which cost
 more than everything else Warren does per job. The I/O thread only adds the frame envelopes
-(``frames``) and hands a whole batch to pika's connection as one write.
+(``frames``) and hands a batch to pika's connection in writes of about 256 KB.
 
 The bytes are what pika itself would send (``tests/test_amqp_wire.py`` checks them against
 pika's encoder); the one piece of pika used here is its field-table encoder, for headers.
