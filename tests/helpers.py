@@ -17,6 +17,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from warren import Metrics, PublisherConfig, Service, ServiceContext
+from warren.testing._rabbit_node import free_port as free_port_below_ephemeral
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 
 
 def free_port() -> int:
-    """A loopback port with nothing listening (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port with nothing listening (connections to it are refused), below the
+    ephemeral range: a server started on it later (a Redis restarted mid-test) must not find
+    it taken by a client that dialed it while it was down and was given it as its own source
+    port (Linux lets such a socket connect to itself)."""
+    return free_port_below_ephemeral("127.0.0.1")
 
 
 def config(url: str, **kw: Any) -> PublisherConfig:

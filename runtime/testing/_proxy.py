@@ -18,11 +18,13 @@ import anyio
 from anyio.abc import SocketAttribute
 
 from .._accept import serve_connections
+from ._rabbit_node import free_port
 
 if TYPE_CHECKING:
     import random
 
     from anyio.abc import SocketStream, TaskGroup
+    from anyio.streams.stapled import MultiListener
 
     from ._toxics import Toxic
 
@@ -67,7 +69,7 @@ class FaultProxy:
         if self.enabled:
             return
         host, port = split_addr(self.listen)
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        listener = await _listen(host, port)
         actual = listener.extra(SocketAttribute.local_port)
         self.listen = f"{host}:{actual}"
         self.enabled = True
@@ -260,6 +262,18 @@ class _Link:
             out.append(data[i : i + size])
             i += size
         return out
+
+
+async def _listen(host: str, port: int) -> MultiListener[SocketStream]:
+    """Port 0 picks a free port below the ephemeral range: a client that keeps dialing a
+    disabled proxy could otherwise be given the proxy's own port as its source port, connect
+    to itself and keep the port from the proxy when it is enabled again."""
+    if port == 0:
+        try:
+            return await anyio.create_tcp_listener(local_host=host, local_port=free_port(host))
+        except OSError:  # taken in between: any free port will do
+            pass
+    return await anyio.create_tcp_listener(local_host=host, local_port=port)
 
 
 def _truncate(pieces: list[bytes], room: int) -> list[bytes]:

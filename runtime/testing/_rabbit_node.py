@@ -9,6 +9,7 @@ Starting takes about 5 s; ``stop()`` halts it and frees the ports.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,31 @@ class RabbitNodeError(WarrenError):
     """The throwaway node could not be started or controlled."""
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
+def free_port(host: str) -> int:
+    """A free port below the kernel's ephemeral range: a client dialing a stopped node's port
+    from an ephemeral source port can be given that very port and connect to itself (TCP
+    simultaneous open), taking the port the node needs to start again."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, low)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded machine: any free port will do
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+    return max(10_001, low)
 
 
 def _find_bin(name: str) -> str:
@@ -80,8 +102,8 @@ class RabbitNode:
             self.amqp_port = amqp_port or 5672
             self.dist_port = 25672
         else:
-            self.amqp_port = amqp_port or _free_port(host)
-            self.dist_port = _free_port("127.0.0.1")
+            self.amqp_port = amqp_port or free_port(host)
+            self.dist_port = free_port("127.0.0.1")
         self.name = f"warren-{uuid.uuid4().hex[:10]}@{node_host}"
         self._dir = Path(tempfile.mkdtemp(prefix="warren-rabbit-"))
         self._proc: subprocess.Popen[bytes] | None = None
