@@ -67,14 +67,21 @@ def main() -> int:
     else:
         print(node_missing, flush=True)
     rates: dict[str, list[float]] = {name: [] for name in runners}
+    pub_cpu: dict[str, list[float]] = {name: [] for name in ("warren", "pika", "amqplib")}
     for r in range(args.rounds):
         for name, run in runners.items():  # interleaved: drift hits every peer alike
             publish.purge(QUEUE)
+            counted = len(publish.cpu_us)
             rate = run(args.messages, args.size)
             rates[name].append(rate)
-            print(f"round {r + 1} {name:<9} {rate:>9,.0f} msgs/s", flush=True)
+            cost = ""
+            if name in pub_cpu and len(publish.cpu_us) > counted:
+                pub_cpu[name].append(publish.cpu_us[-1])
+                cost = f" {publish.cpu_us[-1]:.1f} µs CPU/msg"
+            print(f"round {r + 1} {name:<9} {rate:>9,.0f} msgs/s{cost}", flush=True)
     publish.purge(QUEUE)
     med = {name: statistics.median(v) for name, v in rates.items()}
+    pub_cpu_med = {name: statistics.median(v) for name, v in pub_cpu.items() if v}
 
     consumers: dict[str, Callable[[int], float]] = {
         "warren": consume.warren,
@@ -117,16 +124,17 @@ def main() -> int:
     lines = [
         "| benchmark | result | target |",
         "| --- | --- | --- |",
-        f"| Warren publisher, confirms | {med['warren']:,.0f} msgs/s | |",
+        f"| Warren publisher, confirms | {med['warren']:,.0f} msgs/s, "
+        f"{pub_cpu_med['warren']:.1f} µs CPU/msg | |",
         f"| raw pika SelectConnection, pipelined confirms (window 1,000), same messages"
-        f" | {med['pika']:,.0f} msgs/s | |",
+        f" | {med['pika']:,.0f} msgs/s, {pub_cpu_med['pika']:.1f} µs CPU/msg | |",
         f"| raw pika, minimal messages (shared properties, no ids, not mandatory)"
         f" | {med['pika-minimal']:,.0f} msgs/s | |",
         f"| aio-pika connect_robust, confirms (window 1,000) | {med['aio-pika']:,.0f} msgs/s | |",
         f"| **Warren / raw pika** | **{med['warren'] / med['pika']:.2f}x** | >= 0.9x |",
         f"| Warren / raw pika minimal | {med['warren'] / med['pika-minimal']:.2f}x | |",
         f"| **Warren / aio-pika** | **{med['warren'] / med['aio-pika']:.1f}x** | >= 5x |",
-        *_amqplib_rows("publisher", med, node_missing),
+        *_amqplib_rows("publisher", med, node_missing, pub_cpu_med),
         f"| Warren, {publish.PRODUCERS} concurrent producers, memory | "
         f"{med['warren-100']:,.0f} msgs/s | |",
         f"| Warren, {publish.PRODUCERS} concurrent producers, outbox (synchronous=full) | "
@@ -252,8 +260,10 @@ def _write(table: str, args: argparse.Namespace) -> None:
         "`publish()` awaits (semaphore), a `message_id` per message, `mandatory`.\n"
         f"- **Node amqplib {amqplib_peer.VERSION}** (the original API's client, installed by the "
         "bench into `.bench-node/` from the npm registry; skipped when Node.js is absent): a "
-        "confirm channel with up to 1,000 unconfirmed publishes, the same message properties; "
-        "a child process per round.\n"
+        "confirm channel with up to 1,000 unconfirmed publishes, the same message properties "
+        "(a 32-character id per message, as Warren's); a child process per round. *CPU/msg*: "
+        "the client process's user + system CPU time (every thread) from the first publish "
+        "to the last confirm, divided by the messages.\n"
         f"- **Warren, {publish.PRODUCERS} concurrent producers**: the same, from "
         f"{publish.PRODUCERS} tasks each awaiting `enqueue()` in turn (an API's requests); "
         "*memory* is the default buffer, *outbox* puts every job in a SQLite file "

@@ -19,6 +19,9 @@ URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 QUEUE = "warren.bench"
 WINDOW = 1000
 QUORUM = {"x-queue-type": "quorum"}
+cpu_us: list[
+    float
+] = []  # CPU (user + sys, every thread) per message of the last run that counts it
 
 
 def purge(queue: str) -> None:
@@ -38,11 +41,12 @@ def warren(n: int, size: int, *, url: str = URL, queue: str = QUEUE, quorum: boo
         topo = Topology(queues=(declared,))
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:
             await pub.wait_connected()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(n):
                 await pub.enqueue(body, routing_key=queue)
             await pub.wait_flushed()
             elapsed = time.perf_counter() - start
+            cpu_us.append((time.process_time() - cpu) / n * 1e6)
             assert pub.statistics().confirmed == n
         return n / elapsed
 
@@ -157,6 +161,7 @@ def _raw_pika(
 
     def start() -> None:
         state["start"] = time.perf_counter()
+        state["cpu"] = time.process_time()
         fill()
 
     def fill() -> None:
@@ -178,6 +183,7 @@ def _raw_pika(
         state["acked"] = tag if frame.method.multiple else max(state["acked"], tag)
         if state["acked"] >= n:
             state["end"] = time.perf_counter()
+            cpu_us.append((time.process_time() - state["cpu"]) / n * 1e6)
             conn.close()
         else:
             fill()
@@ -195,7 +201,9 @@ def amqplib(n: int, size: int) -> float:
     """Node's amqplib, a confirm channel with 1,000 unconfirmed publishes (a child process)."""
     from bench import amqplib_peer
 
-    return amqplib_peer.publish(QUEUE, n, size)[0]
+    rate, cpu = amqplib_peer.publish(QUEUE, n, size)
+    cpu_us.append(cpu)
+    return rate
 
 
 def aio_pika(n: int, size: int) -> float:

@@ -37,9 +37,8 @@ class Job:
         "wire_method",
     )
 
-    def __init__(
+    def __init__(  # positional in the publisher's hot path: keywords cost a tenth of a job
         self,
-        *,
         body: bytes,
         exchange: str,
         routing_key: str,

@@ -128,6 +128,10 @@ class Publisher(Worker):
         # max_in_flight unconfirmed at the broker and queues the rest, so it can refill its
         # window on every ack without a round trip through this loop.
         self._handoff_limit = 2 * self._config.max_in_flight
+        # ... and refills that queue only when it has room for at least half a window (or
+        # holds less than one): handing over a few jobs per ack costs a wake-up of each
+        # thread for a handful of jobs, and caps throughput at the cross-thread round trips.
+        self._refill_below = self._handoff_limit - max(1, self._config.max_in_flight // 2)
         self._blocked = False
         self._deadline = _NO_DEADLINE
         self._last_confirm: float | None = None
@@ -367,22 +371,9 @@ class Publisher(Worker):
         content_type = content_type or encoded_as
         exchange = self._config.exchange if exchange is None else exchange
         message_id = message_id or self._new_id()
-        wire = self._encode(
-            exchange=exchange,
-            routing_key=routing_key,
-            message_id=message_id,
-            content_type=content_type,
-            headers=headers,
-            body_size=len(body),
-        )
-        return Job(
-            body=body,
-            exchange=exchange,
-            routing_key=routing_key,
-            message_id=message_id,
-            submitted_at=self._clock(),
-            wire=wire,
-        )
+        # (exchange, routing key, message id, content type, headers, body size) -> wire
+        wire = self._encode(exchange, routing_key, message_id, content_type, headers, len(body))
+        return Job(body, exchange, routing_key, message_id, self._clock(), wire)
 
     def _accept(self, job: Job) -> None:
         try:
@@ -489,7 +480,7 @@ class Publisher(Worker):
             end.close()
 
     async def _serve(self) -> None:
-        handoff_limit = self._handoff_limit
+        refill_below = self._refill_below
         books = self._ledger
         jobs_open = True
         while True:
@@ -516,7 +507,7 @@ class Publisher(Worker):
                 and not self._blocked
                 and not self._declaring
                 and self._declare_due is None
-                and len(books.inflight) < handoff_limit
+                and len(books.inflight) <= refill_below
             )
             if can_send and books.resend and (wait := self._resend_at - self._clock()) > 0:
                 # paused after a nack; new jobs wait too, so order is kept

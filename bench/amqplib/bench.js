@@ -2,8 +2,8 @@
 //   node bench.js publish URL QUEUE N SIZE   -> {"rate": msgs/s, "cpu_us": per message}
 //   node bench.js consume URL QUEUE N        -> the same, draining N pre-filled messages
 // publish: a confirm channel with up to 1,000 unconfirmed publishes (each persistent, with a
-// message id, JSON content type, mandatory: what Warren sends); consume: prefetch 100, each
-// message acked on its own.
+// 32-character message id, JSON content type, mandatory: what Warren sends); consume:
+// prefetch 100, each message acked on its own.
 'use strict';
 const amqp = require('amqplib');
 
@@ -21,6 +21,8 @@ async function publish(url, queue, n, size) {
   const conn = await amqp.connect(url);
   const ch = await conn.createConfirmChannel();
   const body = Buffer.alloc(size, 'x');
+  // a 32-character id per message, as Warren's (a random 64-bit prefix and a counter)
+  const prefix = require('crypto').randomBytes(8).toString('hex');
   const startNs = process.hrtime.bigint();
   const startCpu = process.cpuUsage();
   await new Promise((resolve, reject) => {
@@ -31,7 +33,7 @@ async function publish(url, queue, n, size) {
       while (inFlight < WINDOW && sent < n) {
         inFlight += 1;
         const options = {
-          persistent: true, messageId: String(sent), contentType: 'application/json',
+          persistent: true, messageId: prefix + sent.toString(16).padStart(16, '0'), contentType: 'application/json',
           mandatory: true,
         };
         sent += 1;

@@ -66,6 +66,7 @@ Emit = Callable[[ConnectionEvent], object]
 _CLOSE_GRACE = 0.5  # seconds a close handshake may take before the stream is cut
 NACKED_FOR = 5.0  # seconds of nothing but nacks before the channel is given up
 WRITE_CHUNK = 256 * 1024  # bytes per write handed to pika (about; one message is not split)
+HOLD_CONFIRMS_FOR = 0.001  # seconds a confirm may wait to share the loop's wake-up
 WATCHDOG_EVERY = 0.05  # seconds between the watchdog's looks (a cut noticed this late at most)
 _TOPOLOGY_REFUSED = (404, 406)  # NOT_FOUND (passive), PRECONDITION_FAILED (other arguments)
 
@@ -172,7 +173,7 @@ class PikaSession:
         self._attempt = attempt
         self._config = config
         self._topology = topology
-        self._emit = emit
+        self._emit_now = emit
         self._name = name
         self._lock = threading.Lock()  # guards _loop_alive
         self._consuming = (
@@ -205,6 +206,12 @@ class PikaSession:
         self._rx_bytes = -1
         self._rx_at = 0.0
         self._nacked_since: float | None = None  # first nack with no ack after it
+        # Confirmed jobs not yet reported (see _hold_confirmed), and whether a flush is due.
+        self._held: list[Job] = []
+        self._hold_timer = False
+        # a quarter window: the event loop refills this thread's queue when it has room for
+        # half a window by its count, which runs this far behind
+        self._hold_upto = max(1, config.max_in_flight // 4)
 
     # -- called from other threads -------------------------------------------------------
 
@@ -297,6 +304,8 @@ class PikaSession:
             self._acks.close()
             self._rejects.close()
             self._conn.ioloop.close()
+        if self._held:  # confirmed before the end: reported before how it ended
+            self._flush_held()
         return self._outcome
 
     def _parameters(self) -> Any:
@@ -504,6 +513,9 @@ class PikaSession:
             self._after_nack()
             return
         self._nacked_since = None
+        if pairs is None and unconfirmed:
+            self._hold_confirmed(settled)
+            return
         if pairs is not None:
             confirmed = []
             for t, job in pairs:
@@ -514,6 +526,36 @@ class PikaSession:
                     self._emit(Returned(self._session, job, reply[0], reply[1]))
             settled = confirmed
         self._emit(Confirmed(self._session, tuple(settled)))
+
+    def _emit(self, event: ConnectionEvent) -> None:
+        """Report ``event`` to the event loop, after the confirms held so far (order kept)."""
+        if self._held:
+            self._flush_held()
+        self._emit_now(event)
+
+    def _hold_confirmed(self, jobs: list[Job]) -> None:
+        """Report confirms in batches while more are on their way: for at most
+        ``HOLD_CONFIRMS_FOR`` or a quarter of ``max_in_flight`` jobs. The broker acks every few
+        messages; a report for each woke the event loop, and through it the producers waiting
+        for room, once per handful of jobs, which cost more CPU than the jobs themselves. The
+        last confirm of a window (nothing left unconfirmed) is reported at once, so a lone
+        publish waits for nothing; any other event first reports what is held."""
+        held = self._held
+        held += jobs
+        if len(held) >= self._hold_upto:
+            self._flush_held()
+        elif not self._hold_timer:
+            self._hold_timer = True
+            self._conn.ioloop.call_later(HOLD_CONFIRMS_FOR, self._on_hold_timer)
+
+    def _on_hold_timer(self) -> None:
+        self._hold_timer = False
+        if self._held:
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        held, self._held = self._held, []
+        self._emit_now(Confirmed(self._session, tuple(held)))
 
     def _after_nack(self) -> None:
         now = time.monotonic()
