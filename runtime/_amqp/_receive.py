@@ -126,6 +126,12 @@ class ChannelReader:
                 if pika_from >= 0:  # frames for pika before it go first
                     self._to_pika(bytes(buf[pika_from:pos]))
                     pika_from = -1
+                if not self._in_content and _METHOD.unpack_from(buf, pos + 7)[1] == _DELIVER:
+                    whole = self._whole_delivery(buf, pos, end, end_of_data, done)
+                    if whole:  # the usual case: method, header and one body frame at once
+                        self._count(whole - pos)
+                        pos = whole
+                        continue
                 self._count(end - pos)
                 if self._in_content or _METHOD.unpack_from(buf, pos + 7)[1] == _DELIVER:
                     self._take(kind, buf, pos + 7, size, done)
@@ -140,6 +146,38 @@ class ChannelReader:
         if done:
             self._on_deliveries(done)
         del buf[:pos]
+
+    def _whole_delivery(
+        self, buf: bytearray, pos: int, hp: int, end_of_data: int, done: list[Raw]
+    ) -> int:
+        """A ``basic.deliver`` at ``pos`` whose content header (at ``hp``) and single body
+        frame are all in the buffer: decoded in one step, appended to ``done``, and the
+        offset after it returned. 0 if they are not all there (or not in that shape): the
+        frame-by-frame path reads it then."""
+        if end_of_data - hp < 8:
+            return 0
+        kind, channel, size = _FRAME.unpack_from(buf, hp)
+        bp = hp + 8 + size  # the body frame, if any
+        if (kind != _HEADER_FRAME or channel != self._channel or bp > end_of_data
+                or buf[bp - 1] != _FRAME_END or size < 14):  # fmt: skip
+            return 0
+        body_size = _HEADER.unpack_from(buf, hp + 7)[2]
+        if body_size:
+            if end_of_data - bp < 8:
+                return 0
+            kind, channel, size = _FRAME.unpack_from(buf, bp)
+            after = bp + 8 + size
+            if (kind != _BODY_FRAME or channel != self._channel or size != body_size
+                    or after > end_of_data or buf[after - 1] != _FRAME_END):  # fmt: skip
+                return 0
+            body = bytes(buf[bp + 7 : after - 1])
+        else:
+            after, body = bp, b""
+        tag_at = pos + 12 + buf[pos + 11]  # after the consumer tag (a short string)
+        content_type, message_id, headers = _properties(bytes(buf[hp + 19 : bp - 1]))
+        tag = _TAG.unpack_from(buf, tag_at)[0]
+        done.append((tag, bool(buf[tag_at + 8] & 1), message_id, content_type, headers, body))
+        return after
 
     def _mine(self, kind: int, buf: bytearray, p: int) -> bool:
         """Whether this frame of the channel is read here (else it is pika's)."""
