@@ -166,7 +166,7 @@ class ChannelReader:
             if end_of_data - bp < 8:
                 return 0
             kind, channel, size = _FRAME.unpack_from(buf, bp)
-            after = bp + 8 + size
+            after: int = bp + 8 + size
             if (kind != _BODY_FRAME or channel != self._channel or size != body_size
                     or after > end_of_data or buf[after - 1] != _FRAME_END):  # fmt: skip
                 return 0
