@@ -57,4 +57,9 @@ def test_pika_connection_internals() -> None:
     base_module = inspect.getsource(inspect.getmodule(BaseConnection))  # type: ignore[arg-type]
     assert "self._on_data_available(data)" in base_module, "pika's transport feeds it no more"
     assert "self.connection = connection" in inspect.getsource(pika.channel.Channel.__init__)
+    # ... and makes the transport read more per recv() and per readable event
+    consume = inspect.getsource(io_services_utils._AsyncTransportBase._consume)
+    for name in ("_MAX_RECV_BYTES", "_MAX_CONSUME_BYTES"):
+        assert isinstance(getattr(io_services_utils._AsyncTransportBase, name, None), int), name
+        assert f"self.{name}" in consume, f"pika's transport no longer reads {name}"
     assert isinstance(pika.__version__, str)

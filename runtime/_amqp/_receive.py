@@ -37,6 +37,11 @@ _BASIC, _DELIVER, _ACK, _NACK = 60, 60, 80, 120
 _CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = 0x8000, 0x4000, 0x2000
 _DELIVERY_MODE, _PRIORITY, _CORRELATION_ID = 0x1000, 0x0800, 0x0400
 _REPLY_TO, _EXPIRATION, _MESSAGE_ID = 0x0200, 0x0100, 0x0080
+_COPY_VIA_VIEW = 4096  # bytes: above this a body is copied out through a memoryview
+# pika reads 4 KB per recv() and at most 100 KB per readable event: a 120 KB message took 30
+# reads, each a trip through pika's transport and this reader. Warren's connections read more.
+RECV_BYTES = 64 * 1024
+CONSUME_BYTES = 1024 * 1024
 
 
 @final
@@ -97,6 +102,9 @@ class ChannelReader:
 
         reader = cls(channel, conn._on_data_available, count, on_deliveries, on_confirm,
                      pending)  # fmt: skip
+        transport = conn._transport  # (instance attributes over pika's class defaults)
+        transport._MAX_RECV_BYTES = RECV_BYTES
+        transport._MAX_CONSUME_BYTES = CONSUME_BYTES
         conn._on_data_available = reader.feed
         return reader
 
@@ -170,7 +178,7 @@ class ChannelReader:
             if (kind != _BODY_FRAME or channel != self._channel or size != body_size
                     or after > end_of_data or buf[after - 1] != _FRAME_END):  # fmt: skip
                 return 0
-            body = bytes(buf[bp + 7 : after - 1])
+            body = _copy(buf, bp + 7, after - 1)
         else:
             after, body = bp, b""
         tag_at = pos + 12 + buf[pos + 11]  # after the consumer tag (a short string)
@@ -203,7 +211,7 @@ class ChannelReader:
     def _take(self, kind: int, buf: bytearray, p: int, size: int, done: list[Raw]) -> None:
         """One frame of a delivery (its method, header or a body part)."""
         if kind == _BODY_FRAME:
-            self._parts.append(bytes(buf[p : p + size]))
+            self._parts.append(_copy(buf, p, p + size))
             self._got += size
             if self._got >= self._size:
                 self._finish(done)
@@ -231,6 +239,14 @@ class ChannelReader:
         self._parts = []
         self._got = 0
         self._in_content = False
+
+
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    """``bytes(buf[start:end])`` in one copy, not two, when it is large (a body)."""
+    if end - start < _COPY_VIA_VIEW:
+        return bytes(buf[start:end])
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
 
 
 def _properties(buf: bytes) -> tuple[Any, Any, dict[str, Any]]:
