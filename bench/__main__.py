@@ -11,6 +11,8 @@
 7. How fast a silent partition is noticed (heartbeat 5 s), idle and publishing.
 8. Scale: 100,000 buffered jobs flushed after a heal; memory per job at 1,000,000 jobs;
    the services end to end (api -> broker -> push-sender -> fake provider).
+9. A payload sweep (256 B to 120 KB): publish and consume vs raw pika and amqplib, MB/s,
+   peak RSS against the in-flight window, memory per buffered 16 KB and 64 KB job.
 
 Writes the table to docs/benchmarks.md (``--no-write`` to skip).
 """
@@ -35,12 +37,14 @@ from bench import (
     publish,
     scale,
     select_overhead,
+    sweep,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 QUEUE = "warren.bench"
+SWEEP_ROUNDS = 3
 
 
 def main() -> int:
@@ -106,6 +110,7 @@ def main() -> int:
     cpu_med = {name: statistics.median(v) for name, v in cpu.items()}
     c_pika, c_aio = cmed["warren"] / cmed["pika"], cmed["warren"] / cmed["aio-pika"]
 
+    swept = sweep.measure(SWEEP_ROUNDS, amqplib=node_missing is None)
     clu = cluster.measure(args.cluster_messages, args.size, 3)
     sel = select_overhead.measure()
     mem = memory.measure(100_000, args.size)
@@ -213,12 +218,24 @@ def main() -> int:
         f"bytes** | <= the 100,000-job figure ({mem:.0f}) |",
         *end_to_end.rows(e2e),
     ]
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + _SWEEP_INTRO + "\n\n" + sweep.table(swept)
     print()
     print(table)
     if not args.no_write:
         _write(table, args)
     return 0
+
+
+_SWEEP_INTRO = (
+    "Payload sweep: the same publish and consume runs at each size, "
+    f"median of {SWEEP_ROUNDS} interleaved rounds (messages per round: "
+    + ", ".join(f"{n:,} at {sweep.size_name(size)}" for size, n in sweep.SIZES)
+    + "). *Peak RSS growth*: the kernel's high-water mark of the benchmark process's resident "
+    "memory during Warren's publishing run, minus its RSS just before (the messages share one "
+    "body, so what grows is Warren's own copies); the in-flight window is `max_in_flight` "
+    "(1,000) jobs' payloads, capped by `buffer_max_bytes` (64 MiB), which counts jobs in "
+    "flight. *Memory per buffered job*: as for 256 bytes above, a distinct payload per job."
+)
 
 
 def _amqplib_rows(
