@@ -163,3 +163,26 @@ def test_populate_and_proxy_updates(api: ToxiproxyClient) -> None:
     assert moved.upstream == "127.0.0.1:5673" and moved.enabled
     assert raw(api, "POST", "/proxies/api-p1", {"upstream": "bad"})[0] == 400
     assert raw(api, "PATCH", "/proxies/api-p1", {"enabled": False})[1]["enabled"] is False
+
+
+def test_a_browser_is_refused_so_a_web_page_cannot_drive_the_proxy(api: ToxiproxyClient) -> None:
+    """Toxiproxy answers 403 to any request whose User-Agent starts with ``Mozilla/``: a web
+    page's cross-site ``text/plain`` POST (no preflight) could otherwise create a proxy to
+    anywhere from the developer's machine. Warren accepted it."""
+    body = json.dumps({"name": "api-browser", "upstream": "127.0.0.1:5672",
+                       "listen": "127.0.0.1:0"}).encode()  # fmt: skip
+    browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    for method, path, data in (("POST", "/proxies", body), ("GET", "/proxies", None),
+                               ("POST", "/reset", None)):  # fmt: skip
+        req = urllib.request.Request(api.api_url + path, data=data, method=method,
+                                     headers={"User-Agent": browser,
+                                              "Content-Type": "text/plain"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 403
+        assert refused.value.read() == b"User agent not allowed\n"
+        assert refused.value.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert "api-browser" not in api.proxies(), "nothing was created"
+    req = urllib.request.Request(api.api_url + "/proxies", headers={"User-Agent": "Wget/2.1"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200

@@ -34,6 +34,8 @@ log = logging.getLogger("warren.proxy")
 
 VERSION = "2.9.0-warren"  # the Toxiproxy API version this speaks
 
+_PLAIN_TEXT = "text/plain; charset=utf-8"
+
 
 class ApiError(Exception):
     def __init__(self, message: str, status: int) -> None:
@@ -231,6 +233,10 @@ class FaultProxyServer:
         await serve_http(stream, self._answer)
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
+        if request.headers.get("user-agent", "").startswith("Mozilla/"):
+            # Toxiproxy's browser guard: a web page could drive a local proxy API with a
+            # cross-site text/plain POST (no preflight), e.g. to open a proxy to anywhere.
+            return HttpResponse(403, b"User agent not allowed\n", _PLAIN_TEXT)
         status, payload = await self._answer_json(request.method, request.target, request.body)
         body = b"" if payload is None else json.dumps(payload).encode() + b"\n"
         return HttpResponse(status, body)
