@@ -368,8 +368,8 @@ async def _latencies(client: httpx.AsyncClient, s: Stack, n: int) -> list[float]
     return out
 
 
-def p99(xs: list[float]) -> float:
-    return statistics.quantiles(xs, n=100)[98]
+def pct(xs: list[float], q: int) -> float:
+    return statistics.quantiles(xs, n=100)[q - 1]
 
 
 async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
@@ -402,7 +402,12 @@ async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
                 return value == 0
 
             await wait_until(flushed, within=30)
-        assert p99(down) <= 2 * p99(up) + 0.02, (p99(up), p99(down))
+        # Nothing waits for the broker: a request held by the link would take about the
+        # heartbeat (2 s) or more. The tail is compared at p95, not p99: p99 of 200 requests
+        # is their second slowest, and one disk hiccup in a commit on a shared CI machine
+        # put it at 133 ms once while every other request took 4 ms.
+        assert max(down) < 1.0, max(down)
+        assert pct(down, 95) <= 2 * pct(up, 95) + 0.02, (pct(up, 95), pct(down, 95))
         arrived = await anyio.to_thread.run_sync(lambda: broker.drain_all(s.queue))
         assert arrived.distinct == 450, "every accepted message arrived"
         assert arrived.duplicates <= unconfirmed_at_cut
