@@ -37,7 +37,8 @@ class HttpRequest:
 class HttpResponse:
     status: int
     body: bytes = b""
-    content_type: str = "application/json"
+    content_type: str | None = "application/json"  # None: no Content-Type header
+    headers: tuple[tuple[str, str], ...] = ()  # more headers, as (name, value)
 
 
 MAX_BODY: Final = 1024 * 1024
@@ -140,8 +141,9 @@ async def _respond(
     head: bool,
     close: bool = False,
 ) -> bool:
-    headers = [("content-type", response.content_type),
-               ("content-length", str(len(response.body)))]  # fmt: skip
+    headers = [("content-length", str(len(response.body))), *response.headers]
+    if response.content_type is not None:
+        headers.insert(0, ("content-type", response.content_type))
     if close:
         headers.append(("connection", "close"))
     try:

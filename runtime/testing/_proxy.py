@@ -3,13 +3,14 @@
 Each accepted connection becomes a ``_Link`` to the upstream with two pumps (``upstream``:
 client to server, ``downstream``: server to client). Every chunk passes through the toxics
 active for its direction *at that moment*, so adding or removing a toxic acts on live
-connections at once. Whether a toxic bites a link is decided once per link (``toxicity``),
-as Toxiproxy does. Disabling the proxy closes its links normally (FIN) and its listener
+connections at once. Whether a toxic bites a link is decided once per link (``toxicity``;
+Toxiproxy rolls again when a link's chain is rebuilt: see docs/testing-your-worker.md). Disabling the proxy closes its links normally (FIN) and its listener
 (new connections are refused).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,31 @@ def split_addr(addr: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
+async def resolve_listen(addr: str) -> str:
+    """``host:port`` as Toxiproxy reports a listener bound there: a host name becomes the
+    address it binds (IPv4 first, as Go's listener: ``localhost`` -> ``127.0.0.1``), IPv6 in
+    brackets. Raises OSError if the name does not resolve."""
+    host, port = split_addr(addr)
+    return join_addr(await _bind_host(host), port)
+
+
+def join_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _bind_host(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    found = await anyio.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    if not found:
+        raise OSError(f"no address for {host!r}")
+    ipv4 = [info for info in found if info[0] == socket.AF_INET]
+    return str((ipv4 or found)[0][4][0])
+
+
 class FaultProxy:
     """A named proxy from ``listen`` to ``upstream`` (both ``host:port``)."""
 
@@ -61,17 +87,25 @@ class FaultProxy:
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
-            "toxics": [t.to_json() for t in self.toxics.values()],
+            "toxics": [t.to_json() for t in self.ordered_toxics()],
         }
+
+    def ordered_toxics(self) -> list[Toxic]:
+        """Upstream toxics first, then downstream, each in the order added (Toxiproxy's)."""
+        toxics = list(self.toxics.values())
+        return [t for t in toxics if t.stream == "upstream"] + [
+            t for t in toxics if t.stream == "downstream"
+        ]
 
     async def start(self, tg: TaskGroup) -> None:
         """Open the listener (port 0 picks one; ``listen`` then shows it) and serve."""
         if self.enabled:
             return
         host, port = split_addr(self.listen)
+        host = await _bind_host(host)  # one address, reported as bound: Toxiproxy's listen
         listener = await _listen(host, port)
         actual = listener.extra(SocketAttribute.local_port)
-        self.listen = f"{host}:{actual}"
+        self.listen = join_addr(host, actual)
         self.enabled = True
         scope = anyio.CancelScope()
         stopped = anyio.Event()
@@ -240,11 +274,12 @@ class _Link:
                 self._sent[key] = self._sent.get(key, 0) + total
         if rate:
             # as Toxiproxy: at most 100 ms worth of bytes at a time, each waited for first
-            step = max(1, rate * 1024 // 10)
+            # (its KB is 1,000 bytes)
+            step = max(1, rate * 1000 // 10)
             pieces = [p[i : i + step] for p in pieces for i in range(0, len(p), step)]
         for piece in pieces:
             if rate:
-                await anyio.sleep(len(piece) / (rate * 1024))
+                await anyio.sleep(len(piece) / (rate * 1000))
             await dst.send(piece)
             if slice_delay:
                 await anyio.sleep(slice_delay)

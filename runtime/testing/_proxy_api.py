@@ -10,11 +10,14 @@ and a real Toxiproxy can stand in for it.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
+import secrets
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, final
+from urllib.parse import unquote
 
 import anyio
 from anyio.abc import SocketAttribute, TaskStatus
@@ -22,7 +25,7 @@ from anyio.abc import SocketAttribute, TaskStatus
 from .._accept import serve_connections
 from .._http11 import MAX_BODY, HttpRequest, HttpResponse, serve_http
 from .._json import BadRequest, loads_strict
-from ._proxy import FaultProxy, split_addr
+from ._proxy import FaultProxy, resolve_listen, split_addr
 from ._toxics import ToxicSpecError, parse_toxic, update_toxic
 
 if TYPE_CHECKING:
@@ -35,6 +38,54 @@ log = logging.getLogger("warren.proxy")
 VERSION = "2.9.0-warren"  # the Toxiproxy API version this speaks
 
 _PLAIN_TEXT = "text/plain; charset=utf-8"
+_NAME = "*"  # a path segment that is a (non-empty) proxy or toxic name
+# path pattern -> the methods it answers (Toxiproxy's gorilla/mux routes in api.go)
+_ROUTES: dict[tuple[str, ...], frozenset[str]] = {
+    ("version",): frozenset({"GET"}),
+    ("reset",): frozenset({"POST"}),
+    ("proxies",): frozenset({"GET", "POST"}),
+    ("populate",): frozenset({"POST"}),
+    ("proxies", _NAME): frozenset({"GET", "POST", "PATCH", "DELETE"}),
+    ("proxies", _NAME, "toxics"): frozenset({"GET", "POST"}),
+    ("proxies", _NAME, "toxics", _NAME): frozenset({"GET", "POST", "PATCH", "DELETE"}),
+}
+
+
+def _allowed(parts: list[str]) -> frozenset[str] | None:
+    """The methods a path answers, or None for a path Toxiproxy does not know."""
+    for pattern, methods in _ROUTES.items():
+        if len(pattern) == len(parts) and all(
+            want == got or (want == _NAME and got) for want, got in zip(pattern, parts, strict=True)
+        ):
+            return methods
+    return None
+
+
+def _request_id() -> str:
+    """A 20-character id per answered request, as Toxiproxy's ``X-Toxiproxy-Request-Id``."""
+    return base64.b32hexencode(secrets.token_bytes(12)).decode().rstrip("=").lower()
+
+
+def _go_type(value: object) -> str:
+    """How Go's encoding/json names a JSON value's type in its errors."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _enabled(body: dict[str, Any], default: bool) -> bool:
+    """``enabled`` as Toxiproxy decodes it: a JSON bool; null or absent keeps ``default``."""
+    value = body.get("enabled")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(f"bad request body: json: cannot unmarshal {_go_type(value)} into Go"
+                       " struct field Proxy.enabled of type bool", 400)  # fmt: skip
+    return value
 
 
 class ApiError(Exception):
@@ -91,11 +142,12 @@ class FaultProxyServer:
         if name in self.proxies:
             raise ApiError("proxy already exists", 409)
         listen = body.get("listen") or "127.0.0.1:0"
+        enabled = _enabled(body, True)
         try:
             proxy = FaultProxy(name, str(listen), upstream, rng=self._rng)
         except ValueError as exc:
             raise ApiError(f"bad request body: {exc}", 400) from None
-        if body.get("enabled", True):
+        if enabled:
             await self._start(proxy)
         self.proxies[name] = proxy
         return proxy
@@ -117,20 +169,27 @@ class FaultProxyServer:
         proxy = self.get(name)
         if not isinstance(body, dict):
             raise ApiError("bad request body: expected a JSON object", 400)
+        enabled = _enabled(body, proxy.enabled)
         try:
-            if "upstream" in body:
-                split_addr(str(body["upstream"]))
-                proxy.upstream = str(body["upstream"])
-            if "listen" in body and body["listen"] != proxy.listen:
-                split_addr(str(body["listen"]))
-                was_enabled = proxy.enabled
-                await proxy.stop()
-                proxy.listen = str(body["listen"])
-                if was_enabled:
-                    await self._start(proxy)
+            upstream = str(body.get("upstream", proxy.upstream))
+            split_addr(upstream)
+            listen = str(body.get("listen", proxy.listen))
+            if listen != proxy.listen:
+                split_addr(listen)
+                # the same address spelled otherwise (localhost for 127.0.0.1) is no change
+                listen = await resolve_listen(listen) if proxy.enabled else listen
         except ValueError as exc:
             raise ApiError(f"bad request body: {exc}", 400) from None
-        enabled = body.get("enabled", proxy.enabled)
+        except OSError as exc:
+            raise ApiError(f"listen tcp {listen}: {exc.strerror or exc}", 500) from None
+        if (upstream, listen) != (proxy.upstream, proxy.listen):
+            # as Toxiproxy: a new upstream or listen address closes the live connections
+            # and restarts the listener
+            was_enabled = proxy.enabled
+            await proxy.stop()
+            proxy.upstream, proxy.listen = upstream, listen
+            if was_enabled:
+                await self._start(proxy)
         if enabled and not proxy.enabled:
             await self._start(proxy)
         elif not enabled and proxy.enabled:
@@ -195,8 +254,7 @@ class FaultProxyServer:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _route(self, method: str, path: str, body: object) -> Response:
-        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    async def _route(self, method: str, parts: list[str], body: object) -> Response:
         match method, parts:
             case "GET", ["version"]:
                 return 200, {"version": VERSION}
@@ -217,7 +275,7 @@ class FaultProxyServer:
                 await self.delete_proxy(name)
                 return 204, None
             case "GET", ["proxies", name, "toxics"]:
-                return 200, [t.to_json() for t in self.get(name).toxics.values()]
+                return 200, [t.to_json() for t in self.get(name).ordered_toxics()]
             case "POST", ["proxies", name, "toxics"]:
                 return 200, self.add_toxic(name, body)
             case "GET", ["proxies", name, "toxics", toxic]:
@@ -233,21 +291,36 @@ class FaultProxyServer:
         await serve_http(stream, self._answer)
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
+        """Answer as Toxiproxy's API does: 404 (plain text) for a path it does not know, 405
+        (empty) for a method a known path does not take, then the route; its errors are
+        JSON sent as text/plain with a newline (Go's ``http.Error``), its results compact
+        JSON, each with an ``X-Toxiproxy-Request-Id``."""
+        request_id = (("x-toxiproxy-request-id", _request_id()),)
         if request.headers.get("user-agent", "").startswith("Mozilla/"):
             # Toxiproxy's browser guard: a web page could drive a local proxy API with a
             # cross-site text/plain POST (no preflight), e.g. to open a proxy to anywhere.
-            return HttpResponse(403, b"User agent not allowed\n", _PLAIN_TEXT)
-        status, payload = await self._answer_json(request.method, request.target, request.body)
-        body = b"" if payload is None else json.dumps(payload).encode() + b"\n"
-        return HttpResponse(status, body)
+            # (Toxiproxy checks matched paths only; here every path: nothing to gain there.)
+            return HttpResponse(403, b"User agent not allowed\n", _PLAIN_TEXT, request_id)
+        parts = [unquote(p) for p in request.target.split("?", 1)[0].split("/")[1:]]
+        allowed = _allowed(parts)
+        if allowed is None:
+            return HttpResponse(404, b"404 page not found\n", _PLAIN_TEXT)
+        if request.method not in allowed:
+            return HttpResponse(405, b"", None)
+        status, payload = await self._answer_json(request.method, parts, request.body)
+        if status >= 400:
+            body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+            return HttpResponse(status, body, _PLAIN_TEXT, request_id)
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        return HttpResponse(status, body, "application/json", request_id)
 
-    async def _answer_json(self, method: str, path: str, body: bytes) -> Response:
+    async def _answer_json(self, method: str, parts: list[str], body: bytes) -> Response:
         try:
             parsed: object = loads_strict(body, max_bytes=MAX_BODY) if body.strip() else {}
         except BadRequest as exc:
             return exc.status, {"error": f"bad request body: {exc}", "status": exc.status}
         try:
-            return await self._route(method, path, parsed)
+            return await self._route(method, parts, parsed)
         except ApiError as exc:
             return exc.status, {"error": str(exc), "status": exc.status}
         except (TypeError, ValueError, KeyError, AttributeError) as exc:

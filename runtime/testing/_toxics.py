@@ -1,8 +1,8 @@
 """Toxics as Toxiproxy defines them: types, attributes, defaults, JSON shape, validation.
 
 Semantics follow Toxiproxy 2 (its README and toxics/*.go); the proxy applies them in
-``_proxy.py``. Attribute units: milliseconds unless noted; ``bandwidth.rate`` in KB/s;
-``slicer.delay`` in microseconds.
+``_proxy.py``. Attribute units: milliseconds unless noted; ``bandwidth.rate`` in KB/s
+(1 KB = 1,000 bytes, as Toxiproxy); ``slicer.delay`` in microseconds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TOXIC_TYPES: dict[str, dict[str, int]] = {
     "slow_close": {"delay": 0},
     "limit_data": {"bytes": 0},
     "slicer": {"average_size": 0, "size_variation": 0, "delay": 0},
+    "noop": {},
 }
 
 
@@ -41,6 +42,7 @@ class Toxic:
     stream: Stream
     toxicity: float
     attributes: dict[str, int] = field(default_factory=dict)
+    stream_as_given: str = ""  # Toxiproxy reads the stream case-insensitively, shows it as sent
 
     def attr(self, key: str) -> int:
         return self.attributes[key]
@@ -49,8 +51,8 @@ class Toxic:
         return {
             "name": self.name,
             "type": self.type,
-            "stream": self.stream,
-            "toxicity": self.toxicity,
+            "stream": self.stream_as_given or self.stream,
+            "toxicity": int(self.toxicity) if self.toxicity.is_integer() else self.toxicity,
             "attributes": dict(self.attributes),
         }
 
@@ -81,8 +83,14 @@ def parse_toxic(body: object) -> Toxic:
     """Validate a ``POST /proxies/{p}/toxics`` body into a Toxic (defaults as Toxiproxy's)."""
     if not isinstance(body, dict):
         raise ToxicSpecError("bad request body: expected a JSON object")
-    stream = body.get("stream", "downstream") or "downstream"
-    if stream not in ("upstream", "downstream"):
+    stream = body.get("stream")
+    if stream is None:
+        stream = "downstream"
+    if not isinstance(stream, str):
+        kind_of = "number" if isinstance(stream, int | float) else type(stream).__name__
+        raise ToxicSpecError(f"bad request body: json: cannot unmarshal {kind_of} into Go"
+                             " struct field ToxicWrapper.stream of type string")  # fmt: skip
+    if stream.lower() not in ("upstream", "downstream"):  # "" too, as Toxiproxy
         raise ToxicSpecError("stream was invalid, can be either upstream or downstream")
     kind = body.get("type")
     if not isinstance(kind, str) or kind not in TOXIC_TYPES:
@@ -96,9 +104,9 @@ def parse_toxic(body: object) -> Toxic:
     if not 0.0 <= float(toxicity) <= 1.0:
         raise ToxicSpecError("bad request body: toxicity must be between 0 and 1")
     attributes = _attributes(kind, body.get("attributes"), TOXIC_TYPES[kind])
-    direction: Stream = "upstream" if stream == "upstream" else "downstream"
+    direction: Stream = "upstream" if stream.lower() == "upstream" else "downstream"
     return Toxic(name=name, type=kind, stream=direction, toxicity=float(toxicity),
-                 attributes=attributes)  # fmt: skip
+                 attributes=attributes, stream_as_given=stream)  # fmt: skip
 
 
 def update_toxic(toxic: Toxic, body: object) -> None:
