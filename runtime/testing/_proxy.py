@@ -4,8 +4,9 @@ Each accepted connection becomes a ``_Link`` to the upstream with two pumps (``u
 client to server, ``downstream``: server to client). Every chunk passes through the toxics
 active for its direction *at that moment*, so adding or removing a toxic acts on live
 connections at once. Whether a toxic bites a link is decided once per link (``toxicity``;
-Toxiproxy rolls again when a link's chain is rebuilt: see docs/testing-your-worker.md). Disabling the proxy closes its links normally (FIN) and its listener
-(new connections are refused).
+Toxiproxy rolls again when a link's chain is rebuilt: see docs/testing-your-worker.md).
+Disabling the proxy closes its links normally (FIN) and its listener (new connections are
+refused).
 """
 
 from __future__ import annotations
