@@ -10,6 +10,8 @@ import pytest
 
 from warren.testing import ProxyHandle, ToxiproxyClient, partition
 
+from .toxiproxy_tools import roundtrip
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
@@ -40,15 +42,6 @@ def proxy(fault_proxy_server: ToxiproxyClient, echo_port: int) -> Iterator[Proxy
     info = fault_proxy_server.create_proxy(name, f"127.0.0.1:{echo_port}")
     yield ProxyHandle(fault_proxy_server, name, "127.0.0.1", info.port)
     fault_proxy_server.delete_proxy(name)
-
-
-async def roundtrip(conn: SocketStream, data: bytes, within: float = 5) -> bytes:
-    await conn.send(data)
-    got = b""
-    with anyio.fail_after(within):
-        while len(got) < len(data):
-            got += await conn.receive()
-    return got
 
 
 async def test_clean_passthrough(proxy: ProxyHandle) -> None:
@@ -100,6 +93,7 @@ async def test_reset_peer_sends_rst(proxy: ProxyHandle) -> None:
     async with await anyio.connect_tcp("127.0.0.1", proxy.port) as conn:
         await roundtrip(conn, b"ok")
         proxy.client.add_toxic(proxy.name, "reset_peer", timeout=0)
+        await conn.send(b"echoed: the toxic's first chunk")  # as Toxiproxy: it waits for one
         with anyio.fail_after(5), pytest.raises(anyio.BrokenResourceError) as info:
             await conn.receive()
         assert isinstance(info.value.__cause__, ConnectionResetError)

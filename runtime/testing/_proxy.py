@@ -1,10 +1,11 @@
 """One fault-injecting TCP proxy: a listener, its live links, and the toxics on them.
 
-Each accepted connection becomes a ``_Link`` to the upstream with two pumps (``upstream``:
-client to server, ``downstream``: server to client). Every chunk passes through the toxics
-active for its direction *at that moment*, so adding or removing a toxic acts on live
-connections at once. Whether a toxic bites a link is decided once per link (``toxicity``;
-Toxiproxy rolls again when a link's chain is rebuilt: see docs/testing-your-worker.md).
+Each accepted connection becomes a ``_Link`` to the upstream with two directions
+(``upstream``: client to server, ``downstream``: server to client), each a reader, a chain
+of stubs (a noop first, then the direction's toxics in the order added) and a writer, as in
+Toxiproxy's ``link.go``. Adding, updating or removing a toxic acts on live connections at
+once, through the same interrupt-and-rerun steps Toxiproxy takes (so toxicity is rolled
+again, pending latency is flushed, a timeout's timer restarts, exactly where it does there).
 Disabling the proxy closes its links normally (FIN) and its listener (new connections are
 refused).
 """
@@ -21,6 +22,8 @@ from anyio.abc import SocketAttribute
 
 from .._accept import serve_connections
 from ._rabbit_node import free_port
+from ._toxic_pipes import BUFFER_SIZE, PIPES, new_state, noop
+from ._toxic_stub import Chan, Chunk, Pulse, Stub
 
 if TYPE_CHECKING:
     import random
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from anyio.abc import SocketStream, TaskGroup
     from anyio.streams.stapled import MultiListener
 
-    from ._toxics import Toxic
+    from ._toxics import Stream, Toxic
 
 _PUMP_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -77,8 +80,11 @@ class FaultProxy:
         split_addr(upstream)
         self.enabled = False
         self.toxics: dict[str, Toxic] = {}
+        # per direction, in the order added (Toxiproxy's chain, without its leading noop)
+        self.chains: dict[Stream, list[Toxic]] = {"upstream": [], "downstream": []}
         self.links: set[_Link] = set()
         self._rng = rng
+        self._lock = anyio.Lock()  # one toxic change at a time (Toxiproxy's collection lock)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
 
@@ -88,22 +94,24 @@ class FaultProxy:
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
+            "Logger": {},  # Toxiproxy shows its Proxy struct's logger field, as an empty object
             "toxics": [t.to_json() for t in self.ordered_toxics()],
         }
 
     def ordered_toxics(self) -> list[Toxic]:
         """Upstream toxics first, then downstream, each in the order added (Toxiproxy's)."""
-        toxics = list(self.toxics.values())
-        return [t for t in toxics if t.stream == "upstream"] + [
-            t for t in toxics if t.stream == "downstream"
-        ]
+        return self.chains["upstream"] + self.chains["downstream"]
 
     async def start(self, tg: TaskGroup) -> None:
         """Open the listener (port 0 picks one; ``listen`` then shows it) and serve."""
         if self.enabled:
             return
         host, port = split_addr(self.listen)
-        host = await _bind_host(host)  # one address, reported as bound: Toxiproxy's listen
+        try:
+            host = await _bind_host(host)  # one address, reported as bound: Toxiproxy's listen
+        except OSError:
+            raise OSError(f"lookup {host}: no such host") from None
+        self.listen = join_addr(host, port)  # what a failure names, as Go's does
         listener = await _listen(host, port)
         actual = listener.extra(SocketAttribute.local_port)
         self.listen = join_addr(host, actual)
@@ -139,165 +147,206 @@ class FaultProxy:
         except OSError:
             await client.aclose()
             return
-        link = _Link(self, client, upstream)
-        self.links.add(link)
-        try:
-            await link.run()
-        finally:
-            self.links.discard(link)
+        await _Link(self, client, upstream).run()
 
-    def add_toxic(self, toxic: Toxic) -> None:
-        self.toxics[toxic.name] = toxic
-        for link in list(self.links):
-            link.toxic_added(toxic)
+    def wrapper(self, stream: Stream, index: int) -> Toxic | None:
+        """The toxic at ``index`` of a direction's stubs (0: the leading noop, None)."""
+        return self.chains[stream][index - 1] if index else None
 
-    def remove_toxic(self, name: str) -> Toxic:
-        toxic = self.toxics.pop(name)
-        for link in list(self.links):
-            link.toxic_removed(toxic)
-        return toxic
+    def run_stub(self, tg: TaskGroup, stub: Stub, toxic: Toxic | None) -> None:
+        """Run ``toxic`` on ``stub``, or a noop if its toxicity roll says so (rolled on every
+        run, as Toxiproxy's ToxicStub.Run)."""
 
-    def bites(self, toxic: Toxic) -> bool:
-        return toxic.toxicity >= 1.0 or self._rng.random() < toxic.toxicity
+        async def run() -> None:
+            stub.running(True)
+            try:
+                if toxic is not None and self._rng.random() < toxic.toxicity:
+                    await PIPES[toxic.type](stub, toxic, self._rng)
+                else:
+                    await noop(stub)
+            finally:
+                stub.running(False)
+
+        tg.start_soon(run)
+
+    async def _each_link(self, stream: Stream, change: str, toxic: Toxic, index: int) -> None:
+        async with anyio.create_task_group() as tg:
+            for link in list(self.links):
+                tg.start_soon(getattr(link.directions[stream], change), toxic, index)
+
+    async def add_toxic(self, toxic: Toxic) -> None:
+        """Append ``toxic`` to its direction's chain, on every live connection too."""
+        async with self._lock:
+            chain = self.chains[toxic.stream]
+            chain.append(toxic)
+            self.toxics[toxic.name] = toxic
+            await self._each_link(toxic.stream, "add", toxic, len(chain))
+
+    async def toxic_updated(self, toxic: Toxic) -> None:
+        """Run ``toxic`` again on every live connection, with its new attributes."""
+        async with self._lock:
+            index = self.chains[toxic.stream].index(toxic) + 1
+            await self._each_link(toxic.stream, "update", toxic, index)
+
+    async def remove_toxic(self, name: str) -> Toxic:
+        async with self._lock:
+            toxic = self.toxics.pop(name)
+            chain = self.chains[toxic.stream]
+            index = chain.index(toxic) + 1
+            chain.remove(toxic)
+            await self._each_link(toxic.stream, "remove", toxic, index)
+            return toxic
 
 
 class _Link:
-    """One proxied connection."""
+    """One proxied connection: two directions over the same two sockets."""
 
     def __init__(self, proxy: FaultProxy, client: SocketStream, upstream: SocketStream) -> None:
-        self._proxy = proxy
-        self._client = client
-        self._upstream = upstream
-        self._bitten: set[str] = set()
-        self._timers: dict[str, anyio.CancelScope] = {}
-        self._sent: dict[tuple[str, str], int] = {}  # (toxic, stream) -> bytes, for limit_data
-        self._tg: TaskGroup | None = None
-        self._reset = False
+        self.proxy = proxy
+        self.client = client
+        self.upstream = upstream
+        self.directions: dict[Stream, _Direction] = {}
 
     async def run(self) -> None:
+        proxy = self.proxy
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
-                for toxic in list(self._proxy.toxics.values()):
-                    self.toxic_added(toxic)
-                tg.start_soon(self._pump, self._client, self._upstream, "upstream")
-                tg.start_soon(self._pump, self._upstream, self._client, "downstream")
+                if any(t.type == "reset_peer" for t in proxy.toxics.values()):
+                    self.reset_on_close()  # as Toxiproxy: set when the link starts
+                up = _Direction(self, tg, "upstream", self.client, self.upstream)
+                down = _Direction(self, tg, "downstream", self.upstream, self.client)
+                self.directions = {"upstream": up, "downstream": down}
+                proxy.links.add(self)
+                await up.ended.wait()
+                await down.ended.wait()
+                tg.cancel_scope.cancel()  # stubs left blocked upstream of a closed stub
         finally:
+            proxy.links.discard(self)
+            for direction in self.directions.values():
+                direction.pulse.stop()
             with anyio.CancelScope(shield=True):
-                if self._reset:
-                    _set_linger_zero(self._client)
-                    _set_linger_zero(self._upstream)
-                await self._client.aclose()
-                await self._upstream.aclose()
+                await self.client.aclose()
+                await self.upstream.aclose()
 
-    def close(self, *, reset: bool = False) -> None:
-        """End the link: FIN both ways, or RST with ``reset``."""
-        self._reset = self._reset or reset
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+    def reset_on_close(self) -> None:
+        """Make both sockets' close send RST instead of FIN (SO_LINGER 0)."""
+        _set_linger_zero(self.client)
+        _set_linger_zero(self.upstream)
 
-    def toxic_added(self, toxic: Toxic) -> None:
-        if not self._proxy.bites(toxic):
-            return
-        self._bitten.add(toxic.name)
-        delay_ms = toxic.attributes.get("timeout", 0)
-        if toxic.type in ("timeout", "reset_peer") and (delay_ms > 0 or toxic.type == "reset_peer"):
-            self._start_timer(toxic, delay_ms / 1000, reset=toxic.type == "reset_peer")
 
-    def toxic_removed(self, toxic: Toxic) -> None:
-        if toxic.name not in self._bitten:
-            return
-        self._bitten.discard(toxic.name)
-        timer = self._timers.pop(toxic.name, None)
-        if timer is not None:
-            timer.cancel()
-        if toxic.type == "timeout":
-            self.close()  # as Toxiproxy: removing a timeout toxic closes what it held
+class _Direction:
+    """One direction of a link: reader -> stubs (noop, then the toxics) -> writer, as
+    Toxiproxy's ToxicLink, with its Add/Update/RemoveToxic steps."""
 
-    def _start_timer(self, toxic: Toxic, seconds: float, *, reset: bool) -> None:
-        assert self._tg is not None
-        scope = anyio.CancelScope()
-        self._timers[toxic.name] = scope
+    def __init__(
+        self, link: _Link, tg: TaskGroup, stream: Stream, src: SocketStream, dst: SocketStream
+    ) -> None:
+        self._link = link
+        self._proxy = link.proxy
+        self._tg = tg
+        self._stream: Stream = stream
+        self.pulse = Pulse()
+        self.ended = anyio.Event()
+        wrappers = [None, *self._proxy.chains[stream]]
+        self._input = last = Chan(self.pulse, 0)
+        self.stubs: list[Stub] = []
+        for i, toxic in enumerate(wrappers):
+            after = wrappers[i + 1] if i + 1 < len(wrappers) else None
+            nxt = Chan(self.pulse, BUFFER_SIZE.get(after.type, 0) if after else 0)
+            stub = Stub(self.pulse, last, nxt)
+            stub.state = new_state(toxic)
+            self.stubs.append(stub)
+            last = nxt
+        self._output = last
+        tg.start_soon(self._read, src)
+        for stub, toxic in zip(self.stubs, wrappers, strict=True):
+            self._run(stub, toxic)
+        tg.start_soon(self._write, dst)
 
-        async def fire() -> None:
-            with scope:
-                await anyio.sleep(seconds)
-                self.close(reset=reset)
-
-        self._tg.start_soon(fire)
-
-    def _active(self, stream: str) -> list[Toxic]:
-        return [
-            t for t in self._proxy.toxics.values() if t.stream == stream and t.name in self._bitten
-        ]
-
-    async def _pump(self, src: SocketStream, dst: SocketStream, stream: str) -> None:
+    async def _read(self, src: SocketStream) -> None:
         try:
-            async for chunk in src:
-                await self._forward(chunk, dst, stream)
+            async for data in src:
+                await self._input.send(Chunk(data, anyio.current_time()))
         except _PUMP_ERRORS:
             pass
-        for toxic in self._active(stream):
-            if toxic.type == "slow_close":
-                await anyio.sleep(toxic.attr("delay") / 1000)
-        self.close()
+        self._input.close()
 
-    async def _forward(self, chunk: bytes, dst: SocketStream, stream: str) -> None:
-        pieces = [chunk]
-        rate = 0
-        slice_delay = 0.0
-        for toxic in self._active(stream):
-            kind = toxic.type
-            if kind == "timeout":
-                return  # bytes vanish; the sockets stay open
-            if kind == "latency":
-                jitter = toxic.attr("jitter")
-                delay = toxic.attr("latency") + (
-                    self._proxy._rng.randint(-jitter, jitter) if jitter else 0
-                )
-                await anyio.sleep(max(0, delay) / 1000)
-            elif kind == "bandwidth":
-                rate = toxic.attr("rate")
-            elif kind == "slicer":
-                pieces = [p for whole in pieces for p in self._slice(whole, toxic)]
-                slice_delay = toxic.attr("delay") / 1_000_000
-            elif kind == "limit_data":
-                limit = toxic.attr("bytes")
-                key = (toxic.name, stream)
-                room = max(0, limit - self._sent.get(key, 0))
-                total = sum(map(len, pieces))
-                if total >= room:
-                    pieces = _truncate(pieces, room)
-                    for piece in pieces:
-                        await dst.send(piece)
-                    self.close()
+    async def _write(self, dst: SocketStream) -> None:
+        try:
+            while (chunk := await self._output.take()) is not None:
+                if chunk.data:
+                    await dst.send(chunk.data)
+        except _PUMP_ERRORS:
+            pass
+        finally:
+            # closing one socket ends the other direction's reader: the link drains, then
+            # closes the other socket too (Toxiproxy's ToxicLink.write)
+            with anyio.CancelScope(shield=True):
+                await dst.aclose()
+            self.ended.set()
+
+    async def add(self, toxic: Toxic, index: int) -> None:
+        last = self.stubs[-1]
+        new = Stub(self.pulse, Chan(self.pulse, BUFFER_SIZE.get(toxic.type, 0)), last.output)
+        self.stubs.append(new)
+        if await last.interrupt():
+            last.output = new.input
+            new.state = new_state(toxic)
+            if toxic.type == "reset_peer":
+                # Toxiproxy sets SO_LINGER only on links opened while the toxic exists (a
+                # live link closes with FIN); Warren resets, as the toxic's name says
+                self._link.reset_on_close()
+            self._run(new, toxic)
+            self._run(last, self._proxy.wrapper(self._stream, index - 1))
+        else:
+            new.output = new.input  # the link is closing: close the new stub's end too
+            new.close()
+
+    async def update(self, toxic: Toxic, index: int) -> None:
+        stub = self.stubs[index]
+        if await stub.interrupt():
+            self._run(stub, toxic)
+
+    async def remove(self, toxic: Toxic, index: int) -> None:
+        """Take the stub out of the chain, passing on what it held (without its effect)."""
+        stub = self.stubs[index]
+        if not await stub.interrupt():
+            return
+        if toxic.type == "timeout":
+            stub.close()  # as Toxiproxy's TimeoutToxic.Cleanup: what it held closes
+            return
+        before = self.stubs[index - 1]
+        outcome: list[bool] = []
+
+        async def stop_before() -> None:
+            outcome.append(await before.interrupt())
+            self.pulse.fire()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_before)
+            # pass on what the stub before still sends while it reaches its interrupt
+            while not (outcome and outcome[0]):
+                if stub.input.ready():
+                    chunk = stub.input.take_nowait()
+                    if chunk is None:
+                        stub.close()
+                        return
+                    await stub.output.send(chunk, within=5)
+                elif self.pulse.dead:
                     return
-                self._sent[key] = self._sent.get(key, 0) + total
-        if rate:
-            # as Toxiproxy: at most 100 ms worth of bytes at a time, each waited for first
-            # (its KB is 1,000 bytes)
-            step = max(1, rate * 1000 // 10)
-            pieces = [p[i : i + step] for p in pieces for i in range(0, len(p), step)]
-        for piece in pieces:
-            if rate:
-                await anyio.sleep(len(piece) / (rate * 1000))
-            await dst.send(piece)
-            if slice_delay:
-                await anyio.sleep(slice_delay)
+                else:
+                    await self.pulse.wait()
+        while stub.input.buffered():
+            chunk = stub.input.take_nowait()
+            assert chunk is not None
+            await stub.output.send(chunk, within=5)
+        before.output = stub.output
+        del self.stubs[index]
+        self._run(before, self._proxy.wrapper(self._stream, index - 1))
 
-    def _slice(self, data: bytes, toxic: Toxic) -> list[bytes]:
-        average = toxic.attr("average_size")
-        if average <= 0:
-            return [data]
-        variation = toxic.attr("size_variation")
-        out, i = [], 0
-        while i < len(data):
-            size = max(
-                1, average + (self._proxy._rng.randint(-variation, variation) if variation else 0)
-            )
-            out.append(data[i : i + size])
-            i += size
-        return out
+    def _run(self, stub: Stub, toxic: Toxic | None) -> None:
+        if not self.pulse.dead:  # else the link has ended and its task group with it
+            self._proxy.run_stub(self._tg, stub, toxic)
 
 
 async def _listen(host: str, port: int) -> MultiListener[SocketStream]:
@@ -310,16 +359,6 @@ async def _listen(host: str, port: int) -> MultiListener[SocketStream]:
         except OSError:  # taken in between: any free port will do
             pass
     return await anyio.create_tcp_listener(local_host=host, local_port=port)
-
-
-def _truncate(pieces: list[bytes], room: int) -> list[bytes]:
-    out = []
-    for piece in pieces:
-        if room <= 0:
-            break
-        out.append(piece[:room])
-        room -= len(out[-1])
-    return out
 
 
 def _set_linger_zero(stream: SocketStream) -> None:
