@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import socket
-import socketserver
-import threading
 import urllib.error
 import urllib.request
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import anyio
 import pytest
+
+from .toxiproxy_tools import call, echo_server, unique_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,25 +23,6 @@ if TYPE_CHECKING:
     from warren.testing import ToxiproxyClient
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _Answer:
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def call(api: ToxiproxyClient, method: str, path: str, body: object = None) -> _Answer:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(api.api_url + path, data=data, method=method,
-                                 headers={"User-Agent": "compat-test"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return _Answer(resp.status, resp.headers, resp.read())
-    except urllib.error.HTTPError as exc:
-        return _Answer(exc.code, exc.headers, exc.read())
 
 
 @pytest.fixture
@@ -55,29 +35,13 @@ def api(fault_proxy_server: ToxiproxyClient) -> Iterator[ToxiproxyClient]:
 
 
 def _name(api: ToxiproxyClient) -> str:
-    name = f"compat-{uuid.uuid4().hex[:8]}"
-    api.made.append(name)  # type: ignore[attr-defined]
-    return name
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        try:
-            while data := self.request.recv(65536):
-                self.request.sendall(data)
-        except OSError:
-            pass
+    return unique_name(api.made)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def echo_port() -> Iterator[int]:
-    """An echo server in a thread (the proxy's upstream), for sync and async tests alike."""
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo) as server:
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield int(server.server_address[1])
-        server.shutdown()
+    with echo_server() as port:
+        yield port
 
 
 # -- the HTTP layer ------------------------------------------------------------------------
@@ -232,3 +196,199 @@ def test_toxics_are_listed_upstream_first(api: ToxiproxyClient, echo_port: int) 
     assert listed == ["u1", "u2", "d1", "d2"]
     shown = [t["name"] for t in call(api, "GET", f"/proxies/{name}").json()["toxics"]]
     assert shown == listed
+
+
+# -- /populate and /version ----------------------------------------------------------------
+
+
+def test_populate_checks_every_entry_before_making_any(
+    api: ToxiproxyClient, echo_port: int
+) -> None:
+    first, second = _name(api), _name(api)
+    got = call(api, "POST", "/populate", [
+        {"name": first, "upstream": f"127.0.0.1:{echo_port}", "listen": "127.0.0.1:0"},
+        {"name": second, "listen": "127.0.0.1:0"},
+    ])  # fmt: skip
+    assert got.status == 400 and got.headers["Content-Type"] == "application/json"
+    assert got.json() == {"error": "missing required field: upstream at proxy 2", "status": 400,
+                          "proxies": None}  # fmt: skip
+    assert call(api, "GET", f"/proxies/{first}").status == 404, "nothing was made"
+    nameless = call(api, "POST", "/populate", [{"upstream": f"127.0.0.1:{echo_port}"}])
+    assert nameless.json()["error"] == "missing required field: name at proxy 1"
+
+
+def test_populate_with_nothing_answers_null(api: ToxiproxyClient) -> None:
+    got = call(api, "POST", "/populate", [])
+    assert (got.status, got.json()) == (201, {"proxies": None})
+
+
+async def test_populate_keeps_an_identical_proxy_with_its_toxics_and_connections(
+    api: ToxiproxyClient, echo_port: int
+) -> None:
+    name = _name(api)
+    spec = {"name": name, "upstream": f"127.0.0.1:{echo_port}", "listen": "127.0.0.1:0"}
+    made = call(api, "POST", "/populate", [spec])
+    assert made.status == 201 and made.headers["Content-Type"] == "application/json"
+    listen = made.json()["proxies"][0]["listen"]
+    toxic = {"type": "latency", "attributes": {"latency": 1}}
+    assert call(api, "POST", f"/proxies/{name}/toxics", toxic).status == 200
+    async with await anyio.connect_tcp("127.0.0.1", int(listen.rpartition(":")[2])) as conn:
+        await conn.send(b"before")
+        with anyio.fail_after(5):
+            assert await conn.receive() == b"before"
+        again = call(api, "POST", "/populate", [dict(spec, listen=listen)])
+        assert again.status == 201
+        assert [t["name"] for t in again.json()["proxies"][0]["toxics"]] == ["latency_downstream"]
+        await conn.send(b"still up")
+        with anyio.fail_after(5):
+            assert await conn.receive() == b"still up"
+        moved = call(api, "POST", "/populate", [dict(spec, listen=listen, upstream="127.0.0.1:1")])
+        assert moved.status == 201 and moved.json()["proxies"][0]["toxics"] == []
+        with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            await conn.receive()
+
+
+def test_populate_reports_what_it_made_before_a_listen_failed(
+    api: ToxiproxyClient, echo_port: int
+) -> None:
+    first, second = _name(api), _name(api)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        got = call(api, "POST", "/populate", [
+            {"name": first, "upstream": f"127.0.0.1:{echo_port}", "listen": "127.0.0.1:0"},
+            {"name": second, "upstream": f"127.0.0.1:{echo_port}", "listen": busy},
+        ])  # fmt: skip
+    assert got.status == 500 and got.json()["status"] == 500
+    assert busy in got.json()["error"]
+    assert [p["name"] for p in got.json()["proxies"]] == [first]
+
+
+def test_version_is_json_with_a_newline(api: ToxiproxyClient) -> None:
+    got = call(api, "GET", "/version")
+    assert got.status == 200 and got.headers["Content-Type"] == "application/json;charset=utf-8"
+    assert got.body.startswith(b'{"version": "') and got.body.endswith(b'"}\n')
+
+
+def test_populate_stops_at_an_entry_that_cannot_listen(
+    api: ToxiproxyClient, echo_port: int
+) -> None:
+    """Toxiproxy's TestPopulateProxyWithBadDataShouldReturnError: the entries before the bad
+    one are made, none after."""
+    one, two, three = _name(api), _name(api), _name(api)
+    upstream = f"127.0.0.1:{echo_port}"
+    got = call(api, "POST", "/populate", [
+        {"name": one, "upstream": upstream, "listen": "127.0.0.1:0"},
+        {"name": two, "upstream": upstream, "listen": "local373"},
+        {"name": three, "upstream": upstream, "listen": "127.0.0.1:0"},
+    ])  # fmt: skip
+    assert got.status == 500 and "local373" in got.json()["error"]
+    assert [p["name"] for p in got.json()["proxies"]] == [one]
+    assert [call(api, "GET", f"/proxies/{n}").status for n in (one, two, three)] == [200, 404, 404]
+
+
+def test_a_port_in_use_is_500_in_gos_words(api: ToxiproxyClient, echo_port: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        got = call(api, "POST", "/proxies", {"name": _name(api), "listen": f"localhost:{port}",
+                                             "upstream": f"127.0.0.1:{echo_port}"})  # fmt: skip
+    assert got.status == 500
+    assert got.json()["error"] == f"listen tcp 127.0.0.1:{port}: bind: address already in use"
+
+
+# -- Go's words for bad bodies (recorded from Toxiproxy 2.12) ------------------------------
+
+_GO = "bad request body: json: cannot unmarshal"
+_UPDATE_TYPE = ('struct { Attributes interface {} "json:\\"attributes\\""; Toxicity float32'
+                ' "json:\\"toxicity\\"" }')  # fmt: skip
+
+
+def _field(kind: str, field: str, go: str) -> str:
+    return f"{_GO} {kind} into Go struct field {field} of type {go}"
+
+
+_SYNTAX = "bad request body: invalid character"
+_WRAPPER = "ToxicWrapper"
+_LATENCY = "LatencyToxic.attributes.latency"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("", b"", "bad request body: EOF"),
+        ("", b"[]", f"{_GO} array into Go value of type toxiproxy.Proxy"),
+        ("", b'{"name":5,"upstream":"x"}', _field("number", "Proxy.name", "string")),
+        ("", b'{"name":"r","upstream":"a:1","listen":8}',
+         _field("number", "Proxy.listen", "string")),
+        ("", b'{"name":null,"upstream":"a:1"}', "missing required field: name"),
+        ("", b"{bad", f"{_SYNTAX} 'b' looking for beginning of object key string"),
+        ("/P", b"", "bad request body: EOF"),
+        ("/P", b'{"upstream":7}', _field("number", "Proxy.upstream", "string")),
+        ("/P/toxics", b"", "bad request body: EOF"),
+        ("/P/toxics", b"[1,2]", f"{_GO} array into Go value of type toxics.ToxicWrapper"),
+        ("/P/toxics", b'{"type":"latency","attributes":5}',
+         _field("number", f"{_WRAPPER}.attributes", "toxics.NoopToxic")),
+        ("/P/toxics", b'{"type":5}', _field("number", f"{_WRAPPER}.type", "string")),
+        ("/P/toxics", b'{"type":"latency","toxicity":"1"}',
+         _field("string", f"{_WRAPPER}.toxicity", "float32")),
+        ("/P/toxics", b'{"type":"slicer","attributes":{"delay":"x"}}',
+         _field("string", "SlicerToxic.attributes.delay", "int")),
+        ("/P/toxics", b'{"type":"latency","attributes":{"latency":true}}',
+         _field("bool", _LATENCY, "int64")),
+        ("/P/toxics", b'{"type":"bandwidth","attributes":{"rate":1.5}}',
+         _field("number 1.5", "BandwidthToxic.attributes.rate", "int64")),
+        ("/P/toxics", b'{"type":"latency","attributes":{"latency":1e3}}',
+         _field("number 1e3", _LATENCY, "int64")),
+        ("/P/toxics", b'{"type":"nope"}', "invalid toxic type"),
+        ("/P/toxics", b'{"type":"latency","name":"N"', "bad request body: unexpected EOF"),
+        ("/P/toxics", b'{"type":"latency" "name":"N"}',
+         f"{_SYNTAX} '\"' after object key:value pair"),
+        ("/P/toxics", b'{"type" "latency"}', f"{_SYNTAX} '\"' after object key"),
+        ("/P/toxics", b"[1 2]", f"{_SYNTAX} '2' after array element"),
+        ("/P/toxics", b"nul", "bad request body: unexpected EOF"),
+        ("/P/toxics/T", b"", "bad request body: EOF"),
+        ("/P/toxics/T", b"[]", f"{_GO} array into Go value of type {_UPDATE_TYPE}"),
+        ("/P/toxics/T", b'{"toxicity":"x"}', _field("string", ".toxicity", "float32")),
+        ("/P/toxics/T", b'{"attributes":5}',
+         _field("number", ".attributes", "toxics.LatencyToxic")),
+        ("/P/toxics/T", b'{"attributes":{"latency":"x"}}', _field("string", _LATENCY, "int64")),
+    ],
+)  # fmt: skip
+def test_a_bad_body_gets_gos_words(
+    api: ToxiproxyClient, echo_port: int, path: str, body: bytes, error: str
+) -> None:
+    name = _proxy(api, echo_port)
+    made = call(api, "POST", f"/proxies/{name}/toxics", {"type": "latency", "name": "T"})
+    assert made.status == 200
+    url = "/proxies" + path.replace("/P", f"/{name}", 1)
+    req = urllib.request.Request(api.api_url + url, data=body, method="POST",
+                                 headers={"User-Agent": "compat-test"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {"error": error, "status": 400}
+
+
+def test_fields_are_matched_as_go_matches_them(api: ToxiproxyClient, echo_port: int) -> None:
+    """Go's json takes a key that differs only in case, ignores what follows the value."""
+    name = _name(api)
+    got = call(api, "POST", "/proxies", {"Name": name, "UPSTREAM": f"127.0.0.1:{echo_port}",
+                                         "listen": "127.0.0.1:0"})  # fmt: skip
+    assert got.status == 201 and got.json()["upstream"] == f"127.0.0.1:{echo_port}"
+    req = urllib.request.Request(api.api_url + f"/proxies/{name}/toxics", method="POST",
+                                 data=b'{"type":"latency","Name":"M"} trailing',
+                                 headers={"User-Agent": "compat-test"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read()) == {"attributes": {"latency": 0, "jitter": 0}, "name": "M",
+                                           "type": "latency", "stream": "downstream",
+                                           "toxicity": 1}  # fmt: skip
+
+
+def test_a_proxy_shows_toxiproxys_fields(api: ToxiproxyClient, echo_port: int) -> None:
+    name = _proxy(api, echo_port)
+    got = call(api, "GET", f"/proxies/{name}")
+    assert list(got.json()) == ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
+    assert call(api, "DELETE", f"/proxies/{name}").headers.get("Content-Type") is None

@@ -23,8 +23,8 @@ import anyio
 from anyio.abc import SocketAttribute, TaskStatus
 
 from .._accept import serve_connections
-from .._http11 import MAX_BODY, HttpRequest, HttpResponse, serve_http
-from .._json import BadRequest, loads_strict
+from .._http11 import HttpRequest, HttpResponse, serve_http
+from ._go_json import GoJsonError, decode, go_type
 from ._proxy import FaultProxy, resolve_listen, split_addr
 from ._toxics import ToxicSpecError, parse_toxic, update_toxic
 
@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warren.proxy")
 
-VERSION = "2.9.0-warren"  # the Toxiproxy API version this speaks
+VERSION = "2.12.0-warren"  # the Toxiproxy API version this speaks
 
 _PLAIN_TEXT = "text/plain; charset=utf-8"
+_VERSION_TYPE = "application/json;charset=utf-8"
 _NAME = "*"  # a path segment that is a (non-empty) proxy or toxic name
 # path pattern -> the methods it answers (Toxiproxy's gorilla/mux routes in api.go)
 _ROUTES: dict[tuple[str, ...], frozenset[str]] = {
@@ -66,32 +67,78 @@ def _request_id() -> str:
     return base64.b32hexencode(secrets.token_bytes(12)).decode().rstrip("=").lower()
 
 
-def _go_type(value: object) -> str:
-    """How Go's encoding/json names a JSON value's type in its errors."""
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    return "array" if isinstance(value, list) else "object"
+_PROXY_FIELDS = ("name", "listen", "upstream", "enabled")
+# the Go type Toxiproxy decodes each /populate entry into, as its errors name it
+_POPULATE_ENTRY = 'struct { toxiproxy.Proxy; Enabled *bool "json:\\"enabled\\"" }'
 
 
-def _enabled(body: dict[str, Any], default: bool) -> bool:
-    """``enabled`` as Toxiproxy decodes it: a JSON bool; null or absent keeps ``default``."""
-    value = body.get("enabled")
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ApiError(f"bad request body: json: cannot unmarshal {_go_type(value)} into Go"
-                       " struct field Proxy.enabled of type bool", 400)  # fmt: skip
-    return value
+def _proxy_fields(body: object, owner: str = "Proxy") -> dict[str, Any]:
+    """A proxy's fields from a JSON body as Go decodes them into Toxiproxy's Proxy: keys
+    matched case-insensitively, null as absent, Go's error for the earliest wrong type."""
+    if not isinstance(body, dict):
+        raise ApiError(f"bad request body: json: cannot unmarshal {go_type(body)} into Go"
+                       " value of type toxiproxy.Proxy", 400)  # fmt: skip
+    fields: dict[str, Any] = {}
+    for key, value in body.items():
+        name = key if key in _PROXY_FIELDS else key.lower()
+        if name not in _PROXY_FIELDS or value is None:
+            continue
+        want = "bool" if name == "enabled" else "string"
+        if not isinstance(value, bool if want == "bool" else str):
+            raise ApiError(f"bad request body: json: cannot unmarshal {go_type(value)} into Go"
+                           f" struct field {owner}.{name} of type {want}", 400)  # fmt: skip
+        fields[name] = value
+    return fields
 
 
 class ApiError(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PopulateError(ApiError):
+    """``/populate`` failed; ``made`` are the proxies it made (or kept) before that."""
+
+    def __init__(self, message: str, status: int, made: list[FaultProxy]) -> None:
+        super().__init__(message, status)
+        self.made = made
+
+
+async def _resolved(listen: str) -> str:
+    """``listen`` as a listener there would report it, for comparing (Go's ResolveTCPAddr)."""
+    try:
+        return await resolve_listen(listen)
+    except ValueError:
+        raise ApiError(f"address {listen}: missing port in address", 500) from None
+    except OSError:
+        raise ApiError(f"lookup {listen}: no such host", 500) from None
+
+
+def _listen_failed(listen: str, exc: OSError) -> str:
+    """Go's words for a listener that could not open (``listen tcp ADDR: bind: ...``)."""
+    if exc.strerror:
+        return f"listen tcp {listen}: bind: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+    return f"listen tcp: {exc}"
+
+
+class _Raw(bytes):
+    """An answer's exact body bytes, with its content type."""
+
+    content_type: str
+
+    def __new__(cls, body: bytes, content_type: str) -> _Raw:
+        raw = super().__new__(cls, body)
+        raw.content_type = content_type
+        return raw
+
+
+def _populated(made: list[FaultProxy], error: ApiError | None = None) -> _Raw:
+    """``/populate``'s answer: JSON (also for an error), the proxies made, and the error's
+    fields first if there is one; an empty list is ``null`` (Go's nil slice)."""
+    answer: dict[str, Any] = {} if error is None else {"error": str(error), "status": error.status}
+    answer["proxies"] = [p.to_json() for p in made] or None
+    return _Raw(json.dumps(answer, separators=(",", ":")).encode(), "application/json")
 
 
 _NOT_FOUND = ("proxy not found", 404)
@@ -132,19 +179,22 @@ class FaultProxyServer:
     # -- operations (the API calls these; in-process users may too) -----------------------
 
     async def create_proxy(self, body: object) -> FaultProxy:
-        if not isinstance(body, dict):
-            raise ApiError("bad request body: expected a JSON object", 400)
-        name, upstream = body.get("name"), body.get("upstream")
-        if not isinstance(name, str) or not name:
+        fields = _proxy_fields(body)
+        name, upstream = fields.get("name"), fields.get("upstream")
+        if not name:
             raise ApiError("missing required field: name", 400)
-        if not isinstance(upstream, str) or not upstream:
+        if not upstream:
             raise ApiError("missing required field: upstream", 400)
         if name in self.proxies:
             raise ApiError("proxy already exists", 409)
-        listen = body.get("listen") or "127.0.0.1:0"
-        enabled = _enabled(body, True)
+        listen = str(fields.get("listen") or "127.0.0.1:0")
+        enabled = bool(fields.get("enabled", True))
         try:
-            proxy = FaultProxy(name, str(listen), upstream, rng=self._rng)
+            split_addr(listen)
+        except ValueError:
+            raise ApiError(f"listen tcp: address {listen}: missing port in address", 500) from None
+        try:
+            proxy = FaultProxy(name, listen, upstream, rng=self._rng)
         except ValueError as exc:
             raise ApiError(f"bad request body: {exc}", 400) from None
         if enabled:
@@ -157,7 +207,7 @@ class FaultProxyServer:
         try:
             await proxy.start(self._tg)
         except OSError as exc:
-            raise ApiError(f"listen tcp {proxy.listen}: {exc.strerror or exc}", 500) from None
+            raise ApiError(_listen_failed(proxy.listen, exc), 500) from None
 
     def get(self, name: str) -> FaultProxy:
         try:
@@ -167,13 +217,12 @@ class FaultProxyServer:
 
     async def update_proxy(self, name: str, body: object) -> FaultProxy:
         proxy = self.get(name)
-        if not isinstance(body, dict):
-            raise ApiError("bad request body: expected a JSON object", 400)
-        enabled = _enabled(body, proxy.enabled)
+        fields = _proxy_fields(body)
+        enabled = bool(fields.get("enabled", proxy.enabled))
         try:
-            upstream = str(body.get("upstream", proxy.upstream))
+            upstream = str(fields.get("upstream") or proxy.upstream)
             split_addr(upstream)
-            listen = str(body.get("listen", proxy.listen))
+            listen = str(fields.get("listen") or proxy.listen)
             if listen != proxy.listen:
                 split_addr(listen)
                 # the same address spelled otherwise (localhost for 127.0.0.1) is no change
@@ -200,15 +249,13 @@ class FaultProxyServer:
         await self.get(name).stop()
         del self.proxies[name]
 
-    def add_toxic(self, name: str, body: object) -> dict[str, Any]:
+    async def add_toxic(self, name: str, body: object) -> dict[str, Any]:
         proxy = self.get(name)
         try:
-            toxic = parse_toxic(body)
+            toxic = parse_toxic(body, taken=proxy.toxics)
         except ToxicSpecError as exc:
             raise ApiError(str(exc), exc.status) from None
-        if toxic.name in proxy.toxics:
-            raise ApiError("toxic already exists", 409)
-        proxy.add_toxic(toxic)
+        await proxy.add_toxic(toxic)
         return toxic.to_json()
 
     def toxic(self, name: str, toxic_name: str) -> dict[str, Any]:
@@ -217,39 +264,74 @@ class FaultProxyServer:
             raise ApiError(*_TOXIC_NOT_FOUND)
         return toxic.to_json()
 
-    def update_toxic(self, name: str, toxic_name: str, body: object) -> dict[str, Any]:
-        toxic = self.get(name).toxics.get(toxic_name)
+    async def update_toxic(self, name: str, toxic_name: str, body: object) -> dict[str, Any]:
+        proxy = self.get(name)
+        toxic = proxy.toxics.get(toxic_name)
         if toxic is None:
             raise ApiError(*_TOXIC_NOT_FOUND)
         try:
             update_toxic(toxic, body)
         except ToxicSpecError as exc:
             raise ApiError(str(exc), exc.status) from None
+        await proxy.toxic_updated(toxic)
         return toxic.to_json()
 
-    def remove_toxic(self, name: str, toxic_name: str) -> None:
+    async def remove_toxic(self, name: str, toxic_name: str) -> None:
         proxy = self.get(name)
         if toxic_name not in proxy.toxics:
             raise ApiError(*_TOXIC_NOT_FOUND)
-        proxy.remove_toxic(toxic_name)
+        await proxy.remove_toxic(toxic_name)
 
     async def reset(self) -> None:
         """Enable every proxy and remove every toxic (Toxiproxy's ``POST /reset``)."""
         for proxy in self.proxies.values():
             if not proxy.enabled:
                 await self._start(proxy)
-            for toxic_name in list(proxy.toxics):
-                proxy.remove_toxic(toxic_name)
+            for toxic in proxy.ordered_toxics():  # Toxiproxy's order: upstream first
+                await proxy.remove_toxic(toxic.name)
 
     async def populate(self, body: object) -> list[FaultProxy]:
-        """Create or replace a list of proxies (Toxiproxy's ``POST /populate``, -config)."""
+        """Create or replace a list of proxies (Toxiproxy's ``POST /populate`` and -config).
+
+        Every entry's name and upstream are checked first (nothing is made if one lacks
+        them); an existing proxy with the same listen and upstream is kept as it is, with its
+        toxics and live connections; one that differs is replaced. Raises PopulateError,
+        carrying the proxies made before the failure, if one cannot be made."""
         if not isinstance(body, list):
-            raise ApiError("bad request body: expected a JSON array of proxies", 400)
-        made = []
+            raise PopulateError(f"bad request body: json: cannot unmarshal {go_type(body)}"
+                                f" into Go value of type []{_POPULATE_ENTRY}", 400, [])  # fmt: skip
+        specs = []
         for spec in body:
-            if isinstance(spec, dict) and spec.get("name") in self.proxies:
-                await self.delete_proxy(str(spec["name"]))
-            made.append(await self.create_proxy(spec))
+            if not isinstance(spec, dict):
+                kind = go_type(spec)
+                raise PopulateError(f"bad request body: json: cannot unmarshal {kind} into Go"
+                                    f" value of type {_POPULATE_ENTRY}", 400, [])  # fmt: skip
+        try:
+            entries = [_proxy_fields(spec, owner="") for spec in body]
+        except ApiError as exc:
+            raise PopulateError(str(exc), exc.status, []) from None
+        for i, fields in enumerate(entries, 1):
+            for key in ("name", "upstream"):
+                if not fields.get(key):
+                    raise PopulateError(f"missing required field: {key} at proxy {i}", 400, [])
+            listen = str(fields.get("listen") or "127.0.0.1:0")
+            specs.append((fields["name"], listen, fields["upstream"], fields.get("enabled", True)))
+        made: list[FaultProxy] = []
+        for name, listen, upstream, enabled in specs:
+            try:
+                existing = self.proxies.get(name)
+                if existing is not None:
+                    if (await _resolved(listen), upstream) == (
+                        existing.listen,
+                        existing.upstream,
+                    ):
+                        made.append(existing)
+                        continue
+                    await self.delete_proxy(name)
+                body = {"name": name, "listen": listen, "upstream": upstream, "enabled": enabled}
+                made.append(await self.create_proxy(body))
+            except ApiError as exc:
+                raise PopulateError(str(exc), exc.status, made) from None
         return made
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -257,7 +339,7 @@ class FaultProxyServer:
     async def _route(self, method: str, parts: list[str], body: object) -> Response:
         match method, parts:
             case "GET", ["version"]:
-                return 200, {"version": VERSION}
+                return 200, _Raw(f'{{"version": "{VERSION}"}}\n'.encode(), _VERSION_TYPE)
             case "POST", ["reset"]:
                 await self.reset()
                 return 204, None
@@ -266,7 +348,11 @@ class FaultProxyServer:
             case "POST", ["proxies"]:
                 return 201, (await self.create_proxy(body)).to_json()
             case "POST", ["populate"]:
-                return 201, {"proxies": [p.to_json() for p in await self.populate(body)]}
+                try:
+                    made = await self.populate(body)
+                except PopulateError as exc:
+                    return exc.status, _populated(exc.made, exc)
+                return 201, _populated(made)
             case "GET", ["proxies", name]:
                 return 200, self.get(name).to_json()
             case (("POST" | "PATCH"), ["proxies", name]):
@@ -277,13 +363,13 @@ class FaultProxyServer:
             case "GET", ["proxies", name, "toxics"]:
                 return 200, [t.to_json() for t in self.get(name).ordered_toxics()]
             case "POST", ["proxies", name, "toxics"]:
-                return 200, self.add_toxic(name, body)
+                return 200, await self.add_toxic(name, body)
             case "GET", ["proxies", name, "toxics", toxic]:
                 return 200, self.toxic(name, toxic)
             case (("POST" | "PATCH"), ["proxies", name, "toxics", toxic]):
-                return 200, self.update_toxic(name, toxic, body)
+                return 200, await self.update_toxic(name, toxic, body)
             case "DELETE", ["proxies", name, "toxics", toxic]:
-                self.remove_toxic(name, toxic)
+                await self.remove_toxic(name, toxic)
                 return 204, None
         raise ApiError("404 page not found", 404)
 
@@ -308,17 +394,27 @@ class FaultProxyServer:
         if request.method not in allowed:
             return HttpResponse(405, b"", None)
         status, payload = await self._answer_json(request.method, parts, request.body)
+        if isinstance(payload, _Raw):
+            return HttpResponse(status, bytes(payload), payload.content_type, request_id)
+        if parts == ["populate"]:  # its own error shape, sent as JSON
+            payload["proxies"] = None
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            return HttpResponse(status, body, "application/json", request_id)
         if status >= 400:
             body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
             return HttpResponse(status, body, _PLAIN_TEXT, request_id)
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        if payload is None:
+            return HttpResponse(status, b"", None, request_id)
+        body = json.dumps(payload, separators=(",", ":")).encode()
         return HttpResponse(status, body, "application/json", request_id)
 
     async def _answer_json(self, method: str, parts: list[str], body: bytes) -> Response:
-        try:
-            parsed: object = loads_strict(body, max_bytes=MAX_BODY) if body.strip() else {}
-        except BadRequest as exc:
-            return exc.status, {"error": f"bad request body: {exc}", "status": exc.status}
+        parsed: object = None
+        if method in ("POST", "PATCH") and parts != ["reset"]:  # the routes that read a body
+            try:
+                parsed = decode(body)
+            except GoJsonError as exc:
+                return 400, {"error": f"bad request body: {exc}", "status": 400}
         try:
             return await self._route(method, parts, parsed)
         except ApiError as exc:
