@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test redis lint typecheck unit cluster-test demo bench chaos clean tree sysdeps
+.PHONY: test redis lint typecheck unit cluster-test toxiproxy-compat demo bench chaos clean tree \
+	sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -70,6 +71,14 @@ test: sysdeps redis lint typecheck unit
 # partition needs root (as in make test).
 cluster-test: sysdeps tree
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+# The Toxiproxy compatibility suites against a real Toxiproxy 2.12.0, built from the source
+# kept in tests/toxiproxy_oracle (Debian's Go; installed when root). make test runs the same
+# suites against warren proxy; .ci/run runs both.
+toxiproxy-compat: tree
+	bash tests/toxiproxy_oracle/build.sh build/toxiproxy-server
+	bash tests/toxiproxy_oracle/run.sh build/toxiproxy-server $(BIN)/python -p no:cacheprovider \
+	  tests/test_toxiproxy_compat.py tests/test_toxiproxy_toxics.py $(PYTEST_ARGS)
 
 # The incident, live: an API under load, its link to RabbitMQ silently cut for 15 s and healed;
 # nothing lost. Uses WARREN_AMQP_URL, else 127.0.0.1:5672, else a throwaway node of its own.

@@ -70,10 +70,21 @@ def test_dockerfile_passes_hadolint() -> None:
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
-def test_partition_script_passes_shellcheck() -> None:
-    done = _run(tool("shellcheck", SHELLCHECK), "--shell=bash", PARTITION)
+@pytest.mark.parametrize(
+    "script",
+    [
+        PARTITION,
+        ROOT / "tests/toxiproxy_oracle/build.sh",
+        ROOT / "tests/toxiproxy_oracle/run.sh",
+        ROOT / ".ci/run",
+    ],
+    ids=lambda p: p.name,
+)
+def test_shell_scripts_pass_shellcheck(script: Path) -> None:
+    done = _run(tool("shellcheck", SHELLCHECK), "--shell=bash", script)
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
-    assert os.access(PARTITION, os.X_OK), "partition.sh must be executable"
+    if script.suffix == ".sh":
+        assert os.access(script, os.X_OK), f"{script.name} must be executable"
 
 
 @pytest.mark.parametrize(
