@@ -13,6 +13,8 @@ A block that cannot run alone, or not here, is preceded in the Markdown by
 ``<!-- skip: next "why" -->``, so a reader sees which snippets are complete programs. A
 program meant to leave a queue behind for the reader (messages to look at) says so with
 ``<!-- leaves-queues: NAME ... -->``; the queue must exist afterwards, and is then deleted.
+An example that uses the ``rabbit_cluster`` fixture is marked ``cluster``: ``make cluster-test``
+runs it, not ``make test``.
 """
 
 from __future__ import annotations
@@ -116,16 +118,25 @@ SYBIL = Sybil(
         leaves_queues,
     ],
 )
-EXAMPLES = [example for doc in DOCS for example in SYBIL.parse(doc)]
 
 
 def _id(example: Example) -> str:
     return f"{Path(example.path).relative_to(ROOT)}:{example.line}"
 
 
+def _param(example: Example) -> object:
+    """An example that starts a three-node cluster runs in ``make cluster-test`` (marked
+    ``cluster``, as the suite's own cluster tests are): ~40 s that ``make test`` need not pay."""
+    slow = "rabbit_cluster" in str(example.parsed)
+    return pytest.param(example, id=_id(example), marks=[pytest.mark.cluster] if slow else [])
+
+
+EXAMPLES = [_param(example) for doc in DOCS for example in SYBIL.parse(doc)]
+
+
 @pytest.mark.broker
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("example", EXAMPLES, ids=_id)
+@pytest.mark.parametrize("example", EXAMPLES)
 def test_example(example: Example, broker_url: str) -> None:
     example.evaluate()
 
