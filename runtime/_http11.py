@@ -54,44 +54,32 @@ async def serve_http(
 ) -> None:
     """Answer requests on one connection (keep-alive) until the client goes away.
 
-    A body over ``max_body`` gets 413 and the connection closed; a connection that sends
-    nothing for ``idle_timeout`` (idle keep-alive, or half-open) is closed; a handler that
-    raises gets a logged 500, and the server goes on.
+    Every wait is bounded by ``idle_timeout``: for the next request to arrive *whole* (head
+    and body: a client dripping bytes gets no more time than a silent one), and for the
+    client to take the answer (one that stops reading is not waited for). When one runs
+    out the connection is closed quietly — a port scan, a TCP health check or a stalled
+    scraper costs one connection for a while, never the server. A body over ``max_body``
+    gets 413 and the connection closed; a handler that raises gets a logged 500, and the
+    server goes on.
     """
     conn = h11.Connection(h11.SERVER)
     async with stream:
         while True:
+            request: HttpRequest | None = None
             with anyio.move_on_after(idle_timeout):
-                request = await _next_event(conn, stream)
-            if not isinstance(request, h11.Request):
+                request = await _read_request(conn, stream, max_body)
+            if request is None:
                 return
-            body = bytearray()
-            while True:
-                with anyio.move_on_after(idle_timeout) as idle:
-                    event = await _next_event(conn, stream)
-                if idle.cancelled_caught:
-                    return
-                if isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > max_body:
-                        await _respond(conn, stream, _too_large(max_body), head=False,
-                                       close=True)  # fmt: skip
-                        await _discard(stream)
-                        return
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                else:
-                    return
-            headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
-            req = HttpRequest(request.method.decode(), request.target.decode("latin-1"),
-                              headers, bytes(body))  # fmt: skip
             try:
-                response = await answer(req)
+                response = await answer(request)
             except Exception:  # one request never takes the server down
-                log.exception("http.handler_failed method=%s target=%r", req.method,
-                              req.target[:200])  # fmt: skip
+                log.exception("http.handler_failed method=%s target=%r", request.method,
+                              request.target[:200])  # fmt: skip
                 response = HttpResponse(500, b'{"error": "internal error"}\n')
-            if not await _respond(conn, stream, response, head=req.method == "HEAD"):
+            sent = False
+            with anyio.move_on_after(idle_timeout):
+                sent = await _respond(conn, stream, response, head=request.method == "HEAD")
+            if not sent:
                 return
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
@@ -99,6 +87,32 @@ async def serve_http(
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
                 return
+
+
+async def _read_request(
+    conn: h11.Connection, stream: SocketStream, max_body: int
+) -> HttpRequest | None:
+    """The next request, whole; None when the client went away, broke the protocol or sent
+    a body over ``max_body`` (answered 413 here)."""
+    head = await _next_event(conn, stream)
+    if not isinstance(head, h11.Request):
+        return None
+    body = bytearray()
+    while True:
+        event = await _next_event(conn, stream)
+        if isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > max_body:
+                if await _respond(conn, stream, _too_large(max_body), head=False, close=True):
+                    await _discard(stream)
+                return None
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        else:
+            return None
+    headers = {k.decode().lower(): v.decode("latin-1") for k, v in head.headers}
+    return HttpRequest(head.method.decode(), head.target.decode("latin-1"), headers,
+                       bytes(body))  # fmt: skip
 
 
 async def _discard(stream: SocketStream, *, within: float = 2.0, limit: int = 16 << 20) -> None:
