@@ -6,7 +6,8 @@ call's template and arguments (``"... worker=%s ..."``, ``name``), never by re-p
 formatted line, so a value that holds a newline or ``key=value`` (a producer-chosen message
 id, say) cannot forge a line or a field: the text format quotes and escapes such a value,
 the JSON format (``WARREN_LOG_FORMAT=json``) puts it in its field as it is. Every line, from
-Warren or from a library, passes through URL-credential redaction.
+Warren or from a library, passes through redaction: the passwords of every URL in the
+settings are removed wherever they appear (``Redactor``), then any other URL's password.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ._exceptions import ConfigError
-from ._redact import redact_text
+from ._redact import Redactor
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -112,19 +113,29 @@ def _text_value(value: object) -> str:
 
 
 class _TextFormatter(logging.Formatter):
+    def __init__(self, fmt: str, redact: Redactor) -> None:
+        super().__init__(fmt)
+        self._redact = redact
+
     def format(self, record: logging.LogRecord) -> str:
         event, fields, rest = structured(record)
         if event is not None:
-            parts = [event, *(f"{k}={_text_value(v)}" for k, v in fields.items())]
+            # values redacted before quoting: the escapes would hide a secret holding " or \\
+            redact = self._redact
+            parts = [event, *(f"{k}={_text_value(redact(str(v)))}" for k, v in fields.items())]
             if rest:
-                parts.append(rest.replace("\n", "\\n").replace("\r", "\\r"))
+                parts.append(redact(rest).replace("\n", "\\n").replace("\r", "\\r"))
             record = logging.makeLogRecord({**record.__dict__, "msg": " ".join(parts),
                                             "args": ()})  # fmt: skip
-        return redact_text(super().format(record))  # message and traceback alike
+        return self._redact(super().format(record))  # message and traceback alike
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, event, fields, message, exception."""
+
+    def __init__(self, redact: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redact or Redactor()
 
     def format(self, record: logging.LogRecord) -> str:
         event, fields, rest = structured(record)
@@ -142,11 +153,15 @@ class JsonFormatter(logging.Formatter):
             doc["message"] = rest
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return redact_text(json.dumps(doc, ensure_ascii=False))
+        # each value redacted before encoding: JSON's escapes would hide a secret that holds
+        # a quote or a backslash from a search of the encoded line
+        redacted = {k: self._redact(v) if isinstance(v, str) else v for k, v in doc.items()}
+        return json.dumps(redacted, ensure_ascii=False)
 
 
 def configure_logging(env: Mapping[str, str], stream: TextIO = sys.stderr) -> None:
-    """Set up the root logger from ``WARREN_LOG_LEVEL`` and ``WARREN_LOG_FORMAT``.
+    """Set up the root logger from ``WARREN_LOG_LEVEL`` and ``WARREN_LOG_FORMAT``; the
+    password of every URL among ``env``'s values is never printed.
 
     Raises:
         ConfigError: an unknown level or format (names the setting).
@@ -157,8 +172,9 @@ def configure_logging(env: Mapping[str, str], stream: TextIO = sys.stderr) -> No
     fmt = env.get("WARREN_LOG_FORMAT", "text").lower()
     if fmt not in LOG_FORMATS:
         raise ConfigError("WARREN_LOG_FORMAT", f"unknown format {fmt!r}; use text or json")
+    redact = Redactor.from_settings(env.values())
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(_TEXT))
+    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else _TextFormatter(_TEXT, redact))
     handler.addFilter(_PikaAsDebug(show=level == "DEBUG"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

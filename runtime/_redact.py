@@ -1,19 +1,93 @@
-"""Keep credentials out of logs, metrics and exceptions."""
+"""Keep credentials out of logs, metrics and exceptions.
+
+Two layers, because a password may hold any character (a space, an unencoded ``@``) and
+then no parser can say where it ends in free text:
+
+- ``redact_url`` takes one URL value, whose userinfo runs to its *last* ``@``; everything
+  between ``user:`` and that ``@`` goes, whatever it holds.
+- ``Redactor`` knows the configured secrets themselves (the passwords of the URLs in the
+  process's settings, raw and percent-encoded) and removes them wherever they appear, then
+  applies the URL pattern for URLs it was not told about. The log formatters use it.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Final, final
+from urllib.parse import quote, unquote
 
-# The password runs to the last "@" before the host, and may hold "/", "#", "?" or ","
-# (unencoded): everything up to the "@" goes, not just what URL parsing would call it.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):[^@\s]*@")
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+MASK: Final = "***"
+# Shorter secrets are left to the URL pattern: replacing every "ab" in a log would make it
+# unreadable, and a two-letter password is not a secret anyway.
+MIN_SECRET: Final = 4
+
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+# In free text a URL ends at white space; its userinfo runs to the last "@" before that.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):\S*@")
 
 
 def redact_url(url: str) -> str:
-    """``amqp://user:secret@host/vh`` -> ``amqp://user:***@host/vh``; other URLs unchanged."""
-    return redact_text(url)
+    """``amqp://user:secret@host/vh`` -> ``amqp://user:***@host/vh``; other URLs unchanged.
+
+    ``url`` is one value (a setting), so its password is everything between the first
+    ``:`` after the user and the last ``@``: spaces, ``@``, ``/`` and ``#`` included.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return redact_text(url)
+    rest = url[scheme.end() :]
+    at = rest.rfind("@")
+    user, colon, _ = rest[: max(at, 0)].partition(":")
+    if at < 0 or not colon:
+        return url
+    return f"{scheme.group()}{user}:{MASK}{rest[at:]}"
 
 
 def redact_text(text: str) -> str:
     """Redact every ``scheme://user:password@`` found anywhere in free text."""
-    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+    return _USERINFO.sub(rf"\g<scheme>\g<user>:{MASK}@", text)
+
+
+def url_password(url: str) -> str | None:
+    """The password of one URL value (see ``redact_url``), or None if it has none."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return None
+    rest = url[scheme.end() :]
+    at = rest.rfind("@")
+    _, colon, password = rest[: max(at, 0)].partition(":")
+    return password if at >= 0 and colon and password else None
+
+
+@final
+class Redactor:
+    """Removes known secrets, in every spelling a library might print, and URL passwords.
+
+    Args:
+        secrets: the values never to print (e.g. ``Redactor.from_settings(env)``).
+    """
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        spellings = set()
+        for secret in secrets:
+            spellings |= {secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret))}
+        # longest first, so a secret that contains another is removed whole
+        self._secrets = tuple(
+            sorted((s for s in spellings if len(s) >= MIN_SECRET), key=len, reverse=True)
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Iterable[str]) -> Redactor:
+        """A redactor for the password of every URL among ``settings``' values."""
+        return cls(p for p in map(url_password, settings) if p is not None)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return redact_text(text)
