@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._exceptions import ConfigError
 from ._redact import redact_url
@@ -160,6 +160,13 @@ class PublisherConfig:
     def url_list(self) -> tuple[str, ...]:
         """The validated URLs, in the order reconnects rotate through them."""
         return cast("tuple[str, ...]", self.urls)
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host of the first URL (cluster nodes serve one vhost), read as pika
+        reads it: the path's first segment, percent-decoded; ``/`` when it names none."""
+        path = urlsplit(self.url_list[0]).path
+        return unquote(path.split("/")[1]) if len(path) > 1 else "/"
 
     @property
     def dead_after(self) -> float:

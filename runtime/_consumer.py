@@ -203,6 +203,7 @@ class Consumer(Worker):
             if dedup is None
             else DedupGate(
                 dedup,
+                vhost=config.connection().vhost,
                 queue=q,
                 lease=lease_for(config.handler_timeout),
                 retention=config.dedup_retention,

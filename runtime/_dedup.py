@@ -15,6 +15,7 @@ import enum
 import math
 import time
 from typing import TYPE_CHECKING, Protocol, final
+from urllib.parse import quote
 
 import anyio
 
@@ -95,6 +96,14 @@ class MemoryDedupStore:
     def _expire(self, now: float) -> None:
         for key in [k for k, (_, until) in self._entries.items() if until <= now]:
             del self._entries[key]
+
+
+def dedup_key(vhost: str, queue: str, message_id: str) -> str:
+    """The store key of one message: ``<vhost>:<queue>:<message_id>``, each part
+    percent-encoded (``:`` and ``%`` included), so two different triples never build the
+    same key — queue ``a.k`` with id ``x:m1`` is not queue ``a.k:x`` with id ``m1``, and one
+    queue name in two vhosts sharing a store are two keys."""
+    return f"{quote(vhost, safe='')}:{quote(queue, safe='')}:{quote(message_id, safe='')}"
 
 
 def check_keys(keys: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar, final
 
 import anyio
 
-from ._dedup import Claim, DedupStore, DedupUnavailable
+from ._dedup import Claim, DedupStore, DedupUnavailable, dedup_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +49,7 @@ class _Inbox(Generic[_T]):
 
 @final
 class DedupGate:
-    """Claims, marks and releases ``<queue>:<message_id>`` in ``store`` for one consumer.
+    """Claims, marks and releases each message's ``dedup_key`` in ``store`` for one consumer.
 
     ``admit`` receives each delivery the handler may run (claimed, or the store is down
     and ``on_error`` is at-least-once); ``held`` one that another live worker holds;
@@ -61,6 +61,7 @@ class DedupGate:
         self,
         store: DedupStore,
         *,
+        vhost: str,
         queue: str,
         lease: float,
         retention: float,
@@ -71,7 +72,8 @@ class DedupGate:
         settle: Callable[[Delivered, GateOutcome], None],
     ) -> None:
         self._store = store
-        self._prefix = queue + ":"
+        self._vhost = vhost
+        self._queue = queue
         self._lease = lease
         self._retention = retention
         self._pause = on_error == "pause"
@@ -103,7 +105,7 @@ class DedupGate:
         if not delivery.message_id:
             return
         try:
-            await self._store.release(self._prefix + delivery.message_id)
+            await self._store.release(self._key(delivery))
         except DedupUnavailable as exc:  # the claim expires with its lease
             self._store_down(exc, 1)
 
@@ -116,7 +118,7 @@ class DedupGate:
     async def _claiming(self) -> None:
         while True:
             batch = await self._claims.take()
-            claims = await self._claim([f"{self._prefix}{d.message_id}" for d in batch])
+            claims = await self._claim([self._key(d) for d in batch])
             for delivery, claim in zip(batch, claims, strict=True):
                 if claim is Claim.CLAIMED:
                     self._admit(delivery)
@@ -149,12 +151,16 @@ class DedupGate:
         while True:
             batch = await self._marks.take()
             try:
-                keys = [f"{self._prefix}{d.message_id}" for d in batch]
+                keys = [self._key(d) for d in batch]
                 await self._store.done(keys, self._retention)
             except DedupUnavailable as exc:  # acked anyway: a redelivery may run again
                 self._store_down(exc, len(keys))
             for delivery in batch:
                 self._settle(delivery, "ack")
+
+    def _key(self, delivery: Delivered) -> str:
+        assert delivery.message_id
+        return dedup_key(self._vhost, self._queue, delivery.message_id)
 
     def _store_down(self, exc: DedupUnavailable, deliveries: int) -> None:
         self.unavailable += deliveries
