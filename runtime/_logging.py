@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -23,7 +24,7 @@ from ._exceptions import ConfigError
 from ._redact import Redactor
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import TextIO
 
 LOG_FORMATS: Final = ("text", "json")
@@ -175,23 +176,65 @@ def configure_logging(env: Mapping[str, str], stream: TextIO = sys.stderr) -> No
     redact = Redactor.from_settings(env.values())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(redact) if fmt == "json" else _TextFormatter(_TEXT, redact))
-    handler.addFilter(_PikaAsDebug(show=level == "DEBUG"))
+    handler.addFilter(_LibraryLevels(show_debug=level == "DEBUG"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pika").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
-class _PikaAsDebug(logging.Filter):
-    """pika's own lines, whatever their level, are DEBUG: they repeat what Warren's
-    ``connection.*`` events say once (a refused connect is seven pika ERROR lines)."""
+# Libraries whose every line is DEBUG: pika repeats what Warren's ``connection.*`` events
+# say once (a refused connect is seven pika ERROR lines); httpcore traces each request.
+_ALL_DEBUG: Final = ("pika", "httpcore")
+# Libraries whose INFO is per-operation chatter (httpx's ``HTTP Request: POST ... 200`` per
+# push, google-auth's token refreshes, the servers' per-connection lines): DEBUG. Their
+# warnings and errors stay, once per template within ``_REPEAT_WINDOW``.
+_CHATTY: Final = ("httpx", "hypercorn", "starlette", "uvicorn", "google", "urllib3", "asyncio",
+                  "trio", "anyio", "h11", "redis", "sqlite3")  # fmt: skip
+_REPEAT_WINDOW: Final = 60.0
 
-    def __init__(self, *, show: bool) -> None:
+
+def _is_under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class _LibraryLevels(logging.Filter):
+    """Third-party libraries' records at the level they deserve in a service's log.
+
+    pika's and httpcore's lines are DEBUG whatever their level; the chatty libraries' INFO
+    and lower are DEBUG, their warnings and errors shown once per template and level in
+    ``_REPEAT_WINDOW`` seconds (the next one after the window says how many were held
+    back). Warren's own loggers and the application's are left alone. With
+    ``WARREN_LOG_LEVEL=DEBUG`` every line shows.
+    """
+
+    def __init__(self, *, show_debug: bool, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self._show = show
+        self._show_debug = show_debug
+        self._clock = clock
+        self._shown: dict[tuple[str, int, object], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name != "pika" and not record.name.startswith("pika."):
+        name = record.name
+        if _is_under(name, _ALL_DEBUG) or (
+            record.levelno < logging.WARNING and _is_under(name, _CHATTY)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._show_debug
+        if self._show_debug or not _is_under(name, _CHATTY):
             return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return self._show
+        return self._once(record)
+
+    def _once(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.msg)
+        now = self._clock()
+        shown = self._shown.get(key)
+        if shown is not None and now - shown[0] < _REPEAT_WINDOW:
+            self._shown[key] = (shown[0], shown[1] + 1)
+            return False
+        if len(self._shown) > 1000:  # templates are few; a flood of distinct ones is not kept
+            self._shown.clear()
+        self._shown[key] = (now, 0)
+        if shown is not None and shown[1]:
+            record.msg = f"{record.msg} (and {shown[1]} more like it held back)"
+        return True
