@@ -7,21 +7,23 @@ Toxiproxy's ``link.go``. Adding, updating or removing a toxic acts on live conne
 once, through the same interrupt-and-rerun steps Toxiproxy takes (so toxicity is rolled
 again, pending latency is flushed, a timeout's timer restarts, exactly where it does there).
 Disabling the proxy closes its links normally (FIN) and its listener (new connections are
-refused).
+refused). An EOF is passed on as one (a half-close): the other direction flows until it
+ends too, so a client that shuts its sending side after a request still gets the reply.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import socket
 import struct
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import SocketAttribute
 
 from .._accept import serve_connections
-from ._rabbit_node import free_port
+from ._proxy_net import Dialer, bind, split_addr
 from ._toxic_pipes import BUFFER_SIZE, PIPES, new_state, noop
 from ._toxic_stub import Chan, Chunk, Pulse, Stub
 
@@ -33,46 +35,23 @@ if TYPE_CHECKING:
 
     from ._toxics import Stream, Toxic
 
-_PUMP_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+log = logging.getLogger("warren.proxy")
 
-
-def split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); ValueError if malformed."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"address {addr!r} is not host:port")
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
-async def resolve_listen(addr: str) -> str:
-    """``host:port`` as Toxiproxy reports a listener bound there: a host name becomes the
-    address it binds (IPv4 first, as Go's listener: ``localhost`` -> ``127.0.0.1``), IPv6 in
-    brackets. Raises OSError if the name does not resolve."""
-    host, port = split_addr(addr)
-    return join_addr(await _bind_host(host), port)
-
-
-def join_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _bind_host(host: str) -> str:
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    found = await anyio.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    if not found:
-        raise OSError(f"no address for {host!r}")
-    ipv4 = [info for info in found if info[0] == socket.AF_INET]
-    return str((ipv4 or found)[0][4][0])
+_PUMP_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
 class FaultProxy:
     """A named proxy from ``listen`` to ``upstream`` (both ``host:port``)."""
 
-    def __init__(self, name: str, listen: str, upstream: str, *, rng: random.Random) -> None:
+    def __init__(
+        self,
+        name: str,
+        listen: str,
+        upstream: str,
+        *,
+        rng: random.Random,
+        dialer: Dialer | None = None,
+    ) -> None:
         self.name = name
         self.listen = listen
         self.upstream = upstream
@@ -84,6 +63,7 @@ class FaultProxy:
         self.chains: dict[Stream, list[Toxic]] = {"upstream": [], "downstream": []}
         self.links: set[_Link] = set()
         self._rng = rng
+        self.dialer = dialer or Dialer()  # the server's: it sees loops through its proxies
         self._lock = anyio.Lock()  # one toxic change at a time (Toxiproxy's collection lock)
         self._scope: anyio.CancelScope | None = None
         self._stopped: anyio.Event | None = None
@@ -103,18 +83,40 @@ class FaultProxy:
         return self.chains["upstream"] + self.chains["downstream"]
 
     async def start(self, tg: TaskGroup) -> None:
-        """Open the listener (port 0 picks one; ``listen`` then shows it) and serve."""
+        """Open the listener (port 0 picks one; ``listen`` then shows it) and serve.
+
+        Raises:
+            OSError: the listener cannot open (Go's words); the proxy is left as it was.
+        """
         if self.enabled:
             return
-        host, port = split_addr(self.listen)
-        try:
-            host = await _bind_host(host)  # one address, reported as bound: Toxiproxy's listen
-        except OSError:
-            raise OSError(f"lookup {host}: no such host") from None
-        self.listen = join_addr(host, port)  # what a failure names, as Go's does
-        listener = await _listen(host, port)
-        actual = listener.extra(SocketAttribute.local_port)
-        self.listen = join_addr(host, actual)
+        self.listen, listener = await bind(self.listen)
+        self._serve(tg, listener)
+
+    async def move(self, tg: TaskGroup, listen: str, upstream: str) -> None:
+        """New addresses. As Toxiproxy, a live proxy closes its connections and listens
+        again; unlike it, if the new address cannot listen, the proxy is left as it was.
+
+        Raises:
+            OSError: the new listener cannot open (Go's words).
+        """
+        if not self.enabled:
+            self.listen, self.upstream = listen, upstream
+            return
+        if split_addr(listen)[1] != split_addr(self.listen)[1]:
+            bound, listener = await bind(listen)  # first, so a failure changes nothing
+            await self.stop()
+        else:  # the same port: our own listener may be in the way, so it goes first
+            await self.stop()
+            try:
+                bound, listener = await bind(listen)
+            except OSError:
+                await self.start(tg)  # back where it was: the port was ours a moment ago
+                raise
+        self.listen, self.upstream = bound, upstream
+        self._serve(tg, listener)
+
+    def _serve(self, tg: TaskGroup, listener: MultiListener[SocketStream]) -> None:
         self.enabled = True
         scope = anyio.CancelScope()
         stopped = anyio.Event()
@@ -141,13 +143,22 @@ class FaultProxy:
         self.links.clear()
 
     async def _handle(self, client: SocketStream) -> None:
-        host, port = split_addr(self.upstream)
+        upstream: SocketStream | None = None
         try:
-            upstream = await anyio.connect_tcp(host, port)
-        except OSError:
-            await client.aclose()
-            return
-        await _Link(self, client, upstream).run()
+            passed = await self.dialer.passed(client)
+            if self in passed:
+                # the upstream leads back here: dialing again would do so forever, one more
+                # pair of descriptors each time; closing this one unwinds the whole loop
+                log.warning("proxy.loop proxy=%s upstream=%s", self.name, self.upstream)
+                return
+            host, port = split_addr(self.upstream)
+            with suppress(OSError):
+                upstream = await self.dialer.connect(host, port, passed | {self})
+        finally:
+            if upstream is None:
+                await anyio.aclose_forcefully(client)
+        if upstream is not None:
+            await _Link(self, client, upstream).run()
 
     def wrapper(self, stream: Stream, index: int) -> Toxic | None:
         """The toxic at ``index`` of a direction's stubs (0: the leading noop, None)."""
@@ -224,6 +235,7 @@ class _Link:
             proxy.links.discard(self)
             for direction in self.directions.values():
                 direction.pulse.stop()
+            proxy.dialer.forget(self.upstream)
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
                 await self.upstream.aclose()
@@ -268,21 +280,29 @@ class _Direction:
             async for data in src:
                 await self._input.send(Chunk(data, anyio.current_time()))
         except _PUMP_ERRORS:
-            pass
-        self._input.close()
+            self._input.close()
+        else:
+            self._input.close(eof=True)
 
     async def _write(self, dst: SocketStream) -> None:
+        half_closed = False
         try:
             while (chunk := await self._output.take()) is not None:
                 if chunk.data:
                     await dst.send(chunk.data)
+            if self._output.eof:
+                # the sender's EOF came through the chain: pass it on, and let the other
+                # direction run until it ends too (the reply to a half-closed request)
+                await dst.send_eof()
+                half_closed = True
         except _PUMP_ERRORS:
             pass
         finally:
-            # closing one socket ends the other direction's reader: the link drains, then
-            # closes the other socket too (Toxiproxy's ToxicLink.write)
-            with anyio.CancelScope(shield=True):
-                await dst.aclose()
+            if not half_closed:
+                # closing one socket ends the other direction's reader: the link drains,
+                # then closes the other socket too (Toxiproxy's ToxicLink.write)
+                with anyio.CancelScope(shield=True):
+                    await dst.aclose()
             self.ended.set()
 
     async def add(self, toxic: Toxic, index: int) -> None:
@@ -329,7 +349,7 @@ class _Direction:
                 if stub.input.ready():
                     chunk = stub.input.take_nowait()
                     if chunk is None:
-                        stub.close()
+                        stub.close_after_input()
                         return
                     await stub.output.send(chunk, within=5)
                 elif self.pulse.dead:
@@ -347,18 +367,6 @@ class _Direction:
     def _run(self, stub: Stub, toxic: Toxic | None) -> None:
         if not self.pulse.dead:  # else the link has ended and its task group with it
             self._proxy.run_stub(self._tg, stub, toxic)
-
-
-async def _listen(host: str, port: int) -> MultiListener[SocketStream]:
-    """Port 0 picks a free port below the ephemeral range: a client that keeps dialing a
-    disabled proxy could otherwise be given the proxy's own port as its source port, connect
-    to itself and keep the port from the proxy when it is enabled again."""
-    if port == 0:
-        try:
-            return await anyio.create_tcp_listener(local_host=host, local_port=free_port(host))
-        except OSError:  # taken in between: any free port will do
-            pass
-    return await anyio.create_tcp_listener(local_host=host, local_port=port)
 
 
 def _set_linger_zero(stream: SocketStream) -> None:

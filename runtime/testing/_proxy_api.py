@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import secrets
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, final
 from urllib.parse import unquote
 
@@ -25,7 +25,8 @@ from anyio.abc import SocketAttribute, TaskStatus
 from .._accept import serve_connections
 from .._http11 import HttpRequest, HttpResponse, serve_http
 from ._go_json import GoJsonError, decode, go_type
-from ._proxy import FaultProxy, resolve_listen, split_addr
+from ._proxy import FaultProxy
+from ._proxy_net import Dialer, leads_to_itself, resolve_listen, split_addr
 from ._toxics import ToxicSpecError, parse_toxic, update_toxic
 
 if TYPE_CHECKING:
@@ -115,11 +116,10 @@ async def _resolved(listen: str) -> str:
         raise ApiError(f"lookup {listen}: no such host", 500) from None
 
 
-def _listen_failed(listen: str, exc: OSError) -> str:
-    """Go's words for a listener that could not open (``listen tcp ADDR: bind: ...``)."""
-    if exc.strerror:
-        return f"listen tcp {listen}: bind: {exc.strerror[0].lower()}{exc.strerror[1:]}"
-    return f"listen tcp: {exc}"
+async def _refuse_loop(listen: str, upstream: str) -> None:
+    if await leads_to_itself(listen, upstream):
+        raise ApiError(f"bad request body: upstream {upstream} is the proxy's own listen"
+                       f" address {listen}: it would dial itself", 400)  # fmt: skip
 
 
 class _Raw(bytes):
@@ -156,6 +156,7 @@ class FaultProxyServer:
         self.port = port
         self.proxies: dict[str, FaultProxy] = {}
         self._rng = random.Random(seed)
+        self._dialer = Dialer()  # one for all the proxies: a loop through them is seen
         self._tg: TaskGroup | None = None
 
     @property
@@ -194,9 +195,10 @@ class FaultProxyServer:
         except ValueError:
             raise ApiError(f"listen tcp: address {listen}: missing port in address", 500) from None
         try:
-            proxy = FaultProxy(name, listen, upstream, rng=self._rng)
+            proxy = FaultProxy(name, listen, upstream, rng=self._rng, dialer=self._dialer)
         except ValueError as exc:
             raise ApiError(f"bad request body: {exc}", 400) from None
+        await _refuse_loop(listen, upstream)
         if enabled:
             await self._start(proxy)
         self.proxies[name] = proxy
@@ -207,7 +209,7 @@ class FaultProxyServer:
         try:
             await proxy.start(self._tg)
         except OSError as exc:
-            raise ApiError(_listen_failed(proxy.listen, exc), 500) from None
+            raise ApiError(str(exc), 500) from None
 
     def get(self, name: str) -> FaultProxy:
         try:
@@ -231,17 +233,21 @@ class FaultProxyServer:
             raise ApiError(f"bad request body: {exc}", 400) from None
         except OSError as exc:
             raise ApiError(f"listen tcp {listen}: {exc.strerror or exc}", 500) from None
-        if (upstream, listen) != (proxy.upstream, proxy.listen):
-            # as Toxiproxy: a new upstream or listen address closes the live connections
-            # and restarts the listener
-            was_enabled = proxy.enabled
-            await proxy.stop()
-            proxy.upstream, proxy.listen = upstream, listen
-            if was_enabled:
-                await self._start(proxy)
-        if enabled and not proxy.enabled:
-            await self._start(proxy)
-        elif not enabled and proxy.enabled:
+        await _refuse_loop(listen, upstream)
+        assert self._tg is not None
+        was = proxy.listen, proxy.upstream
+        try:
+            if (listen, upstream) != was:
+                # as Toxiproxy: a new upstream or listen address closes the live connections
+                # and restarts the listener
+                await proxy.move(self._tg, listen, upstream)
+            if enabled and not proxy.enabled:
+                await proxy.start(self._tg)
+        except OSError as exc:
+            if not proxy.enabled:  # a live proxy's move puts it back itself
+                proxy.listen, proxy.upstream = was
+            raise ApiError(str(exc), 500) from None
+        if not enabled and proxy.enabled:
             await proxy.stop()
         return proxy
 
@@ -283,12 +289,20 @@ class FaultProxyServer:
         await proxy.remove_toxic(toxic_name)
 
     async def reset(self) -> None:
-        """Enable every proxy and remove every toxic (Toxiproxy's ``POST /reset``)."""
-        for proxy in self.proxies.values():
+        """Enable every proxy and remove every toxic (Toxiproxy's ``POST /reset``). A proxy
+        that cannot listen does not stop the rest (Toxiproxy stops there): the first such
+        failure is raised once all the others are reset."""
+        failed: list[ApiError] = []
+        for proxy in list(self.proxies.values()):
             if not proxy.enabled:
-                await self._start(proxy)
+                try:
+                    await self._start(proxy)
+                except ApiError as exc:
+                    failed.append(exc)
             for toxic in proxy.ordered_toxics():  # Toxiproxy's order: upstream first
                 await proxy.remove_toxic(toxic.name)
+        if failed:
+            raise failed[0]
 
     async def populate(self, body: object) -> list[FaultProxy]:
         """Create or replace a list of proxies (Toxiproxy's ``POST /populate`` and -config).
@@ -320,6 +334,7 @@ class FaultProxyServer:
         for name, listen, upstream, enabled in specs:
             try:
                 existing = self.proxies.get(name)
+                was_enabled = existing is not None and existing.enabled
                 if existing is not None:
                     if (await _resolved(listen), upstream) == (
                         existing.listen,
@@ -329,10 +344,23 @@ class FaultProxyServer:
                         continue
                     await self.delete_proxy(name)
                 body = {"name": name, "listen": listen, "upstream": upstream, "enabled": enabled}
-                made.append(await self.create_proxy(body))
+                try:
+                    made.append(await self.create_proxy(body))
+                except ApiError:
+                    if existing is not None:
+                        await self._put_back(existing, was_enabled)
+                    raise
             except ApiError as exc:
                 raise PopulateError(str(exc), exc.status, made) from None
         return made
+
+    async def _put_back(self, proxy: FaultProxy, enabled: bool) -> None:
+        """A proxy its replacement could not take over from stays, with its toxics
+        (Toxiproxy loses it)."""
+        self.proxies[proxy.name] = proxy
+        if enabled:
+            with suppress(ApiError):  # its port, free a moment ago, was taken meanwhile
+                await self._start(proxy)
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ async def _next(stub: Stub) -> Chunk | None:
     if chunk is Woken.INTERRUPTED:
         return None
     if chunk is None or isinstance(chunk, Woken):
-        stub.close()
+        stub.close_after_input()
         return None
     return chunk
 
@@ -106,7 +106,10 @@ async def timeout(stub: Stub, toxic: Toxic, rng: random.Random) -> None:
         chunk = await stub.take(within=seconds if seconds > 0 else None)
         if chunk is Woken.INTERRUPTED:
             return
-        if chunk is None or chunk is Woken.TIMED_OUT:
+        if chunk is None:
+            stub.close_after_input()
+            return
+        if chunk is Woken.TIMED_OUT:
             stub.close()
             return
 
@@ -130,7 +133,7 @@ async def slow_close(stub: Stub, toxic: Toxic, rng: random.Random) -> None:
         if chunk is None or isinstance(chunk, Woken):
             if await stub.pause(toxic.attr("delay") / 1000):
                 return
-            stub.close()
+            stub.close_after_input()
             return
         await stub.output.send(chunk)
 
@@ -155,15 +158,27 @@ async def limit_data(stub: Stub, toxic: Toxic, rng: random.Random) -> None:
             return
 
 
-def _cuts(start: int, end: int, average: int, variation: int, rng: random.Random) -> list[int]:
+def _cuts(size: int, average: int, variation: int, rng: random.Random) -> list[tuple[int, int]]:
     """Toxiproxy's slicer: halve (± variation) until a piece is within ``variation`` of
-    ``average``; returns [start, end, start, end, ...]."""
-    if (end - start) - average <= variation:
-        return [start, end]
-    mid = start + (end - start) // 2
-    if variation > 0:
-        mid += rng.randrange(2 * variation) - variation
-    return _cuts(start, mid, average, variation, rng) + _cuts(mid, end, average, variation, rng)
+    ``average``; the pieces (start, end), in order, covering ``size`` bytes exactly once.
+
+    Unlike Toxiproxy's, a cut falls strictly inside its piece (a ``size_variation`` over half
+    a piece put it outside: bytes sent twice) and a single byte is not cut (``average_size``
+    0 halved forever); and it loops instead of recursing, so no piece size can overflow the
+    stack. The random draws are Toxiproxy's, in its order (depth first, left first)."""
+    pieces: list[tuple[int, int]] = []
+    todo = [(0, size)]
+    while todo:
+        start, end = todo.pop()
+        if end - start - average <= variation or end - start < 2:
+            pieces.append((start, end))
+            continue
+        mid = start + (end - start) // 2
+        if variation > 0:
+            mid += rng.randrange(2 * variation) - variation
+        mid = min(max(mid, start + 1), end - 1)
+        todo += [(mid, end), (start, mid)]
+    return pieces
 
 
 async def slicer(stub: Stub, toxic: Toxic, rng: random.Random) -> None:
@@ -173,11 +188,11 @@ async def slicer(stub: Stub, toxic: Toxic, rng: random.Random) -> None:
         if chunk is None:
             return
         data = chunk.data
-        cuts = _cuts(0, len(data), toxic.attr("average_size"), toxic.attr("size_variation"), rng)
-        for i in range(1, len(cuts), 2):
-            await stub.output.send(Chunk(data[cuts[i - 1] : cuts[i]], chunk.stamp))
+        pieces = _cuts(len(data), toxic.attr("average_size"), toxic.attr("size_variation"), rng)
+        for start, end in pieces:
+            await stub.output.send(Chunk(data[start:end], chunk.stamp))
             if await stub.pause(toxic.attr("delay") / 1_000_000):
-                await stub.output.send(Chunk(data[cuts[i] :], chunk.stamp))
+                await stub.output.send(Chunk(data[end:], chunk.stamp))
                 return
 
 

@@ -63,7 +63,8 @@ class Pulse:
 
 class Chan:
     """A Go channel of chunks: FIFO, ``capacity`` buffered (0: a send waits until its chunk is
-    taken), closable; a closed channel gives its buffered chunks, then None."""
+    taken), closable; a closed channel gives its buffered chunks, then None. ``eof`` tells a
+    close that passes on the sender's EOF (a half-close) from one that ends the connection."""
 
     def __init__(self, pulse: Pulse, capacity: int) -> None:
         self._pulse = pulse
@@ -72,6 +73,7 @@ class Chan:
         self._put = 0
         self._taken = 0
         self.closed = False
+        self.eof = False
 
     def ready(self) -> bool:
         """A take would not block."""
@@ -113,9 +115,10 @@ class Chan:
             await self._pulse.wait(deadline)
         return True
 
-    def close(self) -> None:
+    def close(self, *, eof: bool = False) -> None:
         if not self.closed:
             self.closed = True
+            self.eof = eof
             self._pulse.fire()
 
 
@@ -135,13 +138,18 @@ class Stub:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self) -> None:
+    def close(self, *, eof: bool = False) -> None:
         """End this stub and close its output: the chain after it drains and the writer
-        closes its socket (Go's ToxicStub.Close)."""
+        closes its socket (Go's ToxicStub.Close); with ``eof`` (the input ended: the sender
+        half-closed), the writer only shuts its socket's sending side."""
         if not self._closed:
             self._closed = True
-            self.output.close()
+            self.output.close(eof=eof)
             self._pulse.fire()
+
+    def close_after_input(self) -> None:
+        """The input has ended: close, passing its EOF on if it was one."""
+        self.close(eof=self.input.eof)
 
     def running(self, flag: bool) -> None:
         self._running = flag
