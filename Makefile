@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test redis lint typecheck unit cluster-test toxiproxy-compat demo bench chaos clean tree \
-	sysdeps
+.PHONY: test redis lint typecheck unit cluster-test demo bench chaos soak clean \
+	tree sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -72,14 +72,6 @@ test: sysdeps redis lint typecheck unit
 cluster-test: sysdeps tree
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
-# The Toxiproxy compatibility suites against a real Toxiproxy 2.12.0, built from the source
-# kept in tests/toxiproxy_oracle (Debian's Go; installed when root). make test runs the same
-# suites against warren proxy; .ci/run runs both.
-toxiproxy-compat: tree
-	bash tests/toxiproxy_oracle/build.sh build/toxiproxy-server
-	bash tests/toxiproxy_oracle/run.sh build/toxiproxy-server $(BIN)/python -p no:cacheprovider \
-	  tests/test_toxiproxy_compat.py tests/test_toxiproxy_toxics.py $(PYTEST_ARGS)
-
 # The incident, live: an API under load, its link to RabbitMQ silently cut for 15 s and healed;
 # nothing lost. Uses WARREN_AMQP_URL, else 127.0.0.1:5672, else a throwaway node of its own.
 # Reports land in demo-out/; DEMO_ARGS="--duration 30 ..." reshapes it (--help lists them).
@@ -92,6 +84,13 @@ bench: tree
 # Randomized soak: random faults under steady load; exits non-zero on any loss.
 chaos: tree
 	$(BIN)/python -m tests.chaos.soak --minutes $(CHAOS_MINUTES) $(CHAOS_ARGS)
+
+# The services as an operator runs them (api, push-sender with Redis dedup, fake provider),
+# under steady load and then with their broker links cut every interval: samples RSS,
+# descriptors, threads, buffer depth and latency, fits slopes, fails on growth past the
+# bounds or on any loss. By hand: 5 + 20 minutes at 300/s. CI: SOAK_ARGS=--short (4 minutes).
+soak: redis tree
+	$(BIN)/python -m tests.chaos.service_soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .coverage
