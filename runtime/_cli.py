@@ -1,4 +1,5 @@
-"""The ``warren`` command: ``warren run SERVICE``, ``warren services``, ``warren version``."""
+"""The ``warren`` command: ``warren run SERVICE``, ``warren services``, ``warren version``,
+``warren proxy``, ``warren outbox salvage DAMAGED --to NEW``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import sys
 from importlib.metadata import entry_points
 
 from ._config import env_settings_help
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, OutboxError
 from ._logging import configure_logging
-from ._runner import DEFAULT_METRICS_ADDR, EXIT_CONFIG, run_service
+from ._outbox_salvage import EXIT_LOST, salvage
+from ._runner import DEFAULT_METRICS_ADDR, EXIT_CONFIG, FORCED_EXIT_AFTER, run_service
 from ._service import Service
 from ._version import VERSION
 
@@ -19,6 +21,17 @@ _EXIT_CODES = """exit codes:
   0  clean shutdown          2  bad configuration or    4  broker refused credentials
   1  unexpected error           a refused topology      5  stopped, unflushed jobs dropped
                              3  gave up reconnecting"""
+_SALVAGE_EPILOG = f"""The damaged file (and a WAL beside it) is only read, never changed. Every
+job that still reads is copied, with its id and message id, to NEW, a new outbox file: start
+the publisher with NEW as its outbox and it sends them (a consumer that deduplicates by
+message id drops any it already had). The report names each page or row that did not read.
+
+exit codes:
+  0  every page read: all jobs copied
+  1  an I/O error reading DAMAGED or writing NEW (the message names the file)
+  2  refused, nothing written: a bad argument (named), DAMAGED in use by another process,
+     or no outbox in it
+  {EXIT_LOST}  the jobs that read were copied; some pages or rows did not (listed as unreadable)"""
 
 
 def load_services() -> tuple[dict[str, Service], dict[str, str]]:
@@ -86,6 +99,17 @@ def _parser(services: dict[str, Service], missing: dict[str, str]) -> argparse.A
     proxy.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     proxy.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
     proxy.add_argument("--config", help="JSON list of proxies to create, as Toxiproxy's -config")
+    outbox = sub.add_parser("outbox", help="outbox maintenance: salvage a damaged outbox")
+    tools = outbox.add_subparsers(dest="tool", required=True)
+    rescue = tools.add_parser(
+        "salvage",
+        help="copy every job a damaged outbox still holds to a new outbox file",
+        description="Copy every job a damaged outbox file still holds to a new outbox file.",
+        epilog=_SALVAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rescue.add_argument("damaged", metavar="DAMAGED", help="the damaged outbox file")
+    rescue.add_argument("--to", required=True, metavar="NEW", help="the new file (must not exist)")
     sub.add_parser("services", help="list the services")
     sub.add_parser("version", help="print the version")
     return parser
@@ -103,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, hint in missing.items():
             print(f"{name}\t({hint})")
         return 0
+    if args.command == "outbox":
+        return _salvage(args.damaged, args.to)
     try:
         configure_logging(os.environ)
     except ConfigError as exc:
@@ -115,7 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.service in missing:
         print(f"warren: service {args.service!r} {missing[args.service]}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_service(services[args.service], os.environ, backend=args.backend)
+    return run_service(services[args.service], os.environ, backend=args.backend,
+                       abandon_after=FORCED_EXIT_AFTER)  # fmt: skip
+
+
+def _salvage(damaged: str, destination: str) -> int:
+    try:
+        report = salvage(damaged, destination)
+    except OutboxError as exc:
+        print(f"warren outbox salvage: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # reading DAMAGED or writing NEW: the disk, permissions
+        print(f"warren outbox salvage: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0 if report.complete else EXIT_LOST
 
 
 if __name__ == "__main__":
