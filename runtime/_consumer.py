@@ -380,6 +380,9 @@ class Consumer(Worker):
         if isinstance(exc, PoisonMessage):
             await self._dead_letter(message, "poison", exc)
             return "dead_letter"
+        if isinstance(exc, RetryLater) and not exc.consumes_attempt:
+            await self._retry(message, exc, exc.delay, count=False)
+            return "retry"
         if message.attempt >= self._config.max_attempts:
             await self._dead_letter(message, "attempts_exhausted", exc)
             return "dead_letter"

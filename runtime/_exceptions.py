@@ -133,8 +133,13 @@ class RetryLater(WarrenError):
     """Retry this delivery, and not before ``delay`` seconds (e.g. a provider's Retry-After).
 
     The consumer picks the first delay queue at least that long (at most its longest).
+    ``consumes_attempt=False`` says the failure was not the message's (an outage of a
+    credential the handler depends on): the retry does not count towards ``max_attempts``,
+    so the message is retried, with that delay, for as long as the outage lasts and is never
+    dead-lettered for it.
     """
 
-    def __init__(self, delay: float, reason: str = "") -> None:
+    def __init__(self, delay: float, reason: str = "", *, consumes_attempt: bool = True) -> None:
         super().__init__(reason or f"retry in {delay:g}s")
         self.delay = delay
+        self.consumes_attempt = consumes_attempt

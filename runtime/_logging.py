@@ -189,7 +189,7 @@ _ALL_DEBUG: Final = ("pika", "httpcore")
 # Libraries whose INFO is per-operation chatter (httpx's ``HTTP Request: POST ... 200`` per
 # push, google-auth's token refreshes, the servers' per-connection lines): DEBUG. Their
 # warnings and errors stay, once per template within ``_REPEAT_WINDOW``.
-_CHATTY: Final = ("httpx", "hypercorn", "starlette", "uvicorn", "google", "urllib3", "asyncio",
+_CHATTY: Final = ("httpx", "starlette", "uvicorn", "google", "urllib3", "asyncio",
                   "trio", "anyio", "h11", "redis", "sqlite3")  # fmt: skip
 _REPEAT_WINDOW: Final = 60.0
 

@@ -5,7 +5,8 @@ Exit codes (a public contract, documented in the README):
 
 ===  ==================================================================
 0    clean shutdown: done, or stopped by SIGTERM/SIGINT with every accepted job settled
-1    unexpected error (a bug: the traceback is logged)
+1    unexpected error (a bug: the traceback is logged), or a forced stop that had to
+     abandon a task cancelling could not reach (``shutdown.abandoned``)
 2    bad configuration (the message names the setting), or the broker refused the
      declared topology (an existing queue with other arguments, a missing passive queue)
 3    gave up reconnecting (``WARREN_RECONNECT_MAX_ATTEMPTS`` ran out)
@@ -21,8 +22,12 @@ look like one that did not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -47,9 +52,12 @@ EXIT_GAVE_UP = 3
 EXIT_ACCESS_REFUSED = 4
 EXIT_UNFLUSHED = 5
 DEFAULT_METRICS_ADDR = "127.0.0.1:9100"
+FORCED_EXIT_AFTER = 0.5  # seconds a forced stop gives the cancelled tasks to unwind
 
 
-async def _watch_signals(ctx: ServiceContext, scope: anyio.CancelScope) -> None:
+async def _watch_signals(
+    ctx: ServiceContext, scope: anyio.CancelScope, abandon_after: float | None
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if not ctx.stopping.is_set():
@@ -58,19 +66,57 @@ async def _watch_signals(ctx: ServiceContext, scope: anyio.CancelScope) -> None:
             else:
                 log.warning("shutdown.forced signal=%s", signal.Signals(signum).name)
                 scope.cancel()
+                if abandon_after is not None:
+                    _exit_unless_done(ctx, abandon_after)
 
 
-async def _serve(service: Service, ctx: ServiceContext, ops_addr: str) -> None:
+def _exit_unless_done(ctx: ServiceContext, after: float) -> None:
+    """End the process ``after`` seconds from now, whatever it is doing then.
+
+    Cancelling cannot reach a task stuck where no checkpoint is (a worker thread's blocking
+    call, a C extension), and the interpreter waits for its non-daemon threads at exit: only
+    ``os._exit`` bounds a forced stop for any stuck task. A daemon timer, not joined on
+    purpose: when the run ends in time, the process exits first and the timer dies with it.
+    The code is what the stop would have returned, but never 0: work was abandoned.
+    """
+
+    def expire() -> None:
+        code = _stopped(ctx)
+        log.error("shutdown.abandoned a task did not stop within %gs of shutdown.forced", after)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed or broken stream: exit anyway
+                stream.flush()
+        os._exit(code if code != EXIT_OK else EXIT_ERROR)
+
+    timer = threading.Timer(after, expire)
+    timer.daemon = True
+    timer.start()
+
+
+async def _serve(
+    service: Service, ctx: ServiceContext, ops_addr: str, abandon_after: float | None
+) -> None:
     # bound before the service starts: a busy WARREN_METRICS_ADDR fails fast (exit code 2)
     async with OpsServer(ctx.metrics, ops_addr), anyio.create_task_group() as tg:
         log.info("ops.serving addr=%s endpoints=/metrics,/healthz,/readyz", ops_addr)
-        tg.start_soon(_watch_signals, ctx, tg.cancel_scope)
+        tg.start_soon(_watch_signals, ctx, tg.cancel_scope, abandon_after)
         await service.main(ctx)
         tg.cancel_scope.cancel()
 
 
-def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asyncio") -> int:
-    """Run ``service`` to completion; return the process exit code."""
+def run_service(
+    service: Service,
+    env: Mapping[str, str],
+    *,
+    backend: str = "asyncio",
+    abandon_after: float | None = None,
+) -> int:
+    """Run ``service`` to completion; return the process exit code.
+
+    ``abandon_after`` (the ``warren`` command sets it; leave it None when the process is
+    not the service's own): after a second signal, the process ends that many seconds
+    later, whatever a task is stuck in (``_exit_unless_done``).
+    """
     ctx: ServiceContext | None = None
     try:
         publisher_config = PublisherConfig.from_env(env)
@@ -79,7 +125,7 @@ def run_service(service: Service, env: Mapping[str, str], *, backend: str = "asy
         ops_addr = env.get("WARREN_METRICS_ADDR", DEFAULT_METRICS_ADDR)
         parse_addr("WARREN_METRICS_ADDR", ops_addr)
         try:
-            anyio.run(_serve, service, ctx, ops_addr, backend=backend)
+            anyio.run(_serve, service, ctx, ops_addr, abandon_after, backend=backend)
         except BaseExceptionGroup as group:
             raise_single(group)
     except ConfigError as exc:

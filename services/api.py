@@ -4,8 +4,9 @@ recipient through a ``warren.Publisher``; its answer never waits for RabbitMQ.
 - ``POST /messages`` ``{"from", "to", "text"}`` -> 202 ``{"id", "push": "queued"}`` (or
   ``"dropped"`` when the side-effect buffer refused it); 400 for a body that is not strict
   JSON (NaN, 1e999, lone surrogates, nesting over 32), 413 over 64 KiB, 422 naming the bad
-  field ("from"/"to" at most 320 characters, "text" at most 10,000), 503 if the message
-  could not be stored (then no push was sent).
+  field ("from"/"to" at most 320 characters, "text" at most 10,000; "data" string values,
+  no key FCM reserves), 503 if the message could not be stored (then no push was sent).
+  A request a proxy could frame differently is refused with 400 (see ``_http``).
 - ``GET /messages/{id}`` -> 200 with the message, or 404.
 
 The publisher lives as long as the app: started before serving, flushed on shutdown.
@@ -43,6 +44,8 @@ from warren.services.push_common import (
     QUEUE,
     QUEUE_SETTING,
     QUEUE_TYPE_SETTING,
+    WARREN_DATA_KEYS,
+    fcm_reserved,
     named_settings,
     queue_name,
     queue_type,
@@ -57,8 +60,6 @@ MAX_ADDRESS = 320  # an e-mail address's limit; "from" and "to" are addresses or
 MAX_BODY = 64 * 1024  # the largest valid message is ~41 KB of JSON (UTF-8, escaped)
 MAX_DATA_KEYS = 32
 MAX_DATA_BYTES = 3_072  # FCM's payload limit is 4 KB, notification included
-_RESERVED_DATA = frozenset({"message_id", "warren_message_id", "from", "message_type",
-                            "collapse_key"})  # fmt: skip
 _FIELDS = ("from", "to", "text")
 _LIMITS = {"from": MAX_ADDRESS, "to": MAX_ADDRESS, "text": MAX_TEXT}
 _ADDR = "127.0.0.1:8080"
@@ -128,17 +129,22 @@ def _store_failed(exc: BaseException) -> Response:
     return JSONResponse({"error": "the message could not be stored; retry"}, status_code=503)
 
 
+def _reserved(key: str) -> bool:
+    """A key FCM reserves (``fcm_reserved``), or one of the ids Warren adds, in any case."""
+    return fcm_reserved(key) or key.lower() in WARREN_DATA_KEYS
+
+
 def _data_problem(data: object) -> tuple[str, str] | None:
     """Why the optional ``data`` payload cannot go to the provider, or None. FCM v1 takes
     only string values (a number is refused there, after the push was accepted), caps the
-    payload at 4 KB, and reserves some keys; the ids are Warren's."""
+    payload at 4 KB, and reserves some keys (``_reserved``); the ids are Warren's."""
     if not isinstance(data, dict):
         return "data", "an object of strings"
     if len(data) > MAX_DATA_KEYS:
         return "data", f"at most {MAX_DATA_KEYS} keys"
     size = 0
     for key, value in data.items():
-        if key in _RESERVED_DATA or key.startswith(("google.", "gcm.")) or not key:
+        if _reserved(key):
             return f"data.{key}", "a reserved key"
         if not isinstance(value, str):
             return f"data.{key}", "must be a string (FCM takes only string values)"
@@ -273,7 +279,7 @@ async def main(ctx: ServiceContext) -> None:
             with named_settings():
                 async with publisher:
                     app = create_app(publisher, store, queue, transactional=transactional)
-                    await serve_asgi(app, listener, ctx.stopping)
+                    await serve_asgi(app, listener, ctx.stopping, name="api")
         except ConfigError as exc:
             if exc.setting != "outbox":
                 raise

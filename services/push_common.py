@@ -19,11 +19,35 @@ QUEUE = "push.notifications"
 QUEUE_SETTING = "WARREN_PUSH_QUEUE"
 QUEUE_TYPE_SETTING = "WARREN_PUSH_QUEUE_TYPE"
 QUEUE_SETTINGS = f"{QUEUE_SETTING} / {QUEUE_TYPE_SETTING}"  # how a refused topology is named
+MAX_QUEUE_BYTES = 255  # an AMQP short string
+
+
+def check_queue_name(setting: str, name: str, *, suffix: str = "") -> str:
+    """``name`` if the broker can take it (and ``name + suffix``, a queue derived from it):
+    at most 255 bytes of UTF-8, not in the broker's reserved ``amq.`` namespace. Else a
+    ``ConfigError`` naming ``setting``: a name the broker refuses would otherwise be retried
+    for ever (a short string AMQP cannot carry) or read as refused credentials (403)."""
+    try:
+        size = len((name + suffix).encode())
+    except UnicodeEncodeError:  # an environment that was not UTF-8 (surrogate escapes)
+        raise ConfigError(setting, "is not valid UTF-8") from None
+    if size > MAX_QUEUE_BYTES:
+        with_suffix = f" with its {suffix!r} suffix" if suffix else ""
+        raise ConfigError(
+            setting,
+            f"{name[:40]!r}... is {size} bytes in UTF-8{with_suffix};"
+            f" AMQP allows at most {MAX_QUEUE_BYTES}",
+        )
+    if name.startswith("amq."):
+        raise ConfigError(setting, f"{name[:40]!r}: names starting 'amq.' are the broker's own")
+    return name
 
 
 def queue_name(env: Mapping[str, str]) -> str:
-    """The push queue (``WARREN_PUSH_QUEUE``, default ``push.notifications``)."""
-    return env.get(QUEUE_SETTING, "").strip() or QUEUE
+    """The push queue (``WARREN_PUSH_QUEUE``, default ``push.notifications``), with room
+    for its ``.dlq``."""
+    return check_queue_name(QUEUE_SETTING, env.get(QUEUE_SETTING, "").strip() or QUEUE,
+                            suffix=".dlq")  # fmt: skip
 
 
 def queue_type(env: Mapping[str, str]) -> QueueType:
@@ -37,6 +61,12 @@ def queue_type(env: Mapping[str, str]) -> QueueType:
 
 INVALID_TOKENS_QUEUE = "push.invalid_tokens"
 INVALID_TOKENS_SETTING = "WARREN_PUSH_INVALID_TOKENS_QUEUE"
+
+
+def invalid_tokens_queue(env: Mapping[str, str]) -> str:
+    """``WARREN_PUSH_INVALID_TOKENS_QUEUE`` (default ``push.invalid_tokens``; empty: none)."""
+    value = env.get(INVALID_TOKENS_SETTING, INVALID_TOKENS_QUEUE).strip()
+    return check_queue_name(INVALID_TOKENS_SETTING, value) if value else ""
 
 
 def invalid_tokens_topology(queue: str, kind: QueueType) -> Topology:
@@ -67,17 +97,49 @@ def topology(queue: str, kind: QueueType) -> Topology:
 
 
 @contextmanager
-def named_settings() -> Iterator[None]:
-    """A topology the broker refuses is a bad ``WARREN_PUSH_QUEUE(_TYPE)``: exit 2 naming
-    both, with the broker's words (the queue, the argument, both values)."""
+def named_settings(invalid_tokens: str = "") -> Iterator[None]:
+    """A topology the broker refuses is a bad setting: exit 2 naming it, with the broker's
+    words (the queue, the argument, both values). The dead-token events' queue
+    (``invalid_tokens``, when the broker's words name it) is ``WARREN_PUSH_INVALID_TOKENS_QUEUE``;
+    anything else is ``WARREN_PUSH_QUEUE(_TYPE)``."""
     try:
         yield
     except TopologyMismatch as exc:
-        raise ConfigError(
-            QUEUE_SETTINGS,
-            f"{exc.detail} (an existing queue of another type?"
-            f" set {QUEUE_TYPE_SETTING} to match it)",
-        ) from None
+        raise _named(exc, invalid_tokens) from None
+    except BaseExceptionGroup as group:  # raised out of a task group
+        mismatch, rest = group.split(TopologyMismatch)
+        if mismatch is None or rest is not None:
+            raise
+        first = mismatch.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        assert isinstance(first, TopologyMismatch)
+        raise _named(first, invalid_tokens) from None
+
+
+def _named(exc: TopologyMismatch, invalid_tokens: str) -> ConfigError:
+    if invalid_tokens and f"queue '{invalid_tokens}'" in exc.detail:
+        return ConfigError(
+            INVALID_TOKENS_SETTING,
+            f"{exc.detail} (an existing queue of another type? it is declared with the push"
+            f" queue's type, {QUEUE_TYPE_SETTING}: name another queue, or move this one)",
+        )
+    return ConfigError(
+        QUEUE_SETTINGS,
+        f"{exc.detail} (an existing queue of another type? set {QUEUE_TYPE_SETTING} to match it)",
+    )
+
+
+# FCM reserves every data key beginning with "google" or "gcm", and these words; it does not
+# say its comparison is case-sensitive, so they are refused in any case.
+_FCM_RESERVED_WORDS = frozenset({"from", "message_type", "collapse_key"})
+WARREN_DATA_KEYS = frozenset({"message_id", "warren_message_id"})  # the ids Warren adds
+
+
+def fcm_reserved(key: str) -> bool:
+    """Whether FCM refuses ``key`` in a message's ``data`` (the empty key too)."""
+    folded = key.lower()
+    return not key or folded in _FCM_RESERVED_WORDS or folded.startswith(("google", "gcm"))
 
 
 @dataclass(frozen=True)
@@ -109,4 +171,8 @@ def parse_push_job(raw: bytes) -> PushJob:
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
         raise PoisonMessage("field 'data' must be an object of strings")
+    # from a producer other than the api (which answers 422): FCM would refuse it for good
+    for key in data:
+        if fcm_reserved(key) or key.lower() == "warren_message_id":
+            raise PoisonMessage(f"data key {key[:64]!r} is reserved by FCM (or Warren)")
     return PushJob(doc["message_id"], doc["to"], doc["title"], doc["body"], data)

@@ -6,17 +6,25 @@ too. 400/404/410 (FCM ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``UNREGISTERED``) = p
 (``PermanentFailure``): retrying cannot help. ``dead_token`` says the device token itself is
 dead (FCM ``UNREGISTERED``, ``INVALID_ARGUMENT`` on ``message.token``; a webhook's 404/410),
 so the application can delete it.
+
+What a provider answers is parsed defensively: a body that is not JSON or has fields of the
+wrong type, a Retry-After that is no number or date, never raises anything but the verdict
+(an unreadable error falls back to the HTTP status); labels are bounded words, and a
+Retry-After is capped at an hour. No access token for FCM (the token endpoint fails) is a
+``RetryLater`` that costs the push no attempt: the outage is not the push's.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from google.auth.exceptions import GoogleAuthError
 
 from warren import RetryLater
+from warren.services.fcm_auth import TokenUnavailable
 from warren.services.push_throttle import Throttled
 
 if TYPE_CHECKING:
@@ -26,6 +34,8 @@ if TYPE_CHECKING:
     from warren.services.push_common import PushJob
 
 PERMANENT = (400, 404, 410)
+MAX_RETRY_AFTER = 3600.0  # seconds: a longer Retry-After is not believed
+_FCM_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # FCM's codes: UNREGISTERED, QUOTA_EXCEEDED
 
 
 class PermanentFailure(Exception):
@@ -42,40 +52,50 @@ class Provider(Protocol):
 
 
 def _retry_after(response: httpx.Response) -> float:
+    """Seconds the provider asks to wait (0: none, or nothing readable), at most an hour."""
     value = response.headers.get("retry-after", "").strip()
     if not value:
         return 0.0
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(MAX_RETRY_AFTER, float(value))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC, says RFC 5322
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return 0.0
-    from datetime import UTC, datetime
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _fcm_code(value: object) -> str | None:
+    """An FCM error code, if ``value`` is one (a bounded label value), else None."""
+    return value if isinstance(value, str) and _FCM_CODE.fullmatch(value) else None
 
 
 def _fcm_error(response: httpx.Response) -> tuple[str | None, bool]:
     """FCM's error code (``errorCode``, else ``status``), and whether a field violation
-    names the device token."""
+    names the device token. Anything unreadable counts as absent."""
     try:
-        error = response.json().get("error", {})
-    except (ValueError, AttributeError):
+        doc = response.json()
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
         return None, False
+    error = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(error, dict):
         return None, False
     code, on_token = None, False
-    for detail in error.get("details", []) or []:
+    for detail in _list(error.get("details")):
         if not isinstance(detail, dict):
             continue
-        if detail.get("errorCode") and code is None:
-            code = str(detail["errorCode"])
-        for violation in detail.get("fieldViolations", []) or []:
+        code = code or _fcm_code(detail.get("errorCode"))
+        for violation in _list(detail.get("fieldViolations")):
             if isinstance(violation, dict) and violation.get("field") == "message.token":
                 on_token = True
-    status = error.get("status")
-    return code or (str(status) if status else None), on_token
+    return code or _fcm_code(error.get("status")), on_token
 
 
 def classify(response: httpx.Response, *, fcm: bool) -> None:
@@ -135,8 +155,10 @@ class FcmProvider:
             response = await self._post(client, message, token)
             if response.status_code == 401 and await self.auth.refresh(token):
                 response = await self._post(client, message, await self.auth.token())
-        except GoogleAuthError as exc:  # the token endpoint: try the push again later
-            raise RetryLater(0.0, f"no FCM access token: {type(exc).__name__}") from None
+        except TokenUnavailable as exc:  # our outage, not the push's: no attempt spent
+            raise RetryLater(
+                exc.retry_in, f"no FCM access token: {exc}", consumes_attempt=False
+            ) from None
         classify(response, fcm=True)
 
     async def _post(

@@ -2,7 +2,8 @@
 
 Runs a ``warren.Consumer``: poison jobs go to the dead-letter queue with the reason, the
 provider's 429/5xx are retried through delay queues (Retry-After honoured), permanent
-refusals (400/404/410, UNREGISTERED) are counted and logged, not retried.
+refusals (400/404/410, UNREGISTERED) are counted and logged, not retried. No FCM access
+token (the token endpoint fails) sends the push round again without spending an attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import httpx
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from warren import (
     ConfigError,
@@ -33,14 +34,14 @@ from warren.services._settings import (
     env_int,
     env_secret,
 )
-from warren.services.fcm_auth import FcmAuth, ServiceAccount, StaticToken
+from warren.services.fcm_auth import FcmAuth, ServiceAccount, StaticToken, usable_token
 from warren.services.push_common import (
-    INVALID_TOKENS_QUEUE,
-    INVALID_TOKENS_SETTING,
     QUEUE,
     QUEUE_SETTING,
     QUEUE_TYPE_SETTING,
+    check_queue_name,
     invalid_token_event,
+    invalid_tokens_queue,
     invalid_tokens_topology,
     named_settings,
     parse_push_job,
@@ -137,11 +138,19 @@ def _fcm_auth(env: Mapping[str, str]) -> tuple[FcmAuth, str | None]:
     project = env.get("WARREN_PUSH_FCM_PROJECT", "").strip() or None
     token = env_secret(env, "WARREN_PUSH_FCM_TOKEN", "WARREN_PUSH_FCM_TOKEN_FILE")
     if token is not None:
+        if not usable_token(token):  # else an HTTP library's error would quote it
+            var = (
+                "WARREN_PUSH_FCM_TOKEN_FILE"
+                if env.get("WARREN_PUSH_FCM_TOKEN_FILE", "").strip()
+                else "WARREN_PUSH_FCM_TOKEN"
+            )
+            raise ConfigError(var, "the token must be printable ASCII without spaces")
         return StaticToken(token), project
     for var in ("WARREN_PUSH_FCM_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"):
         path = env.get(var, "").strip()
         if path:
-            account = ServiceAccount(path, var)
+            timeout = env_float(env, "WARREN_PUSH_TIMEOUT", 10.0)
+            account = ServiceAccount(path, var, timeout=timeout)
             return account, project or account.project_id
     raise ConfigError(
         "WARREN_PUSH_FCM_CREDENTIALS",
@@ -154,7 +163,7 @@ def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
     concurrency = env_int(ctx.env, "WARREN_PUSH_CONCURRENCY", 20)
     timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
     try:
-        return ConsumerConfig.sharing(
+        config = ConsumerConfig.sharing(
             ctx.publisher_config,
             queue=queue_name(ctx.env),
             queue_type=queue_type(ctx.env),
@@ -174,6 +183,11 @@ def consumer_config(ctx: ServiceContext) -> ConsumerConfig:
         if var is None:
             raise
         raise ConfigError(var, str(exc).split(": ", 1)[1]) from None
+    # its delay queues are named after it, and longer: each must fit AMQP's 255 bytes too
+    longest = max((f".retry.{int(d * 1000)}ms" for d in config.retry_delays()), key=len,
+                  default=".dlq")  # fmt: skip
+    check_queue_name(QUEUE_SETTING, config.queue, suffix=longest)
+    return config
 
 
 _PUSH_VARS = {
@@ -202,6 +216,7 @@ def dedup_store(env: Mapping[str, str]) -> RedisDedupStore | None:
 async def main(ctx: ServiceContext) -> None:
     provider = build_provider(ctx)
     config = consumer_config(ctx)
+    invalid_queue = invalid_tokens_queue(ctx.env)
     store = dedup_store(ctx.env)
     concurrency = config.concurrency
     timeout = env_float(ctx.env, "WARREN_PUSH_TIMEOUT", 10.0)
@@ -209,21 +224,27 @@ async def main(ctx: ServiceContext) -> None:
     permanent = Counter("warren_push_permanent_failures", "Pushes the provider refused for good.",
                         ["reason"], registry=registry)  # fmt: skip
     throttle = Throttle(registry, max_wait=timeout / 2)
-    invalid_queue = ctx.env.get(INVALID_TOKENS_SETTING, INVALID_TOKENS_QUEUE).strip()
     kind = env_choice(ctx.env, "WARREN_PUSH_PROVIDER", "webhook", ("webhook", "fcm"))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    if isinstance(provider, FcmProvider) and isinstance(provider.auth, ServiceAccount):
+        account = provider.auth
+        Gauge("warren_push_fcm_token_failures",
+              "Token requests that failed in a row (0: FCM's access token is fresh)",
+              registry=registry).set_function(lambda: float(account.failures))  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
+        # first in, last out: the broker's refusal of a queue, wherever it surfaces (a
+        # declare, a task group's exit), exits 2 naming the setting behind that queue
+        stack.enter_context(named_settings(invalid_queue))
         client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits))
         background = await stack.enter_async_context(anyio.create_task_group())
         if isinstance(provider, FcmProvider):
             background.start_soon(provider.auth.run)  # tokens refreshed ahead of expiry
         events: Publisher | None = None
         if invalid_queue:
-            with named_settings():
-                events = await stack.enter_async_context(
-                    Publisher(ctx.publisher_config, metrics=ctx.metrics, name="push-events",
-                              topology=invalid_tokens_topology(invalid_queue, config.queue_type))
-                )  # fmt: skip
+            events = await stack.enter_async_context(
+                Publisher(ctx.publisher_config, metrics=ctx.metrics, name="push-events",
+                          topology=invalid_tokens_topology(invalid_queue, config.queue_type))
+            )  # fmt: skip
 
         async def deliver(message: Message) -> None:
             job = parse_push_job(message.body)
@@ -244,10 +265,9 @@ async def main(ctx: ServiceContext) -> None:
                                          message_id=f"invalid-token-{job.message_id}")  # fmt: skip
 
         # the consumer declares the queue and its dead-letter queue as TOPOLOGY does
-        with named_settings():
-            async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender",
-                                dedup=store):  # fmt: skip
-                await ctx.stopping.wait()
+        async with Consumer(config, deliver, metrics=ctx.metrics, name="push-sender",
+                            dedup=store):  # fmt: skip
+            await ctx.stopping.wait()
         background.cancel_scope.cancel()
         if store is not None:
             await store.aclose()

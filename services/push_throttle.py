@@ -4,7 +4,8 @@ A 429 (FCM ``QUOTA_EXCEEDED``), or a 503 with ``Retry-After``, is the provider s
 for a while" to the sender, not to one message. Retrying only that message (through a delay
 queue) would let the other pushes in flight and behind it keep hitting the quota, so every
 push waits at this gate until the Retry-After has passed. A wait longer than ``max_wait``
-(it would outlast the handler's timeout) sends the push back to be retried later instead.
+(it would outlast the handler's timeout) sends the push back to be retried later instead,
+without spending one of its attempts: it was never sent.
 """
 
 from __future__ import annotations
@@ -64,5 +65,6 @@ class Throttle:
         if remaining <= 0:
             return
         if remaining > self._max_wait:
-            raise RetryLater(remaining, f"provider throttling for {remaining:.0f}s more")
+            raise RetryLater(remaining, f"provider throttling for {remaining:.0f}s more",
+                             consumes_attempt=False)  # fmt: skip
         await anyio.sleep(remaining)

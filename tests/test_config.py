@@ -120,7 +120,7 @@ def test_one_connection_config_flows_to_the_push_senders_consumer() -> None:
         ({"WARREN_PUSH_MAX_ATTEMPTS": "1000000"}, r"^WARREN_PUSH_MAX_ATTEMPTS: must be at most"),
         ({"WARREN_PUSH_CONCURRENCY": "10000000"}, r"^WARREN_PUSH_CONCURRENCY: must be at most"),
         ({"WARREN_PUSH_RETRY_BASE": "0"}, r"^WARREN_PUSH_RETRY_BASE: "),
-        ({"WARREN_PUSH_QUEUE": "q" * 256}, r"^WARREN_PUSH_QUEUE: .* over AMQP's 255 bytes"),
+        ({"WARREN_PUSH_QUEUE": "q" * 256}, r"^WARREN_PUSH_QUEUE: .* AMQP allows at most 255"),
     ],
 )
 def test_out_of_range_push_settings_name_the_variable(env: dict[str, str], needle: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = {"anyio", "pika", "prometheus-client", "h11"}
-WEB = {"starlette", "hypercorn", "httpx", "google-auth"}
+WEB = {"starlette", "httpx", "google-auth"}
 
 pytestmark = pytest.mark.timeout(300)
 
