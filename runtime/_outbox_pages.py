@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 from ._exceptions import OutboxError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TABLE_INTERIOR: Final = 5
 TABLE_LEAF: Final = 13
@@ -84,6 +87,17 @@ class DatabaseFile:
         if said > self.file_pages and wal_pages <= self.file_pages:
             self.notes.append(f"the file is truncated: {self.file_size} bytes, {self.file_pages}"
                               f" of the {said} pages its header counts")  # fmt: skip
+
+    def stored(self, number: int) -> bool:
+        """Page ``number`` is in the file or in its WAL (not only counted by a header)."""
+        return 1 <= number <= min(self.file_pages, self.page_count) or number in self._frames
+
+    def stored_pages(self) -> Iterator[int]:
+        """The pages that are in the file or in its WAL, ascending: what a scan reads. Not
+        up to ``page_count``: a damaged header (or a crafted WAL) can count billions."""
+        in_file = range(1, min(self.file_pages, self.page_count) + 1)
+        yield from in_file
+        yield from sorted(number for number in self._frames if number not in in_file)
 
     def page(self, number: int) -> bytes:
         """Page ``number`` (1-based), whole.
@@ -182,7 +196,8 @@ class DatabaseFile:
                 break
             free.add(trunk)
             leaves = min(_u32(data, 4), self.usable // 4 - 2)
-            free.update(_u32(data, 8 + 4 * i) for i in range(leaves))
+            leaf_pages = (_u32(data, 8 + 4 * i) for i in range(leaves))
+            free.update(number for number in leaf_pages if self.stored(number))
             trunk = _u32(data, 0)
         return free
 

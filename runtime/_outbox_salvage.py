@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, replace
@@ -134,12 +135,12 @@ def salvage(source: str, destination: str) -> SalvageReport:
         OSError: reading the source or writing the destination failed.
     """
     _check_paths(source, destination)
-    fd = os.open(source, os.O_RDONLY)
+    fd = _open_file(source, "DAMAGED")
     wal_fd = -1
     try:
         _refuse_if_in_use(source, fd)
         with contextlib.suppress(FileNotFoundError):
-            wal_fd = os.open(source + "-wal", os.O_RDONLY)
+            wal_fd = _open_file(source + "-wal", "the WAL beside DAMAGED")
         db = DatabaseFile(fd, wal_fd if wal_fd >= 0 else None)
         return _salvage(db, source, destination)
     finally:
@@ -288,7 +289,7 @@ class _Reader:
         """Look for the outbox's rows in the ``holes`` on every page the walk did not reach
         and the freelist does not hold (``None``: the whole table is a hole)."""
         free = self._db.free_pages()
-        for number in range(1, self._db.page_count + 1):
+        for number in self._db.stored_pages():
             if number in self.visited or number in free:
                 continue
             try:
@@ -385,6 +386,16 @@ def _check_paths(source: str, destination: str) -> None:
         if os.path.lexists(destination + suffix):
             raise OutboxError(f"--to {destination!r}: a stale {destination + suffix!r} is"
                               " beside it (SQLite would apply it to the new file)")  # fmt: skip
+
+
+def _open_file(path: str, what: str) -> int:
+    """``path`` opened read-only; refused unless it is a regular file (without O_NONBLOCK
+    the open of a FIFO waits for a writer forever; a directory fails every read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutboxError(f"{what} {path!r}: not a file")
+    return fd
 
 
 def _refuse_if_in_use(source: str, fd: int) -> None:

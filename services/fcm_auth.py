@@ -191,7 +191,10 @@ class ServiceAccount:
             with anyio.fail_after(self._timeout):
                 async with (
                     httpx.AsyncClient(timeout=self._timeout) as client,
-                    client.stream("POST", self._token_uri, data=form) as response,
+                    # read raw below (bounded, never inflated): so ask for it uncompressed
+                    client.stream(
+                        "POST", self._token_uri, data=form, headers={"Accept-Encoding": "identity"}
+                    ) as response,
                 ):
                     raw = bytearray()
                     async for chunk in response.aiter_raw():

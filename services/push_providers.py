@@ -10,8 +10,11 @@ so the application can delete it.
 What a provider answers is parsed defensively: a body that is not JSON or has fields of the
 wrong type, a Retry-After that is no number or date, never raises anything but the verdict
 (an unreadable error falls back to the HTTP status); labels are bounded words, and a
-Retry-After is capped at an hour. No access token for FCM (the token endpoint fails) is a
-``RetryLater`` that costs the push no attempt: the outage is not the push's.
+Retry-After is capped at an hour. A 2xx is delivered as soon as its status is in: its body
+is not read (one that is huge, never ends or does not decode must not send the push again);
+an error's body is read, at most ``MAX_ERROR_BODY`` bytes, only to name the error. No
+access token for FCM (the token endpoint fails) is a ``RetryLater`` that costs the push no
+attempt: the outage is not the push's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 PERMANENT = (400, 404, 410)
 MAX_RETRY_AFTER = 3600.0  # seconds: a longer Retry-After is not believed
+MAX_ERROR_BODY = 64 * 1024  # bytes of an error answer read to name the error
 _FCM_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")  # FCM's codes: UNREGISTERED, QUOTA_EXCEEDED
 
 
@@ -119,6 +123,30 @@ def classify(response: httpx.Response, *, fcm: bool) -> None:
     raise RetryLater(0.0, f"provider answered unexpected {code}")
 
 
+async def _post(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """POST; the answer with its status and Retry-After, and for an error (not 2xx) its
+    body, at most ``MAX_ERROR_BODY`` bytes, as far as it reads.
+
+    Raises:
+        RetryLater: the provider could not be reached, or no answer's status came back.
+    """
+    body = bytearray()
+    try:
+        async with client.stream("POST", url, **kwargs) as response:
+            if not 200 <= response.status_code < 300:
+                try:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= MAX_ERROR_BODY:
+                            break
+                except httpx.HTTPError:
+                    body.clear()  # unreadable: the error is named by its status
+    except httpx.TransportError as exc:
+        raise RetryLater(0.0, f"provider unreachable: {type(exc).__name__}") from exc
+    headers = {"retry-after": response.headers.get("retry-after", "")}
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body))
+
+
 class WebhookProvider:
     """``POST <url>`` with the job as JSON and ``Idempotency-Key: <message_id>``."""
 
@@ -126,12 +154,8 @@ class WebhookProvider:
         self.url = url
 
     async def send(self, client: httpx.AsyncClient, job: PushJob) -> None:
-        try:
-            response = await client.post(
-                self.url, json=job.to_json(), headers={"Idempotency-Key": job.message_id}
-            )
-        except httpx.TransportError as exc:
-            raise RetryLater(0.0, f"provider unreachable: {type(exc).__name__}") from exc
+        response = await _post(client, self.url, json=job.to_json(),
+                               headers={"Idempotency-Key": job.message_id})  # fmt: skip
         classify(response, fcm=False)
 
 
@@ -164,8 +188,5 @@ class FcmProvider:
     async def _post(
         self, client: httpx.AsyncClient, message: Mapping[str, object], token: str
     ) -> httpx.Response:
-        try:
-            return await client.post(self.url, json={"message": message},
-                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-        except httpx.TransportError as exc:
-            raise RetryLater(0.0, f"provider unreachable: {type(exc).__name__}") from exc
+        return await _post(client, self.url, json={"message": message},
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip

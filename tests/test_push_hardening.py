@@ -8,6 +8,7 @@ is real: sockets, the broker, ``warren run`` processes and their signals.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ class TokenEndpoint:
 
     MODES: ClassVar[tuple[str, ...]] = (
         "ok", "no_token", "http500", "garbage", "soon", "list", "echo", "drip", "numbers",
+        "gzip",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -115,6 +117,17 @@ class TokenEndpoint:
                 body = b'["access_token", 3600]'
             case "numbers":
                 body = b'{"access_token": 12345, "expires_in": 1e400}'
+            case "gzip":  # compressed when the client says it takes gzip, as HTTP allows
+                self.tokens.append(token)
+                body = json.dumps({"access_token": token, "expires_in": 3600}).encode()
+                if "gzip" in h.headers.get("accept-encoding", ""):
+                    h.send_response(200)
+                    h.send_header("Content-Encoding", "gzip")
+                    body = gzip.compress(body)
+                    h.send_header("Content-Length", str(len(body)))
+                    h.end_headers()
+                    h.wfile.write(body)
+                    return
             case "echo":
                 status = 400
                 echoed = {"error": "invalid_grant", "error_description": f"bad {assertion}"}
@@ -571,3 +584,18 @@ def test_a_job_from_another_producer_with_a_key_fcm_reserves_is_poison(key: str)
         parse_push_job(json.dumps(job).encode())
     job["data"] = {"message_id": "api-id", "my_google": "v"}  # what the api itself sends
     assert parse_push_job(json.dumps(job).encode()).data == job["data"]
+
+
+async def test_a_token_endpoint_that_would_compress_its_answer_is_asked_not_to(
+    endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    """Its answer is read raw (bounded, never decompressed: no bomb), so the request asks
+    for it uncompressed; a token endpoint behind a compressing proxy still mints tokens."""
+    endpoint.mode = "gzip"
+    account = ServiceAccount(str(service_account(tmp_path, endpoint.url)), "X")
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(account.run)
+            token = await _token_when_ready(account)
+            tg.cancel_scope.cancel()
+    assert token == endpoint.tokens[0]
