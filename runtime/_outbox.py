@@ -60,6 +60,7 @@ SALVAGE_HINT: Final = (
     "if the file is damaged, `warren outbox salvage FILE --to NEW` copies every job it can"
     " still read to a new outbox (see docs/operations.md, 'A damaged outbox')"
 )
+WAL_LIMIT: Final = 8 * 1024 * 1024  # bytes the WAL file keeps between checkpoints
 _PAGE_JOBS: Final = 1_000  # jobs loaded per recovery page
 _PAGE_BYTES: Final = 8 * 1024 * 1024  # and bytes: recovery pages stay small in memory
 _COLUMNS: Final = "id, exchange, routing_key, message_id, method, header, body"
@@ -137,6 +138,9 @@ class Outbox:
             # a settled job's bytes are zeroed, freed pages too: a salvage of a damaged
             # file can never take a job already sent for one still owed
             db.execute("PRAGMA secure_delete=ON")
+            # the WAL shrinks back to this after a checkpoint: an outage's burst of jobs
+            # must not leave a file of its high-water size on disk for good
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise OutboxError(

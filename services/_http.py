@@ -13,6 +13,9 @@ library's, for what a server library keeps out of reach:
   is refused with 400 and the connection closed; see ``framing_problem``.
 
 One request at a time per connection, kept alive; the body is read as the app asks for it.
+Every wait on the client is bounded: the head (``HEAD_TIMEOUT``), the body (``READ_TIMEOUT``
+between reads, ``BODY_TIMEOUT`` in all: 408 when one runs out), and each write of the
+answer (``WRITE_TIMEOUT``: a client that stops reading is dropped).
 No lifespan events (the services set up around the app). When ``stopping`` is set, the
 listener closes, idle connections close, and requests in flight get ``GRACE`` seconds.
 """
@@ -30,6 +33,7 @@ from urllib.parse import unquote
 import anyio
 import h11
 from anyio.abc import SocketAttribute, SocketListener
+from prometheus_client import Counter
 
 from warren import ConfigError
 from warren._accept import serve_connections
@@ -37,6 +41,7 @@ from warren._config import parse_addr
 
 if TYPE_CHECKING:
     from anyio.abc import SocketStream
+    from prometheus_client import CollectorRegistry
     from starlette.types import ASGIApp, Message
 
 log = logging.getLogger("warren.http")
@@ -44,6 +49,8 @@ log = logging.getLogger("warren.http")
 MAX_HEAD: Final = 16 * 1024  # a request line and headers, as h11's own default
 HEAD_TIMEOUT: Final = 10.0  # for a whole request head, or the next one on a kept-alive link
 READ_TIMEOUT: Final = 30.0  # between two reads of a body
+BODY_TIMEOUT: Final = 60.0  # for a whole body: one dripped a byte at a time is cut off too
+WRITE_TIMEOUT: Final = 30.0  # for the client to take each part of an answer
 GRACE: Final = 5.0  # for requests in flight when stopping
 _CHUNK: Final = 64 * 1024
 
@@ -60,17 +67,23 @@ def bind_listener(setting: str, addr: str) -> socket.socket:
 
 
 async def serve_asgi(
-    app: ASGIApp, listener: socket.socket, stopping: anyio.Event, *, name: str = "http"
+    app: ASGIApp,
+    listener: socket.socket,
+    stopping: anyio.Event,
+    *,
+    name: str = "http",
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Serve ``app`` on ``listener`` (see ``bind_listener``; closed here) until ``stopping``
     is set, then let requests in flight finish for up to ``GRACE`` seconds. ``name`` names
-    the server in the log (``accept.paused server=<name>``)."""
+    the server in the log (``accept.paused server=<name>``) and in
+    ``warren_http_client_gone_total{server}``, counted in ``registry``."""
     try:
         tcp = await SocketListener.from_socket(listener)
     except BaseException:
         listener.close()
         raise
-    server = _Server(app)
+    server = _Server(app, name, registry)
     async with anyio.create_task_group() as connections:
         async with tcp, anyio.create_task_group() as accepting:
             accepting.start_soon(partial(serve_connections, tcp, server.connection,
@@ -122,8 +135,15 @@ def framing_problem(head: bytes) -> str | None:
 
 
 class _Server:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, name: str, registry: CollectorRegistry | None) -> None:
         self._app = app
+        self._name = name
+        self._gone = (
+            None
+            if registry is None
+            else Counter("warren_http_client_gone", "Requests whose client hung up before"
+                         " its whole answer.", ["server"], registry=registry).labels(name)
+        )  # fmt: skip
         self._closing = False
         self._idle: set[anyio.CancelScope] = set()  # connections waiting for a request
 
@@ -140,6 +160,14 @@ class _Server:
             await self._serve(stream)
         except Exception:
             log.exception("http.connection_failed")
+
+    def _client_gone(self, request: h11.Request) -> None:
+        """A client that hangs up mid-request is the client's business, not an error of
+        ours: counted and logged at DEBUG (a proxy timing out, a user closing the app)."""
+        if self._gone is not None:
+            self._gone.inc()
+        method, target = request.method.decode("latin-1"), request.target[:200].decode("latin-1")
+        log.debug("http.client_gone server=%s method=%s target=%s", self._name, method, target)
 
     async def _serve(self, stream: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
@@ -160,7 +188,9 @@ class _Server:
                 if not isinstance(request, h11.Request):
                     return
                 exchange = _Exchange(conn, stream, request)
-                await exchange.run(self._app, _scope(request, *addrs))
+                if not await exchange.run(self._app, _scope(request, *addrs)):
+                    self._client_gone(request)
+                    return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     await _linger(stream)
                     return
@@ -175,6 +205,8 @@ class _Exchange:
         self._start: Message | None = None
         self._responded = anyio.Event()
         self._gone = False  # the client went away, or broke the protocol mid-body
+        self._body_deadline = anyio.current_time() + BODY_TIMEOUT
+        self._hung_up = False  # the client went away before it had its whole answer
         # A request without a body is read to its end now (no I/O): then it is known to be
         # whole when the answer starts, and the connection stays open for the next one.
         self._empty_body = not any(
@@ -185,7 +217,9 @@ class _Exchange:
             end = conn.next_event()
             assert isinstance(end, h11.EndOfMessage), end
 
-    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> None:
+    async def run(self, app: ASGIApp, scope: dict[str, Any]) -> bool:
+        """Call the app; False if the client hung up before it had its whole answer (the
+        app's error then is the hang-up's echo, e.g. starlette's ClientDisconnect)."""
         try:
             await app(scope, self.receive, self.send)
         except Exception:
@@ -195,6 +229,7 @@ class _Exchange:
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self._gone:
             await self._error(500, "the server failed to answer")
         self._responded.set()
+        return not self._hung_up
 
     async def receive(self) -> Message:
         if self._empty_body:
@@ -224,9 +259,14 @@ class _Exchange:
                 return None
             if event is not h11.NEED_DATA:
                 return event
-            with anyio.move_on_after(READ_TIMEOUT):
-                self._conn.receive_data(await _receive(self._stream))
+            with anyio.move_on_after(min(READ_TIMEOUT, self._body_deadline - anyio.current_time())):
+                data = await _receive(self._stream)
+                if not data:  # the client hung up mid-body
+                    self._hung_up = True
+                    return None
+                self._conn.receive_data(data)
                 continue
+            await self._error(408, "the request body did not arrive in time")
             return None
 
     async def send(self, message: Message) -> None:
@@ -266,11 +306,8 @@ class _Exchange:
         if self._conn.our_state is h11.ERROR:
             return  # a send failed: the client is gone
         data = self._conn.send(event)
-        try:
-            if data:
-                await self._stream.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._gone = True
+        if data and not await _send_within(self._stream, data):
+            self._gone = self._hung_up = True
             self._conn.send_failed()
 
 
@@ -312,11 +349,20 @@ async def _refuse(stream: SocketStream, status: int, why: str) -> None:
     body = json.dumps({"error": why}).encode() + b"\n"
     head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n" % (status, _phrase(status), len(body)))  # fmt: skip
-    try:
-        await stream.send(head + body)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        return
-    await _linger(stream)
+    if await _send_within(stream, head + body):
+        await _linger(stream)
+
+
+async def _send_within(stream: SocketStream, data: bytes) -> bool:
+    """Send ``data``; False if the client is gone, or did not take it within
+    ``WRITE_TIMEOUT`` (a client that never reads must not hold its connection forever)."""
+    with anyio.move_on_after(WRITE_TIMEOUT):
+        try:
+            await stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+    return False
 
 
 async def _linger(stream: SocketStream) -> None:

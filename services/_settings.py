@@ -43,7 +43,9 @@ def env_int(env: Mapping[str, str], var: str, default: int, *, minimum: int = 1)
     return value
 
 
-def env_float(env: Mapping[str, str], var: str, default: float) -> float:
+def env_float(
+    env: Mapping[str, str], var: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(var, "").strip()
     if not raw:
         return default
@@ -51,8 +53,9 @@ def env_float(env: Mapping[str, str], var: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(var, f"must be a number, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(var, f"must be a finite number > 0, got {raw!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        least = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(var, f"must be a finite number {least}, got {raw!r}")
     return value
 
 

@@ -23,6 +23,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,7 +40,7 @@ from warren import (
 )
 from warren._json import BadRequest, loads_strict
 from warren.services._http import bind_listener, serve_asgi
-from warren.services._settings import env_choice, env_str
+from warren.services._settings import env_choice, env_float, env_str
 from warren.services.push_common import (
     QUEUE,
     QUEUE_SETTING,
@@ -68,21 +69,69 @@ log = logging.getLogger("warren.api")
 
 
 _INSERT = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)"
+RETENTION = 7 * 24 * 3600.0  # WARREN_API_RETENTION's default
+PRUNE_BATCH = 500  # rows per delete: each holds the file's write lock for a few ms
+PRUNE_EVERY = 60.0  # seconds between prunes, at most
+OUTBOX_MARGIN = 300.0  # seconds a message may precede its push job's row
+VACUUM_PAGES = 256  # pages given back per batch
 
 
 class MessageStore:
     """Messages in a SQLite file. Calls run in a worker thread. Rows with a queued push are
-    written by the publisher's outbox, in the push job's transaction (same file)."""
+    written by the publisher's outbox, in the push job's transaction (same file).
+
+    Retention: ``prune`` deletes the oldest rows in small batches, never one whose push may
+    still wait in the outbox (see ``prune``); a new file frees its pages back to the file
+    system as it goes (``auto_vacuum=INCREMENTAL``); an older file reuses them.
+    """
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
         self._lock = threading.Lock()
         with self._lock:
+            # takes effect only on a file with no table yet (a new one); must come first
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute(f"PRAGMA journal_size_limit={8 * 1024 * 1024}")  # as the outbox
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, sender TEXT,"
                 " recipient TEXT, text TEXT, created_at REAL, push TEXT)"
             )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS messages_created_at ON messages (created_at)"
+            )
             self._db.commit()
+
+    def prune(self, now: float, retention: float, limit: int = PRUNE_BATCH) -> int:
+        """Delete up to ``limit`` of the oldest messages older than ``retention`` seconds;
+        return how many went. Blocks (call it from a worker thread).
+
+        A message whose push job may still be in the outbox stays: nothing created later
+        than ``OUTBOX_MARGIN`` before the oldest job still there is deleted (the job's row
+        commits in the message's transaction, at most a request's time after it).
+        """
+        cutoff = now - retention
+        with self._lock:
+            oldest = self._oldest_waiting_push()
+            if oldest is not None:
+                cutoff = min(cutoff, oldest - OUTBOX_MARGIN)
+            deleted = self._db.execute(
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
+                " WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+                (cutoff, limit),
+            ).rowcount
+            self._db.commit()
+            if deleted:  # (executescript steps it to the end: execute frees one page)
+                self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        return int(deleted)
+
+    def _oldest_waiting_push(self) -> float | None:
+        try:
+            row = self._db.execute(
+                "SELECT created_at FROM warren_outbox ORDER BY id LIMIT 1"
+            ).fetchone()
+        except sqlite3.OperationalError:  # no outbox in this file (WARREN_API_OUTBOX=off)
+            return None
+        return None if row is None else float(row[0])
 
     def _insert(self, row: tuple[str, str, str, str, float, str]) -> None:
         with self._lock:
@@ -256,15 +305,40 @@ def _open_store(path: str) -> MessageStore:
     return store
 
 
+async def _pruning(store: MessageStore, retention: float, pruned: Counter) -> None:
+    """Delete messages past ``retention``, a batch at a time, at least once a minute (more
+    often for a short retention). Each batch runs in a worker thread and holds the file's
+    write lock for a few milliseconds; requests go on between batches."""
+    every = min(PRUNE_EVERY, max(0.5, retention / 10))
+    failing = False
+    while True:
+        try:
+            while deleted := await anyio.to_thread.run_sync(store.prune, time.time(), retention):
+                pruned.inc(deleted)
+                log.debug("messages.pruned count=%d", deleted)
+                if deleted < PRUNE_BATCH:
+                    break
+        except sqlite3.Error as exc:  # a busy or full disk: requests matter more; next round
+            if not failing:
+                log.warning("messages.prune_failed error=%s: %s", type(exc).__name__, exc)
+            failing = True
+        else:
+            failing = False
+        await anyio.sleep(every)
+
+
 async def main(ctx: ServiceContext) -> None:
     queue = queue_name(ctx.env)
     listener = bind_listener("WARREN_API_ADDR", env_str(ctx.env, "WARREN_API_ADDR", _ADDR))
     db = env_str(ctx.env, "WARREN_API_DB", _DB)
     try:
+        retention = env_float(ctx.env, "WARREN_API_RETENTION", RETENTION, allow_zero=True)
         store = _open_store(db)
     except BaseException:
         listener.close()
         raise
+    pruned = Counter("warren_api_messages_pruned", "Messages deleted past WARREN_API_RETENTION.",
+                     registry=ctx.metrics.registry)  # fmt: skip
     # Refusing when full is the api's policy ("push": "dropped"); with "block" the request
     # would wait. drop-oldest stays as configured (the evicted push is counted, not marked).
     transactional = env_choice(ctx.env, "WARREN_API_OUTBOX", "on", ("on", "off")) == "on"
@@ -279,7 +353,12 @@ async def main(ctx: ServiceContext) -> None:
             with named_settings():
                 async with publisher:
                     app = create_app(publisher, store, queue, transactional=transactional)
-                    await serve_asgi(app, listener, ctx.stopping, name="api")
+                    async with anyio.create_task_group() as tg:
+                        if retention:
+                            tg.start_soon(_pruning, store, retention, pruned)
+                        await serve_asgi(app, listener, ctx.stopping, name="api",
+                                         registry=ctx.metrics.registry)  # fmt: skip
+                        tg.cancel_scope.cancel()
         except ConfigError as exc:
             if exc.setting != "outbox":
                 raise
@@ -304,6 +383,12 @@ service = Service(
             default="on",
             help="on: message and push job in one transaction (no push lost if the process"
             " dies); off: the push waits in memory only",
+        ),
+        Setting(
+            env="WARREN_API_RETENTION",
+            default=str(int(RETENTION)),
+            help="seconds a message is kept (0: for ever); a message whose push still waits"
+            " in the outbox is kept until it is sent",
         ),
         Setting(env=QUEUE_SETTING, default=QUEUE, help="the queue push jobs go to"),
         Setting(env=QUEUE_TYPE_SETTING, default="quorum", help="quorum | classic (as it exists)"),
