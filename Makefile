@@ -88,7 +88,8 @@ chaos: tree
 # The services as an operator runs them (api, push-sender with Redis dedup, fake provider),
 # under steady load and then with their broker links cut every interval: samples RSS,
 # descriptors, threads, buffer depth and latency, fits slopes, fails on growth past the
-# bounds or on any loss. By hand: 5 + 20 minutes at 300/s. CI: SOAK_ARGS=--short (4 minutes).
+# bounds or on any loss. By hand: 5 + 20 minutes at 200/s (300/s saturates 2 cores).
+# CI: SOAK_ARGS=--short (4 minutes at 100/s).
 soak: redis tree
 	$(BIN)/python -m tests.chaos.service_soak $(SOAK_ARGS)
 
