@@ -61,6 +61,17 @@ def queue_name(broker: Broker) -> Iterator[str]:
 
 
 @pytest.fixture
+def push_queue(broker_url: str) -> Iterator[str]:
+    """A push queue name for a service under test (``WARREN_PUSH_QUEUE``); it and its
+    dead-letter queue are deleted afterwards."""
+    name = f"warren.test.push.{uuid.uuid4().hex[:8]}"
+    yield name
+    with Broker(broker_url) as broker:
+        for one in (name, f"{name}.dlq"):
+            broker.delete_queue(one)
+
+
+@pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
 

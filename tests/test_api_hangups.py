@@ -5,7 +5,6 @@ goes on serving."""
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING
 
 import anyio
@@ -16,21 +15,9 @@ from tests.helpers import free_port, running, wait_http, wait_until
 from warren.services import api
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def push_queue(broker_url: str) -> Iterator[str]:
-    from tests.broker import Broker
-
-    name = f"warren.test.hangup.{uuid.uuid4().hex[:8]}"
-    yield name
-    with Broker(broker_url) as broker:
-        for one in (name, f"{name}.dlq"):
-            broker.delete_queue(one)
 
 
 HEAD = b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

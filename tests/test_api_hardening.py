@@ -23,7 +23,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from typing import IO, TYPE_CHECKING
 
 import anyio
@@ -39,17 +38,6 @@ if TYPE_CHECKING:
 
 NOFILE = 128  # the child's descriptor limit; the flood opens more clients than that
 VALID = b'{"from": "a", "to": "b", "text": "hi"}'
-
-
-@pytest.fixture
-def push_queue(broker_url: str) -> Iterator[str]:
-    from tests.broker import Broker
-
-    name = f"warren.test.hardening.{uuid.uuid4().hex[:8]}"
-    yield name
-    with Broker(broker_url) as broker:
-        for one in (name, f"{name}.dlq"):
-            broker.delete_queue(one)
 
 
 def _api_env(broker_url: str, tmp_path: Path, queue_name: str) -> dict[str, str]:

@@ -20,7 +20,6 @@ from warren.services import api
 from warren.services.api import PRUNE_BATCH, MessageStore, _pruning
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,17 +61,6 @@ def test_old_messages_go_in_batches_and_their_pages_are_given_back(tmp_path: Pat
         assert left == 10, "the recent messages stay"
     finally:
         store.close()
-
-
-@pytest.fixture
-def push_queue(broker_url: str) -> Iterator[str]:
-    from tests.broker import Broker
-
-    name = f"warren.test.retention.{uuid.uuid4().hex[:8]}"
-    yield name
-    with Broker(broker_url) as broker:
-        for one in (name, f"{name}.dlq"):
-            broker.delete_queue(one)
 
 
 def _env(url: str, tmp_path: Path, queue: str, retention: str) -> dict[str, str]:
