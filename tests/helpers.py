@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -151,3 +152,24 @@ def redis_server(port: int, directory: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def fcm_service_account(tmp: Path, token_uri: str) -> tuple[Path, Path, str]:
+    """A service-account credentials file (as Google issues them) with a fresh test key, and
+    the key's public half for the fake provider. Returns (credentials, public key, PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()  # fmt: skip
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, spki)
+    creds = tmp / "service-account.json"
+    creds.write_text(json.dumps({
+        "type": "service_account", "project_id": "warren-test", "private_key_id": "k1",
+        "private_key": pem, "client_email": "push@warren-test.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": token_uri,
+    }))  # fmt: skip
+    (tmp / "public.pem").write_bytes(public)
+    return creds, tmp / "public.pem", pem

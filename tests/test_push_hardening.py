@@ -25,7 +25,16 @@ import anyio
 import httpx
 import pytest
 
-from tests.helpers import WARREN, free_port, metric, run_warren, running, wait_http, wait_until
+from tests.helpers import (
+    WARREN,
+    fcm_service_account,
+    free_port,
+    metric,
+    run_warren,
+    running,
+    wait_http,
+    wait_until,
+)
 from warren import ConfigError, RetryLater
 from warren.services import fake_push_provider, push_common, push_sender
 from warren.services.fcm_auth import ServiceAccount
@@ -147,19 +156,7 @@ def endpoint() -> Iterator[TokenEndpoint]:
 
 def service_account(tmp: Path, token_uri: str) -> Path:
     """A service-account credentials file with a fresh RSA key and ``token_uri``."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()  # fmt: skip
-    creds = tmp / "service-account.json"
-    creds.write_text(json.dumps({
-        "type": "service_account", "project_id": "warren-test", "private_key_id": "k1",
-        "private_key": pem, "client_email": "push@warren-test.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": token_uri,
-    }))  # fmt: skip
-    return creds
+    return fcm_service_account(tmp, token_uri)[0]
 
 
 JOB = PushJob("push-1", "device-1", "hi", "there", {})

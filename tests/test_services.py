@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.helpers import WARREN, free_port, running, wait_http, wait_until
+from tests.helpers import WARREN, fcm_service_account, free_port, running, wait_http, wait_until
 from warren.services import api, fake_push_provider, push_sender
 from warren.testing import partition
 
@@ -165,27 +165,6 @@ async def test_fcm_shape_with_a_bearer_token(broker_url: str, broker: Broker) ->
         s.cleanup(broker)
 
 
-def _service_account(tmp: Path, token_uri: str) -> tuple[Path, Path, str]:
-    """A service-account credentials file (as Google issues them) with a fresh test key, and
-    the key's public half for the fake provider. Returns (credentials, public key, PEM)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()  # fmt: skip
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, spki)
-    creds = tmp / "service-account.json"
-    creds.write_text(json.dumps({
-        "type": "service_account", "project_id": "warren-test", "private_key_id": "k1",
-        "private_key": pem, "client_email": "push@warren-test.iam.gserviceaccount.com",
-        "client_id": "1", "token_uri": token_uri,
-    }))  # fmt: skip
-    (tmp / "public.pem").write_bytes(public)
-    return creds, tmp / "public.pem", pem
-
-
 async def test_fcm_tokens_are_minted_and_refreshed_through_expiries(
     broker_url: str, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -193,7 +172,7 @@ async def test_fcm_tokens_are_minted_and_refreshed_through_expiries(
     service account and refreshes them ahead of expiry while pushes flow; revoked tokens
     (401) are refreshed once and the push sent again. Nothing lost or dead-lettered."""
     s = Stack(broker_url, WARREN_PUSH_PROVIDER="fcm")
-    creds, public, pem = _service_account(tmp_path, f"{s.fake}/token")
+    creds, public, pem = fcm_service_account(tmp_path, f"{s.fake}/token")
     s.env.update({
         "WARREN_PUSH_FCM_CREDENTIALS": str(creds),
         # {project} comes from the credentials file
