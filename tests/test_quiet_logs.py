@@ -17,6 +17,7 @@ import anyio
 import httpx
 import pytest
 
+from tests.broker import rabbitmqctl
 from tests.helpers import WARREN, free_port, wait_http
 from warren._logging import _LibraryLevels
 
@@ -104,8 +105,10 @@ async def test_a_thousand_pushes_write_a_handful_of_info_lines(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        for suffix in ("", ".dlq"):
-            broker.delete_queue(queue + suffix)
+        # the push queue, its dead letters and the sender's delay queues
+        for name in rabbitmqctl("list_queues", "--quiet", "--no-table-headers", "name").split():
+            if name.startswith(queue):
+                broker.delete_queue(name)
     for service, path in logs.items():
         lines = _lines_at_info_or_above(path.read_text(errors="replace"))
         assert len(lines) <= MOST_LINES, f"{service}: {len(lines)} lines:\n" + "\n".join(lines[:40])
