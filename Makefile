@@ -4,22 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test redis lint typecheck unit cluster-test demo bench chaos soak clean \
-	tree sysdeps
+.PHONY: test redis lint typecheck unit cluster-test demo bench chaos soak clean sysdeps
 
 CHAOS_MINUTES ?= 5
 
-$(STAMP): pyproject.toml hatch_build.py
+$(STAMP): pyproject.toml
 	$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python >= 3.11 required" && exit 1)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
-
-# The editable install imports warren from build/editable/warren, a tree of symlinks into
-# runtime/ and services/ (hatch_build.py); refresh it so new modules show up.
-tree: $(STAMP)
-	$(BIN)/python hatch_build.py
 
 # Debian packages the full suite uses (command:package): nftables and iproute2 for the
 # kernel-level partitions, prometheus (promtool checks; a real Prometheus scraping a worker),
@@ -42,18 +36,17 @@ sysdeps:
 	  echo "some tests need Debian packages; run: sudo apt-get install -y$$missing"; \
 	fi
 
-lint: tree
-	$(BIN)/ruff format --check runtime services tests bench deploy hatch_build.py
-	$(BIN)/ruff check runtime services tests bench deploy hatch_build.py
+lint: $(STAMP)
+	$(BIN)/ruff format --check runtime services tests bench deploy
+	$(BIN)/ruff check runtime services tests bench deploy
 	$(BIN)/lint-imports
 
-# mypy reads the package as it is imported (warren, through the symlink tree)
-typecheck: tree
-	$(BIN)/mypy build/editable/warren tests bench deploy/k8s/gen_prometheusrule.py \
+typecheck: $(STAMP)
+	$(BIN)/mypy runtime/warren services/warren_services tests bench deploy/k8s/gen_prometheusrule.py \
 	  deploy/schemas/crd_to_jsonschema.py
 
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
-unit: tree
+unit: $(STAMP)
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest -m "not cluster" $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
@@ -69,20 +62,20 @@ test: sysdeps redis lint typecheck unit
 # Failover on a throwaway three-node cluster (tests marked cluster): a few minutes, so apart
 # from make test; .ci/run runs both. Needs rabbitmq-server installed; the kernel-level
 # partition needs root (as in make test).
-cluster-test: sysdeps tree
+cluster-test: sysdeps $(STAMP)
 	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 # The incident, live: an API under load, its link to RabbitMQ silently cut for 15 s and healed;
 # nothing lost. Uses WARREN_AMQP_URL, else 127.0.0.1:5672, else a throwaway node of its own.
 # Reports land in demo-out/; DEMO_ARGS="--duration 30 ..." reshapes it (--help lists them).
-demo: tree
-	$(BIN)/python -m warren.services.demo $(DEMO_ARGS)
+demo: $(STAMP)
+	$(BIN)/python -m warren_services.demo $(DEMO_ARGS)
 
-bench: tree
+bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Randomized soak: random faults under steady load; exits non-zero on any loss.
-chaos: tree
+chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.soak --minutes $(CHAOS_MINUTES) $(CHAOS_ARGS)
 
 # The services as an operator runs them (api, push-sender with Redis dedup, fake provider),
@@ -90,7 +83,7 @@ chaos: tree
 # descriptors, threads, buffer depth and latency, fits slopes, fails on growth past the
 # bounds or on any loss. By hand: 5 + 20 minutes at 200/s (300/s saturates 2 cores).
 # CI: SOAK_ARGS=--short (4 minutes at 100/s).
-soak: redis tree
+soak: redis $(STAMP)
 	$(BIN)/python -m tests.chaos.service_soak $(SOAK_ARGS)
 
 clean:

@@ -71,7 +71,7 @@ def measure() -> Result:
     try:
         for name in ("fake-push-provider", "push-sender", "api"):
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "warren._cli", "run", name],
+                [sys.executable, "-m", "warren._run.cli", "run", name],
                 env={**env, "WARREN_METRICS_ADDR": f"127.0.0.1:{_port()}"},
             )
         return anyio.run(_drive, f"http://127.0.0.1:{api}", f"http://127.0.0.1:{fake}", procs)

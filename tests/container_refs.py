@@ -31,9 +31,9 @@ SCRIPT_URLS = {
 
 # Where each URL variable of partition.sh is served, for the paths it requests.
 SCRIPT_ENDPOINTS = {
-    "api_url": ROOT / "services" / "api.py",
-    "ops_url": ROOT / "runtime" / "_ops_server.py",
-    "provider_url": ROOT / "services" / "fake_push_provider.py",
+    "api_url": ROOT / "services" / "warren_services" / "api.py",
+    "ops_url": ROOT / "runtime" / "warren" / "_ops" / "server.py",
+    "provider_url": ROOT / "services" / "warren_services" / "fake_push_provider.py",
 }
 
 
@@ -265,10 +265,10 @@ def _check_script(check: _Check, script: str) -> None:
     for var in sorted(set(re.findall(r"\bWARREN_[A-Z0-9_]+", script))):
         if var not in check.settings.defaults:
             problems.append(f"partition.sh: {var} is no setting `warren run --help` lists")
-    metrics = (ROOT / "runtime" / "_metrics.py").read_text()
+    metrics = (ROOT / "runtime" / "warren" / "_ops" / "metrics.py").read_text()
     for metric in sorted(set(re.findall(r"\bwarren_[a-z_]+", script))):
         if f'"{metric.removesuffix("_total")}"' not in metrics:
-            problems.append(f"partition.sh: no metric {metric} in runtime/_metrics.py")
+            problems.append(f"partition.sh: no metric {metric} in runtime/warren/_ops/metrics.py")
     for var, path in re.findall(r"\$\{?(api_url|ops_url|provider_url)\}?(/[a-z]+)", script):
         if f'"{path}"' not in SCRIPT_ENDPOINTS[var].read_text():
             problems.append(f"partition.sh: {var} has no {path} ({SCRIPT_ENDPOINTS[var].name})")

@@ -53,7 +53,7 @@ async def wait_until(predicate: Any, within: float = 20.0, poll: float = 0.02) -
             await anyio.sleep(poll)
 
 
-WARREN = [sys.executable, "-m", "warren._cli"]
+WARREN = [sys.executable, "-m", "warren._run.cli"]
 """The ``warren`` command, run with this interpreter."""
 
 

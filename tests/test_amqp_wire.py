@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pika import frame, spec
 
 from warren import InvalidJob
-from warren._amqp._wire import PublishEncoder, frames
+from warren._amqp.wire import PublishEncoder, frames
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers import free_port, running, wait_http, wait_until
-from warren.services import api
+from warren_services import api
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from tests.helpers import WARREN, free_port, running, wait_http
-from warren.services import api, fake_push_provider
+from warren_services import api, fake_push_provider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from tests.helpers import free_port, run_warren, running, wait_http, wait_until
-from warren.services import api
-from warren.services.api import PRUNE_BATCH, MessageStore, _pruning
+from warren_services import api
+from warren_services.api import PRUNE_BATCH, MessageStore, _pruning
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -97,7 +97,7 @@ def test_one_connection_config_flows_to_the_push_senders_consumer() -> None:
     from prometheus_client import CollectorRegistry
 
     from warren import Metrics, ServiceContext
-    from warren.services.push_sender import consumer_config
+    from warren_services.push_sender import consumer_config
 
     env = {"WARREN_AMQP_URL": "amqp://u:p@h1:5672/%2F,amqp://u:p@h2:5672/%2F",
            "WARREN_HEARTBEAT": "7", "WARREN_CONNECT_TIMEOUT": "2.5",
@@ -127,7 +127,7 @@ def test_out_of_range_push_settings_name_the_variable(env: dict[str, str], needl
     from prometheus_client import CollectorRegistry
 
     from warren import Metrics, ServiceContext
-    from warren.services.push_sender import consumer_config
+    from warren_services.push_sender import consumer_config
 
     def build() -> None:
         base = PublisherConfig.from_env(env)

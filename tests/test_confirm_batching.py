@@ -15,7 +15,7 @@ import pytest
 
 from warren import PublisherConfig, Topology
 from warren._amqp import Blocked, Confirmed, Nacked
-from warren._amqp._thread import HOLD_CONFIRMS_FOR, PikaSession
+from warren._amqp.thread import HOLD_CONFIRMS_FOR, PikaSession
 from warren._job import Job
 
 if TYPE_CHECKING:

@@ -417,7 +417,7 @@ async def test_large_messages_arrive_whole_in_a_few_socket_reads(
     """pika reads 4 KB per recv(): a 120 KB message took 30 trips through its transport and
     Warren's reader, which made the consumer 0.65x raw pika at 64 KB. Warren's connections
     read 64 KB at a time."""
-    from warren._amqp._receive import ChannelReader
+    from warren._amqp.receive import ChannelReader
 
     reads = 0
     feed = ChannelReader.feed

@@ -233,16 +233,21 @@ def test_the_build_context_holds_what_the_wheel_is_built_from_and_no_more() -> N
         kept = [f for f in files if in_context(f.relative_to(ROOT).as_posix(), ignore)]
         assert kept, f"COPY {src}: nothing of it is in the build context"
         assert all("__pycache__" not in f.parts for f in kept), src
-    inside = ["pyproject.toml", "runtime/_cli.py", "services/api.py", "runtime/testing/_proxy.py"]
+    inside = [
+        "pyproject.toml",
+        "runtime/warren/_run/cli.py",
+        "services/warren_services/api.py",
+        "runtime/warren/testing/_proxy.py",
+    ]
     assert all(in_context(path, ignore) for path in inside)
     outside = [
         ".venv/bin/python",
         ".git/HEAD",
         "tests/test_api.py",
-        "build/editable/warren",
+        "build/lib/warren/__init__.py",
         "warren-api.sqlite3",
         "deploy/compose.yaml",
-        "runtime/__pycache__/x.pyc",
+        "runtime/warren/__pycache__/x.pyc",
     ]
     for name in outside:
         assert not in_context(name, ignore), name

@@ -115,7 +115,7 @@ async def test_a_malformed_claim_reply_fails_the_call_and_strands_no_caller(
 ) -> None:
     """A reply the store cannot read (a script that answers out of range) is
     DedupUnavailable for that call; the other calls of the round trip still get answers."""
-    import warren._dedup_redis as module
+    import warren._dedup.redis as module
 
     store = RedisDedupStore(redis_url, prefix=prefix)
     monkeypatch.setattr(module, "_CLAIM", "return {7}")
@@ -335,7 +335,7 @@ async def test_redis_restarted_mid_run_loses_nothing(
 
 async def test_the_resp_reader_takes_replies_split_anywhere() -> None:
     """The hand-written RESP2 reader against replies cut at every byte boundary."""
-    from warren._resp import RespConnection, RespError, encode
+    from warren._dedup.resp import RespConnection, RespError, encode
 
     wire = b"+OK\r\n$-1\r\n$4\r\ndone\r\n:1\r\n-ERR wrong\r\n*2\r\n$1\r\na\r\n:7\r\n$0\r\n\r\n"
     expected = [b"OK", None, b"done", 1, "ERR wrong", [b"a", 7], b""]

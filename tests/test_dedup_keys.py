@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from warren import ConsumerConfig, MemoryDedupStore
 from warren._amqp import Delivered
-from warren._dedup import dedup_key
-from warren._dedup_gate import DedupGate, GateOutcome
+from warren._dedup.gate import DedupGate, GateOutcome
+from warren._dedup.store import dedup_key
 
 pytestmark = pytest.mark.timeout(30)
 

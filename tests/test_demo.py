@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.broker]
 
 
 def _demo(out: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "warren.services.demo", "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "warren_services.demo", "--out", str(out), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150,
                           check=False)  # fmt: skip
 
@@ -83,7 +83,7 @@ def test_the_short_demo_loses_nothing_through_a_partition(
 
 @pytest.mark.timeout(240)
 def test_with_no_broker_answering_it_runs_its_own_node_and_stops_it(tmp_path: Path) -> None:
-    from warren.services.demo._broker import rabbitmq_installed
+    from warren_services.demo._broker import rabbitmq_installed
 
     if not rabbitmq_installed():
         pytest.skip("rabbitmq-server is not installed")
@@ -104,8 +104,8 @@ def test_with_no_broker_answering_it_runs_its_own_node_and_stops_it(tmp_path: Pa
 def test_no_broker_and_none_installed_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from warren.services import demo
-    from warren.services.demo import _broker
+    from warren_services import demo
+    from warren_services.demo import _broker
 
     monkeypatch.delenv("WARREN_AMQP_URL", raising=False)
     monkeypatch.setattr(_broker, "rabbitmq_installed", lambda: False)
@@ -121,7 +121,7 @@ def test_no_broker_and_none_installed_says_what_to_do(
 def test_a_partition_that_does_not_fit_the_run_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from warren.services import demo
+    from warren_services import demo
 
     assert demo.main(["--out", str(tmp_path), "--duration", "10", "--partition-at", "8"]) == 2
     assert "partition" in capsys.readouterr().err
@@ -129,7 +129,7 @@ def test_a_partition_that_does_not_fit_the_run_is_refused(
 
 @pytest.mark.timeout(10)
 def test_an_amqps_url_is_refused_by_name() -> None:
-    from warren.services.demo._broker import DemoError, broker
+    from warren_services.demo._broker import DemoError, broker
 
     with (
         pytest.raises(DemoError, match="WARREN_AMQP_URL: the demo needs an amqp://"),

@@ -1,7 +1,7 @@
 """An adversarial pass over the surfaces #27 added (the services' HTTP server, outbox
 salvage, ...): each test is a finding, and failed on the code before its fix.
 
-- The services' HTTP server (``warren.services._http``) bounded each read of a body, not
+- The services' HTTP server (``warren_services._http``) bounded each read of a body, not
   the body: one dripped a byte just inside the read timeout held its connection for ever.
   Nor did it bound a write: a client that never reads its answer held it for ever too.
 - ``warren outbox salvage`` scanned up to the page count a header states: a 4 KB file
@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from tests.helpers import run_warren, wait_until
-from warren._outbox import CREATE_TABLE, INSERT, SCHEMA_VERSION
-from warren.services import _http
+from warren._outbox.outbox import CREATE_TABLE, INSERT, SCHEMA_VERSION
+from warren_services import _http
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, MutableMapping
@@ -223,8 +223,8 @@ async def _provider(answer: bytes, *, then_hang: bool = False) -> AsyncIterator[
 async def test_a_delivered_push_is_not_retried_for_its_answers_body(
     answer: bytes, then_hang: bool
 ) -> None:
-    from warren.services.push_common import PushJob
-    from warren.services.push_providers import WebhookProvider
+    from warren_services.push_common import PushJob
+    from warren_services.push_providers import WebhookProvider
 
     async with (
         _provider(answer, then_hang=then_hang) as url,

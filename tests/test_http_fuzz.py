@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from tests.broker import Broker
 from tests.helpers import free_port, running, wait_http
 from warren import Metrics, OpsServer
-from warren.services import api
 from warren.testing import fault_proxy_in_thread
+from warren_services import api
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

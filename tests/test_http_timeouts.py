@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers import wait_until
-from warren._http11 import HttpRequest, HttpResponse, serve_http
+from warren._http.server import HttpRequest, HttpResponse, serve_http
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -419,7 +419,7 @@ def test_memory_covers_the_buffer(objects: list[Obj]) -> None:
 
 
 def test_grace_period_outlasts_the_stop(objects: list[Obj]) -> None:
-    http_drain = _documented("services/_http.py", r"GRACE: Final = ([\d.]+)")
+    http_drain = _documented("services/warren_services/_http.py", r"GRACE: Final = ([\d.]+)")
     for service, pod, container in _containers(objects):
         env = settings(objects, container)
         flush = setting(env, "WARREN_FLUSH_TIMEOUT")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from warren._job import Job
-from warren._ledger import Ledger
+from warren._publish.ledger import Ledger
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import free_port, run_warren
 from warren import ConfigError
-from warren._logging import configure_logging, parse_event
+from warren._run.logging import configure_logging, parse_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -358,7 +358,7 @@ async def test_a_bug_in_the_writer_fails_its_batch_instead_of_hanging_it(
 ) -> None:
     """Anything but an SQLite error escaping a commit (a bug) still answers the batch's
     writers, and the publisher fails loudly; before, they waited forever."""
-    from warren._outbox import Outbox
+    from warren._outbox.outbox import Outbox
 
     def broken(self: Outbox, batch: object, deletes: object) -> None:
         raise RuntimeError("a bug in the writer")

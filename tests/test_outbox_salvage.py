@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.helpers import free_port, outbox_rows, run_warren, wait_until
 from warren import Metrics, OutboxError, Publisher, PublisherConfig
-from warren._outbox import Outbox
+from warren._outbox.outbox import Outbox
 
 if TYPE_CHECKING:
     from pathlib import Path

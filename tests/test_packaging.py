@@ -44,11 +44,11 @@ def _requirement_name(line: str) -> str:
     return name.lower()
 
 
-def test_the_wheel_holds_one_package_named_warren(wheel: Path) -> None:
+def test_the_wheel_holds_the_library_and_the_services(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names}
-    assert {t for t in tops if not t.endswith(".dist-info")} == {"warren"}
-    assert "warren/services/push_sender.py" in names
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"warren", "warren_services"}
+    assert "warren_services/push_sender.py" in names
     assert "warren/testing/pytest_plugin.py" in names
     assert "warren/py.typed" in names
     assert not any(n.startswith(("runtime/", "services/")) for n in names)
@@ -91,3 +91,21 @@ def test_installed_without_extras_it_works_and_names_the_extra(wheel: Path, tmp_
     assert api.returncode == 2
     assert "pip install 'warren[services]'" in api.stderr
     assert "Traceback" not in api.stderr
+
+
+def test_an_editable_install_imports_the_repository_folders(tmp_path: Path) -> None:
+    """``pip install -e .`` serves ``warren`` from ``runtime/warren`` and the services from
+    ``services/warren_services`` themselves: no copy, no link tree, nothing to refresh."""
+    venv = tmp_path / "venv"
+    assert _run(sys.executable, "-m", "venv", venv, cwd=tmp_path).returncode == 0
+    py = venv / "bin" / "python"
+    installed = _run(py, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    where = _run(py, "-c", "import importlib.util as u; "
+                 "print(u.find_spec('warren').origin); print(u.find_spec('warren_services').origin)",
+                 cwd=tmp_path)  # fmt: skip
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.split() == [
+        str(ROOT / "runtime" / "warren" / "__init__.py"),
+        str(ROOT / "services" / "warren_services" / "__init__.py"),
+    ]

@@ -26,7 +26,7 @@ from warren import (
     Queue,
     Topology,
 )
-from warren._health import check
+from warren._ops.health import check
 from warren.testing import partition
 
 if TYPE_CHECKING:
@@ -450,7 +450,7 @@ def test_only_pikas_own_exceptions_count_as_connection_failures() -> None:
     must not be mistaken for one (they would be retried forever)."""
     import pika
 
-    from warren._amqp._thread import _raised_inside_pika
+    from warren._amqp.thread import _raised_inside_pika
 
     with pytest.raises(ValueError, match="heartbeat") as from_pika:
         pika.URLParameters("amqp://h/?heartbeat=notanumber")
@@ -562,7 +562,7 @@ async def test_a_window_of_large_jobs_is_written_in_bounded_pieces(
     within ``WRITE_CHUNK`` plus one message."""
     from pika.connection import Connection
 
-    from warren._amqp._thread import WRITE_CHUNK
+    from warren._amqp.thread import WRITE_CHUNK
 
     sizes: list[int] = []
     original = Connection._output_marshaled_frames

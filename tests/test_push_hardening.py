@@ -36,10 +36,10 @@ from tests.helpers import (
     wait_until,
 )
 from warren import ConfigError, RetryLater
-from warren.services import fake_push_provider, push_common, push_sender
-from warren.services.fcm_auth import ServiceAccount
-from warren.services.push_common import PushJob
-from warren.services.push_providers import FcmProvider, PermanentFailure, classify
+from warren_services import fake_push_provider, push_common, push_sender
+from warren_services.fcm_auth import ServiceAccount
+from warren_services.push_common import PushJob
+from warren_services.push_providers import FcmProvider, PermanentFailure, classify
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -415,7 +415,7 @@ def _forced(proc: subprocess.Popen[str], second: signal.Signals) -> float:
 STUCK = """
 import sys, threading, anyio
 from warren import Service
-from warren._runner import run_service
+from warren._run.runner import run_service
 async def main(ctx):
     await anyio.wait_all_tasks_blocked()  # the runner's signal receiver is open
     print("stuck.started", file=sys.stderr, flush=True)
@@ -554,7 +554,7 @@ def test_an_invalid_tokens_queue_of_another_type_exits_2_naming_its_setting(
 async def test_a_push_the_throttle_sends_back_spends_no_attempt() -> None:
     from prometheus_client import CollectorRegistry
 
-    from warren.services.push_throttle import Throttle
+    from warren_services.push_throttle import Throttle
 
     throttle = Throttle(CollectorRegistry(), max_wait=1.0)
     throttle.pause(60)
@@ -574,7 +574,7 @@ def test_a_job_from_another_producer_with_a_key_fcm_reserves_is_poison(key: str)
     """The api refuses such keys with 422; a job another producer put on the queue is
     dead-lettered with the reason, not sent to FCM to be refused for good."""
     from warren import PoisonMessage
-    from warren.services.push_common import parse_push_job
+    from warren_services.push_common import parse_push_job
 
     job = {"message_id": "m1", "to": "device", "title": "t", "body": "b", "data": {key: "v"}}
     with pytest.raises(PoisonMessage, match="reserved by FCM"):

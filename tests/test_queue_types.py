@@ -153,7 +153,7 @@ async def test_the_push_sender_keeps_a_classic_queue_with_the_type_setting(
 ) -> None:
     """``WARREN_PUSH_QUEUE_TYPE=classic`` keeps an existing classic queue working (the
     CHANGELOG's migration path)."""
-    from warren.services import push_sender
+    from warren_services import push_sender
 
     broker.declare_queue(name, durable=True)
     env = {"WARREN_AMQP_URL": broker_url, "WARREN_PUSH_QUEUE": name,
@@ -168,7 +168,7 @@ def test_one_failure_seen_by_two_workers_is_raised_once() -> None:
     """A consumer and its re-publishing publisher are refused the same topology: the caller
     gets one ``TopologyMismatch``, not an exception group; two different failures stay a
     group."""
-    from warren._unwrap import raise_single
+    from warren._common.unwrap import raise_single
 
     same = BaseExceptionGroup(
         "tg", [TopologyMismatch("u", "406 x"), TopologyMismatch("u", "406 x")]

@@ -19,7 +19,7 @@ import pytest
 
 from tests.broker import rabbitmqctl
 from tests.helpers import WARREN, free_port, wait_http
-from warren._logging import _LibraryLevels
+from warren._run.logging import _LibraryLevels
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from warren._amqp._receive import ChannelReader
+from warren._amqp.receive import ChannelReader
 
 pytestmark = pytest.mark.timeout(120)
 CHANNEL = 1

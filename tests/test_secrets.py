@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import WARREN, free_port
 from warren import ConfigError, ConsumerConfig, PublisherConfig, configure_logging, redact_url
-from warren._redact import Redactor
+from warren._common.redact import Redactor
 
 pytestmark = pytest.mark.timeout(60)
 

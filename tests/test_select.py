@@ -268,7 +268,7 @@ async def test_a_native_asyncio_cancel_is_not_lost_when_the_send_completed() -> 
 
 async def test_only_the_backends_cancellation_may_be_reported_as_sent() -> None:
     """A KeyboardInterrupt (or any other exception) as the send completes is re-raised."""
-    from warren._select import _sent_despite
+    from warren._select.select import _sent_despite
 
     for exc in (KeyboardInterrupt(), SystemExit(1), RuntimeError("bug")):
         assert not _sent_despite(exc), exc

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.helpers import WARREN, fcm_service_account, free_port, running, wait_http, wait_until
-from warren.services import api, fake_push_provider, push_sender
 from warren.testing import partition
+from warren_services import api, fake_push_provider, push_sender
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -279,7 +279,7 @@ def test_a_close_that_lands_before_the_declarations_is_not_a_pika_traceback() ->
     import pika.exceptions
 
     from warren import PublisherConfig, Queue, Topology
-    from warren._amqp._thread import PikaSession
+    from warren._amqp.thread import PikaSession
 
     events: list[object] = []
     session = PikaSession(session=1, url="amqp://127.0.0.1/", attempt=1,

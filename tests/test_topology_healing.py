@@ -31,7 +31,7 @@ from warren import (
     Queue,
     Topology,
 )
-from warren._health import check
+from warren._ops.health import check
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

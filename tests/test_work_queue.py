@@ -10,7 +10,7 @@ import anyio.lowlevel
 import pytest
 
 from tests.helpers import wait_until
-from warren._work_queue import WorkQueue
+from warren._consume.work_queue import WorkQueue
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,0 +1,44 @@
+"""Warren's test kit (public API): test workers against real failures.
+
+- A fault proxy with Toxiproxy's HTTP API (``FaultProxyServer``, ``fault_proxy_in_thread``,
+  ``warren proxy``) and a client for it or a real Toxiproxy (``ToxiproxyClient``).
+- ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
+- ``delete_queues()``: clean up the queues a test or demo declared.
+- ``RabbitNode``: a throwaway RabbitMQ node for destructive tests; ``RabbitCluster``: several
+  of them joined into one cluster (quorum queues, failover, partitions).
+- A pytest plugin with fixtures for all of these (``warren.testing.pytest_plugin``).
+"""
+
+from warren._amqp import delete_queues
+from warren.testing._client import (
+    AsyncToxiproxyClient,
+    ProxyHandle,
+    ProxyInfo,
+    ToxiproxyClient,
+    ToxiproxyError,
+    link_down,
+    partition,
+    partition_sync,
+)
+from warren.testing._proxy_api import FaultProxyServer
+from warren.testing._proxy_api import run_in_thread as fault_proxy_in_thread
+from warren.testing._rabbit_cluster import NodePlacement, RabbitCluster
+from warren.testing._rabbit_node import RabbitNode, RabbitNodeError
+
+__all__ = [
+    "AsyncToxiproxyClient",
+    "FaultProxyServer",
+    "NodePlacement",
+    "ProxyHandle",
+    "ProxyInfo",
+    "RabbitCluster",
+    "RabbitNode",
+    "RabbitNodeError",
+    "ToxiproxyClient",
+    "ToxiproxyError",
+    "delete_queues",
+    "fault_proxy_in_thread",
+    "link_down",
+    "partition",
+    "partition_sync",
+]

@@ -1,6 +1,0 @@
-"""Concrete Warren services. Each module declares a ``warren.Service``; the ``warren``
-runner finds them through the ``warren.services`` entry points in pyproject.toml. They need
-the ``services`` extra: ``pip install 'warren[services]'``."""
-
-if __name__ != "warren.services":  # pragma: no cover - the folder imported by its own name
-    raise ImportError(f"import warren.services, not {__name__}")
