@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.broker import BROKER_URL, Broker
+from tests.support.broker import BROKER_URL, Broker
 from warren import Metrics
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@
 alerts.yml stays the one source (promtool checks and unit-tests it). Its groups are parsed
 and written out again with multi-line strings as literal blocks (``|``): kustomize 5 adds a
 blank line inside a folded block (``>-``) that has more-indented lines, which would change
-WarrenConfirmLatencyHigh's expression on the way to the cluster. tests/test_k8s.py checks
+WarrenConfirmLatencyHigh's expression on the way to the cluster. tests/repo/test_k8s.py checks
 that this file is what the script writes, and that the groups in `kubectl kustomize`'s
 output equal alerts.yml's.
 """

@@ -35,7 +35,7 @@ import anyio
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import WARREN, free_port
+from tests.support.helpers import WARREN, free_port
 from warren.testing import (
     ProxyHandle,
     ToxiproxyClient,

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from tests.broker import Broker
-from tests.helpers import config, metric, wait_until
+from tests.support.broker import Broker
+from tests.support.helpers import config, metric, wait_until
 from warren import Metrics, Publisher
 
 if TYPE_CHECKING:

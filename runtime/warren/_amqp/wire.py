@@ -8,7 +8,7 @@ pika builds and marshals three frame objects per message (method, header, body),
 more than everything else Warren does per job. The I/O thread only adds the frame envelopes
 (``frames``) and hands a batch to pika's connection in writes of about 256 KB.
 
-The bytes are what pika itself would send (``tests/test_amqp_wire.py`` checks them against
+The bytes are what pika itself would send (``tests/unit/test_amqp_wire.py`` checks them against
 pika's encoder); the one piece of pika used here is its field-table encoder, for headers.
 """
 

@@ -14,7 +14,7 @@ room before it is accepted. So, at every moment::
     bytes == the cost of those jobs (payload + JOB_OVERHEAD_BYTES each) <= max_bytes
 
 Operations change the books and return what the worker loop must do (jobs to send, waiters
-to wake or fail); the loop does the I/O. ``tests/test_ledger.py`` drives random sequences of
+to wake or fail); the loop does the I/O. ``tests/unit/test_ledger.py`` drives random sequences of
 them with hypothesis and checks the invariant after every step, with no broker.
 """
 
@@ -263,7 +263,7 @@ class Ledger:
         heads = [self.resend[0]] if self.resend else []
         if self.inflight:
             heads.append(next(iter(self.inflight)))
-        waiting = self._rx._state.buffer  # anyio 4 internals (pinned; tests/test_internals.py)
+        waiting = self._rx._state.buffer  # anyio 4 internals (pinned; tests/repo/test_internals.py)
         if waiting:
             heads.append(waiting[0])
         return min(heads, key=_submitted_at) if heads else None

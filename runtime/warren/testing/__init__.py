@@ -6,6 +6,9 @@
 - ``delete_queues()``: clean up the queues a test or demo declared.
 - ``RabbitNode``: a throwaway RabbitMQ node for destructive tests; ``RabbitCluster``: several
   of them joined into one cluster (quorum queues, failover, partitions).
+- ``FakeLinks`` / ``FakeLink``: pass ``connection=FakeLinks()`` to a ``Publisher`` or
+  ``Consumer`` and play the broker from the test (connects, losses, confirms, nacks,
+  returns, deliveries) with no broker and no sockets.
 - A pytest plugin with fixtures for all of these (``warren.testing.pytest_plugin``).
 """
 
@@ -20,6 +23,7 @@ from warren.testing._client import (
     partition,
     partition_sync,
 )
+from warren.testing._fakes import FakeLink, FakeLinks
 from warren.testing._proxy_api import FaultProxyServer
 from warren.testing._proxy_api import run_in_thread as fault_proxy_in_thread
 from warren.testing._rabbit_cluster import NodePlacement, RabbitCluster
@@ -27,6 +31,8 @@ from warren.testing._rabbit_node import RabbitNode, RabbitNodeError
 
 __all__ = [
     "AsyncToxiproxyClient",
+    "FakeLink",
+    "FakeLinks",
     "FaultProxyServer",
     "NodePlacement",
     "ProxyHandle",

@@ -1,0 +1,1 @@
+"""What the tests share: the broker helper, waiting with a deadline, the deploy files' readers."""
