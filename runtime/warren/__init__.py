@@ -36,7 +36,8 @@ from warren._config import (
     QueueType,
     parse_addr,
 )
-from warren._consume.consumer import Consumer, Deduplicator, Handler, Message
+from warren._consume.consumer import Consumer, Deduplicator
+from warren._consume.message import Handler, Message
 from warren._dedup.redis import RedisDedupStore
 from warren._dedup.store import Claim, DedupStore, DedupUnavailable, MemoryDedupStore
 from warren._exceptions import (

@@ -41,6 +41,34 @@ def test_anyio_memory_stream_internals() -> None:
     assert "waiting_receivers" in inspect.getsource(MemoryObjectReceiveStream.receive)
 
 
+# Every anyio private Warren touches, and the one module allowed to touch them.
+ANYIO_PRIVATES_MODULE = "warren/_select/streams.py"
+ANYIO_PRIVATES = {
+    "_state": r"\._state\b",
+    "waiting_receivers": r"\bwaiting_receivers\b",
+    "waiting_senders": r"\bwaiting_senders\b",
+    "_state.buffer": r"\b_state\.buffer\b",
+    "task_info": r"\btask_info\b",
+    "has_pending_cancellation": r"\bhas_pending_cancellation\b",
+}
+
+
+def test_anyio_internals_in_one_module() -> None:
+    import re
+    from pathlib import Path
+
+    import warren
+
+    root = Path(warren.__file__).parent
+    for name, pattern in ANYIO_PRIVATES.items():
+        users = sorted(
+            path.relative_to(root.parent).as_posix()
+            for path in root.rglob("*.py")
+            if re.search(pattern, path.read_text(encoding="utf-8"))
+        )
+        assert users == [ANYIO_PRIVATES_MODULE], f"anyio's {name} used in {users}"
+
+
 def test_pika_connection_internals() -> None:
     for name in ("_output_marshaled_frames", "_terminate_stream"):
         assert callable(getattr(Connection, name, None)), f"pika Connection.{name} is gone"
@@ -63,3 +91,39 @@ def test_pika_connection_internals() -> None:
         assert isinstance(getattr(io_services_utils._AsyncTransportBase, name, None), int), name
         assert f"self.{name}" in consume, f"pika's transport no longer reads {name}"
     assert isinstance(pika.__version__, str)
+
+
+# Every pika private Warren touches, and the one module allowed to touch them.
+PIKA_PRIVATES_MODULE = "warren/_amqp/pika_internals.py"
+PIKA_PRIVATES = (
+    "_terminate_stream",
+    "_output_marshaled_frames",
+    "_body_max_length",
+    "_transport",
+    "_sock",
+    "_tx_buffers",
+    "_on_data_available",
+    "_frame_buffer",
+    "_MAX_RECV_BYTES",
+    "_MAX_CONSUME_BYTES",
+)
+
+
+def test_pika_internals_in_one_module() -> None:
+    """Each name above is used (as ``._name`` or a ``getattr``/``hasattr`` string) in
+    ``_amqp/pika_internals.py`` and nowhere else in the library; the checks above say each
+    still exists in pika."""
+    import re
+    from pathlib import Path
+
+    import warren
+
+    root = Path(warren.__file__).parent
+    sources = {
+        path.relative_to(root.parent).as_posix(): path.read_text(encoding="utf-8")
+        for path in root.rglob("*.py")
+    }
+    for name in PIKA_PRIVATES:
+        pattern = re.compile(rf"\.{name}\b|[\"']{name}[\"']")
+        users = sorted(where for where, text in sources.items() if pattern.search(text))
+        assert users == [PIKA_PRIVATES_MODULE], f"pika's {name} used in {users}"

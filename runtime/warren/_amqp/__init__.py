@@ -2,7 +2,9 @@
 
 One broker connection with reconnects (``AmqpConnection``), the pika thread that owns each
 connection (``_thread``), the publish wire format (``_wire``), the consume side (``_consume``),
-the events they report (``_events``) and the topology they declare (``_topology``). Layers
+the events they report (``_events``) and the topology they declare (``_topology``). The pika
+thread's decisions are plain code of their own (``confirms``, ``confirm_hold``, ``watchdog``,
+``close_reasons``), and pika's private attributes are touched only in ``pika_internals``. Layers
 above see events and jobs, never pika (ruff's banned-api and the import-linter contract in
 pyproject.toml keep it so).
 """

@@ -7,6 +7,11 @@ worker that owns it ``select``-s over that stream. It stops when cancelled, when
 purpose, after ACCESS_REFUSED (reported as ``ConnectFailed(fatal=True)``), or after
 ``reconnect_max_attempts`` consecutive failed attempts (reported as ``GaveUp``).
 
+The I/O thread holds a token of the connection's own ``CapacityLimiter`` (one token: one
+session at a time), never one of anyio's default limiter: it lives as long as the connection,
+and 40 connections would otherwise take all 40 default tokens from every other ``to_thread``
+user (the outbox's SQLite).
+
 Events cross from the pika thread in batches through a ``Mailbox`` that wakes the event loop
 once per batch with the backend's own non-blocking thread-safe call (asyncio's
 ``call_soon_threadsafe``, trio's ``TrioToken.run_sync_soon``), so the pika thread never waits
@@ -147,6 +152,7 @@ class AmqpConnection:
                 call_soon(self._deliver)
 
         self._inbox.open(wake)
+        io_thread = anyio.CapacityLimiter(1)  # this connection's I/O thread (module doc)
         urls = self._config.url_list
         failures = 0
         last_error = "never connected"
@@ -167,7 +173,7 @@ class AmqpConnection:
                 consume=self._consume,
             )
             log.debug("connection.attempt url=%s", redact_url(url))
-            outcome = await self._run_session(session)
+            outcome = await self._run_session(session, io_thread)
             self._deliver()  # what the thread said comes before how it ended
             if outcome is None or self._closing:
                 return  # closed on purpose (an attempt cut short by the close is no failure)
@@ -193,14 +199,16 @@ class AmqpConnection:
                 await self._sleep(self._backoff.delay(failures + 1))
             self._backoff_wait = anyio.CancelScope()
 
-    async def _run_session(self, session: PikaSession) -> ConnectionLost | ConnectFailed | None:
+    async def _run_session(
+        self, session: PikaSession, limiter: anyio.CapacityLimiter
+    ) -> ConnectionLost | ConnectFailed | None:
         self._current = session
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._close_when_cancelled, session)
                 # Not abandoned on cancel: the thread must end before we do. Cancellation
                 # reaches it through _close_when_cancelled closing the connection.
-                outcome = await anyio.to_thread.run_sync(session.run)
+                outcome = await anyio.to_thread.run_sync(session.run, limiter=limiter)
                 tg.cancel_scope.cancel()
         finally:
             self._current = None

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from pika import data as pika_data
 
+from warren._amqp.pika_internals import divert_input, input_path
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -49,7 +51,7 @@ class ChannelReader:
     """Reads ``channel``'s deliveries and confirms from the bytes pika's transport hands
     its connection.
 
-    ``install`` puts it in front of the connection's ``_on_data_available``; from then on
+    ``install`` puts it in front of the connection's input path; from then on
     ``on_deliveries`` receives each run of complete deliveries (in order), ``on_confirm``
     each ``(nack, delivery_tag, multiple)``, and pika the rest. A malformed frame goes to
     pika as it is (pika then fails the connection as it would have).
@@ -91,21 +93,9 @@ class ChannelReader:
         """Read ``channel``'s frames on pika connection ``conn`` from its next read on (it
         may be installed from a callback inside pika's own read loop: what pika holds then
         stays pika's until that loop ends)."""
-
-        def count(n: int) -> None:
-            conn.bytes_received += n
-
-        def pending() -> bytes:
-            # a partial frame pika kept is the start of the next one: read it here
-            held, conn._frame_buffer = conn._frame_buffer, b""
-            return bytes(held)
-
-        reader = cls(channel, conn._on_data_available, count, on_deliveries, on_confirm,
-                     pending)  # fmt: skip
-        transport = conn._transport  # (instance attributes over pika's class defaults)
-        transport._MAX_RECV_BYTES = RECV_BYTES
-        transport._MAX_CONSUME_BYTES = CONSUME_BYTES
-        conn._on_data_available = reader.feed
+        to_pika, count, pending = input_path(conn)
+        reader = cls(channel, to_pika, count, on_deliveries, on_confirm, pending)
+        divert_input(conn, reader.feed, RECV_BYTES, CONSUME_BYTES)
         return reader
 
     def feed(self, data: bytes) -> None:

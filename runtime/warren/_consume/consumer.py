@@ -10,72 +10,39 @@ means redelivery, never loss (at-least-once: use ``Deduplicator`` in handlers).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 
-from warren._amqp import (
-    ConnectionEvent,
-    ConsumeSpec,
-    Delivered,
-    Queue,
-    Topology,
-    amqp_link_factory,
-)
+from warren._amqp import ConnectionEvent, ConsumeSpec, Delivered, amqp_link_factory
 from warren._common.backoff import Backoff
+from warren._consume.message import Handler, Message, message_of
+from warren._consume.outcome import Outcome
+from warren._consume.requeue import Requeuer
+from warren._consume.topology import consumer_topology
 from warren._consume.work_queue import WorkQueue
 from warren._dedup.gate import DedupGate
 from warren._dedup.store import DedupStore, lease_for
-from warren._exceptions import PoisonMessage, RetryLater
-from warren._publish.publisher import Publisher
 from warren._select.select import Received, Timeout, select
 from warren._worker.statistics import HANDLER_BUCKETS, ConsumerStatistics, LatencyHistogram
 from warren._worker.worker import Wake, Worker
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from warren._amqp import LinkFactory
+    from warren._amqp import LinkFactory, Topology
     from warren._config import ConsumerConfig
     from warren._ops.metrics import Metrics
 
 log = logging.getLogger("warren.consumer")
 
-Outcome = Literal["ack", "retry", "dead_letter", "rejected", "duplicate", "claimed_elsewhere"]
 _T = TypeVar("_T")
-ATTEMPTS_HEADER = "x-warren-attempts"
-BROKER_MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # RabbitMQ's hard ceiling for one message
-
-
-@final
-@dataclass(frozen=True)
-class Message:
-    """What a handler gets. ``attempt`` is 1 on first delivery, +1 per retry."""
-
-    message_id: str | None
-    body: bytes
-    headers: Mapping[str, object]
-    redelivered: bool
-    attempt: int
-    content_type: str | None
-
-    def json(self) -> Any:
-        """The body as JSON. Raises PoisonMessage if it is not (it will never be)."""
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise PoisonMessage(f"body is not JSON: {exc}") from exc
-
-
-Handler = Callable[[Message], Awaitable[None]]
 
 
 @final
@@ -130,39 +97,9 @@ class Consumer(Worker):
             ConnectionEvent | Wake
         ](math.inf)
         super().__init__(name, clock, self._events_tx, log)
-        q = config.queue
-        self._delays = config.retry_delays()
-        self._retry_queues = [f"{q}.retry.{int(d * 1000)}ms" for d in self._delays]
-        self.dead_letter_queue = f"{q}.dlq"
-        extra = topology or Topology()
-        typed = {"x-queue-type": "quorum"} if config.queue_type == "quorum" else {}
-        retry_args = [
-            {
-                "x-message-ttl": int(d * 1000),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": q,
-                **typed,
-            }
-            for d in self._delays
-        ]
-        work = (
-            Queue(name=q, passive=True)
-            if config.queue_passive
-            else Queue(name=q, arguments=config.queue_declaration_arguments() or None)
-        )
-        self.topology = Topology(
-            exchanges=extra.exchanges,
-            queues=(
-                work,
-                Queue(name=self.dead_letter_queue, arguments=typed or None),
-                *(
-                    Queue(name=n, arguments=a)
-                    for n, a in zip(self._retry_queues, retry_args, strict=True)
-                ),
-                *extra.queues,
-            ),
-            bindings=extra.bindings,
-        )
+        queues = consumer_topology(config, topology)
+        self.dead_letter_queue = queues.dead_letter_queue
+        self.topology = queues.topology
         conn_config = config.connection()
         self._deliveries_tx, self._deliveries_rx = anyio.create_memory_object_stream[Delivered](
             math.inf
@@ -177,49 +114,43 @@ class Consumer(Worker):
             self._events_tx,
             name=name,
             topology=self.topology,
-            consume=ConsumeSpec(q, config.prefetch),
+            consume=ConsumeSpec(config.queue, config.prefetch),
             deliveries=self._deliveries_tx,
         )
-        # re-publishes retries and dead letters, with confirms, before the original is acked;
-        # bounded by what the broker takes (it delivered the message), not by the producer
-        # side's job limit, and waiting for room rather than refusing
-        requeue_config = dataclasses.replace(
+        # re-publishes retries and dead letters, with confirms, before the original is acked
+        self._requeue = Requeuer(
             conn_config,
-            max_job_bytes=BROKER_MAX_MESSAGE_BYTES,
-            buffer_max_bytes=2 * BROKER_MAX_MESSAGE_BYTES,
-            overflow="block",
-        )
-        self._publisher = Publisher(
-            requeue_config,
+            queues,
+            max_attempts=config.max_attempts,
             metrics=metrics,
-            name=f"{name}.requeue",
-            topology=self.topology,
+            name=name,
             connection=connection,
         )
         self._work = WorkQueue[Delivered]()  # to the pool of handler tasks
         self._held: set[tuple[int, int]] = set()  # (session, tag): claimed by another worker
-        self._gate = (
-            None
-            if dedup is None
-            else DedupGate(
-                dedup,
-                vhost=config.connection().vhost,
-                queue=q,
-                lease=lease_for(config.handler_timeout),
-                retention=config.dedup_retention,
-                on_error=config.dedup_on_error,
-                name=name,
-                admit=self._work.put,
-                held=self._hold,
-                settle=lambda delivery, outcome: self._done_tx.send_nowait((delivery, outcome)),
-            )
-        )
+        self._gate = None if dedup is None else self._dedup_gate(dedup)
         self._in_flight = 0
         self._outcomes = {"ack": 0, "retry": 0, "dead_letter": 0, "rejected": 0}
         if dedup is not None:
             self._outcomes.update(duplicate=0, claimed_elsewhere=0)
         self._latency = LatencyHistogram(HANDLER_BUCKETS)
         self._metrics = metrics
+
+    def _dedup_gate(self, dedup: DedupStore) -> DedupGate:
+        """Claims and marks in ``dedup`` between the loop and the handler pool."""
+        config = self._config
+        return DedupGate(
+            dedup,
+            vhost=config.connection().vhost,
+            queue=config.queue,
+            lease=lease_for(config.handler_timeout),
+            retention=config.dedup_retention,
+            on_error=config.dedup_on_error,
+            name=self._name,
+            admit=self._work.put,
+            held=self._hold,
+            settle=lambda delivery, outcome: self._done_tx.send_nowait((delivery, outcome)),
+        )
 
     def _close_streams(self) -> None:
         for end in (
@@ -232,7 +163,7 @@ class Consumer(Worker):
         ):
             end.close()
         if self._stack is None:  # never entered: neither was the re-publisher
-            self._publisher._close_streams()
+            self._requeue.publisher._close_streams()
 
     def _register(self) -> None:
         self._metrics.add_consumer(self._name, self.statistics, running=lambda: self._running)
@@ -256,7 +187,7 @@ class Consumer(Worker):
 
     async def _run(self) -> None:
         try:
-            async with anyio.create_task_group() as tg, self._publisher:
+            async with anyio.create_task_group() as tg, self._requeue.publisher:
                 tg.start_soon(self._conn.run, name=f"warren-amqp-{self._name}")
                 # a pool of ``concurrency`` handler tasks, fed by the loop: no task per message
                 async with anyio.create_task_group() as handlers:
@@ -280,13 +211,13 @@ class Consumer(Worker):
                 continue
             delivery, message, exc, started = failed
             if isinstance(exc, _ClaimedElsewhere):
-                await self._retry(message, exc, 0.0, count=False)
+                await self._requeue.retry(message, exc, 0.0, counted=False)
                 self._done_tx.send_nowait((delivery, "claimed_elsewhere"))
                 continue
             self._latency.observe(self._clock() - started)
             if self._gate is not None:
                 await self._gate.release(delivery)  # so that the retry can run it
-            outcome = await self._settle_failure(message, exc)
+            outcome = await self._requeue.settle(message, exc)
             self._done_tx.send_nowait((delivery, outcome))
 
     async def _run_handlers(self) -> tuple[Delivered, Message, Exception, float] | None:
@@ -313,7 +244,7 @@ class Consumer(Worker):
         with anyio.CancelScope() as scope:
             while True:
                 delivery = await work.get()
-                message = _message(delivery, max_attempts)
+                message = message_of(delivery, max_attempts)
                 started = clock()
                 if held and (delivery.session, delivery.delivery_tag) in held:
                     held.discard((delivery.session, delivery.delivery_tag))
@@ -345,50 +276,6 @@ class Consumer(Worker):
         """Another live worker holds its claim: a handler task sends it back for later."""
         self._held.add((delivery.session, delivery.delivery_tag))
         self._work.put(delivery)
-
-    async def _settle_failure(self, message: Message, exc: Exception) -> Outcome:
-        """Re-publish a failed message (retry queue or DLQ) before its original is acked.
-
-        Never raises for the message's sake: what the broker delivered can always be settled.
-        If the re-publish fails (a header that cannot be written back, a broker that returns
-        it, a stop cutting it short), the message is dead-lettered with only Warren's own
-        headers and the reason; if even that fails it is rejected without requeue (the
-        broker dead-letters it if the queue has a dead-letter exchange, else drops it), and
-        counted as ``rejected``. One message never ends the worker.
-        """
-        try:
-            return await self._route_failure(message, exc)
-        except Exception as first:  # see the docstring: one message, any reason
-            failure = first
-            log.error(
-                "delivery.unsettleable worker=%s message_id=%s error=%s: %s",
-                self._name, message.message_id, type(first).__name__, first,
-            )  # fmt: skip
-        bare = Message(message.message_id, message.body, {}, message.redelivered,
-                       message.attempt, message.content_type)  # fmt: skip
-        try:
-            await self._dead_letter(bare, "unsettleable", failure)
-        except Exception as second:
-            log.error(
-                "delivery.rejected worker=%s message_id=%s error=%s: %s",
-                self._name, message.message_id, type(second).__name__, second,
-            )  # fmt: skip
-            return "rejected"
-        return "dead_letter"
-
-    async def _route_failure(self, message: Message, exc: Exception) -> Outcome:
-        if isinstance(exc, PoisonMessage):
-            await self._dead_letter(message, "poison", exc)
-            return "dead_letter"
-        if isinstance(exc, RetryLater) and not exc.consumes_attempt:
-            await self._retry(message, exc, exc.delay, count=False)
-            return "retry"
-        if message.attempt >= self._config.max_attempts:
-            await self._dead_letter(message, "attempts_exhausted", exc)
-            return "dead_letter"
-        not_before = exc.delay if isinstance(exc, RetryLater) else 0.0
-        await self._retry(message, exc, not_before)
-        return "retry"
 
     async def _serve(self) -> None:
         deadline = math.inf
@@ -480,83 +367,12 @@ class Consumer(Worker):
     def _abandon_work(self) -> int:
         return self._in_flight
 
-    async def _retry(
-        self, message: Message, exc: BaseException, not_before: float, *, count: bool = True
-    ) -> None:
-        """Through a delay queue back to the work queue. ``count=False``: this was no
-        attempt (another worker held its claim): the shortest delay, attempts unchanged."""
-        level = message.attempt - 1 if count else 0
-        attempts = message.attempt if count else message.attempt - 1
-        while level < len(self._delays) - 1 and self._delays[level] < not_before:
-            level += 1  # a longer delay queue: honour the handler's RetryLater
-        queue = self._retry_queues[level]
-        log.info(
-            "delivery.retry worker=%s message_id=%s attempt=%d delay=%.1fs error=%s",
-            self._name,
-            message.message_id,
-            message.attempt,
-            self._delays[level],
-            type(exc).__name__,
-        )
-        await self._publisher.publish(
-            message.body,
-            routing_key=queue,
-            exchange="",
-            headers={**message.headers, ATTEMPTS_HEADER: attempts, **_why(exc)},
-            message_id=message.message_id,
-            content_type=message.content_type,
-        )
-
-    async def _dead_letter(self, message: Message, reason: str, exc: BaseException) -> None:
-        log.warning(
-            "delivery.dead_letter worker=%s message_id=%s reason=%s attempts=%d %s",
-            self._name,
-            message.message_id,
-            reason,
-            message.attempt,
-            type(exc).__name__,
-        )
-        await self._publisher.publish(
-            message.body,
-            routing_key=self.dead_letter_queue,
-            exchange="",
-            headers={
-                **message.headers,
-                ATTEMPTS_HEADER: message.attempt,
-                "x-warren-reason": reason,
-                **_why(exc),
-            },
-            message_id=message.message_id,
-            content_type=message.content_type,
-        )
-
 
 class _ClaimedElsewhere(Exception):
     """Another live worker holds this message's claim: not run here, back after a delay."""
 
     def __init__(self) -> None:
         super().__init__("another worker holds its claim")
-
-
-def _message(delivery: Delivered, max_attempts: int) -> Message:
-    headers = delivery.headers
-    return Message(
-        delivery.message_id,
-        delivery.body,
-        headers,
-        delivery.redelivered,
-        1 + _attempts_so_far(headers.get(ATTEMPTS_HEADER), max_attempts),
-        delivery.content_type,
-    )
-
-
-def _attempts_so_far(value: object, max_attempts: int) -> int:
-    """The attempts header, as far as it can be trusted: anyone can publish one, so a
-    negative, huge or non-integer value must not break the retry arithmetic (or the
-    re-publish that writes it back): it counts as 0, and at most ``max_attempts``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        return 0
-    return min(value, max_attempts)
 
 
 def _drain(stream: MemoryObjectReceiveStream[_T]) -> list[_T]:
@@ -566,7 +382,3 @@ def _drain(stream: MemoryObjectReceiveStream[_T]) -> list[_T]:
             items.append(stream.receive_nowait())
         except (anyio.WouldBlock, anyio.EndOfStream):
             return items
-
-
-def _why(exc: BaseException) -> dict[str, object]:
-    return {"x-warren-error-type": type(exc).__name__, "x-warren-error": str(exc)[:1000]}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, final
 from anyio import EndOfStream, WouldBlock
 
 from warren._config import JOB_OVERHEAD_BYTES
+from warren._select.streams import buffered
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -263,14 +264,14 @@ class Ledger:
         heads = [self.resend[0]] if self.resend else []
         if self.inflight:
             heads.append(next(iter(self.inflight)))
-        waiting = self._rx._state.buffer  # anyio 4 internals (pinned; tests/repo/test_internals.py)
+        waiting = buffered(self._rx)
         if waiting:
             heads.append(waiting[0])
         return min(heads, key=_submitted_at) if heads else None
 
     def check(self) -> None:
         """Assert the invariant (tests call this after every step)."""
-        waiting = len(self._rx._state.buffer)
+        waiting = len(buffered(self._rx))
         dropped = self.dropped
         settled = self.confirmed + self.returned + self.kept
         settled += dropped["evicted"] + dropped["shutdown"] + dropped["gave_up"]
@@ -279,7 +280,7 @@ class Ledger:
         assert accepted == waiting + len(self.inflight) + len(self.resend)
         assert not set(self.inflight) & set(self.resend)
         assert 0 <= self.depth <= self.capacity, (self.depth, self.capacity)
-        unsettled = [*self._rx._state.buffer, *self.inflight, *self.resend]
+        unsettled = [*buffered(self._rx), *self.inflight, *self.resend]
         assert self.bytes == self.reserved_bytes + sum(cost(job) for job in unsettled), self.bytes
         assert self.bytes <= self.max_bytes, (self.bytes, self.max_bytes)
 

@@ -20,7 +20,8 @@ whose task has no pending cancellation, and skips the rest. ``select`` parks a *
 each stream's queue of waiting receivers; when a sender reaches it, the watcher wakes the
 select and answers "pending cancellation", so the sender skips it and the item goes on to the
 buffer or to another receiver. The woken select then retries its fast path. This depends on
-anyio 4's memory stream internals (pinned in pyproject.toml) and is covered by the tests.
+anyio 4's memory stream internals (pinned in pyproject.toml), all of them in
+``warren._select.streams``, and is covered by the tests.
 
 Fairness: when several cases are ready, one is chosen uniformly at random (Go's rule), so a
 flood of jobs cannot starve an error stream.
@@ -41,6 +42,8 @@ import anyio
 from anyio import BrokenResourceError, EndOfStream, WouldBlock
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from warren._select.streams import park_receivers, park_sender, unpark_receivers, unpark_sender
 
 T = TypeVar("T")
 
@@ -145,24 +148,6 @@ def select_nowait(*, rng: random.Random | None = None, **cases: Case) -> Receive
     raise WouldBlock
 
 
-class _Watcher:
-    """Parks in a stream's waiting-receiver queue; wakes the select, never takes an item.
-
-    anyio asks ``receiver.task_info.has_pending_cancellation()`` before handing an item over;
-    answering True makes the sender skip this entry. The watcher is its own ``task_info``.
-    """
-
-    __slots__ = ("task_info", "wake")
-
-    def __init__(self, wake: anyio.Event) -> None:
-        self.wake = wake
-        self.task_info = self
-
-    def has_pending_cancellation(self) -> bool:
-        self.wake.set()
-        return True
-
-
 async def select(
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - the timeout case is part of Go's select
@@ -220,14 +205,12 @@ async def select(
 async def _wait_once(cases: dict[str, Case], send: Send[Any] | None) -> Sent | None:
     """Park until some case may be ready. Returns ``Sent`` if the parked send was taken."""
     wake = anyio.Event()
-    watcher = _Watcher(wake)
     receivers = [c for c in cases.values() if not isinstance(c, Send)]
-    for stream in receivers:
-        stream._state.waiting_receivers[wake] = watcher  # type: ignore[assignment]
+    park_receivers(receivers, wake)
     send_name = ""
     if send is not None:
         send_name = next(n for n, c in cases.items() if c is send)
-        send.stream._state.waiting_senders[wake] = send.item
+        park_sender(send.stream, wake, send.item)
     try:
         await wake.wait()
     except BaseException as exc:
@@ -258,12 +241,5 @@ def _unpark(
     wake: anyio.Event, receivers: list[MemoryObjectReceiveStream[Any]], send: Send[Any] | None
 ) -> bool:
     """Remove the watchers; return True if the parked send's item was taken."""
-    for stream in receivers:
-        stream._state.waiting_receivers.pop(wake, None)
-    if send is None:
-        return False
-    waiting = send.stream._state.waiting_senders
-    if wake in waiting:
-        del waiting[wake]
-        return False
-    return True
+    unpark_receivers(receivers, wake)
+    return send is not None and unpark_sender(send.stream, wake)

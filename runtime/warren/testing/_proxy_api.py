@@ -10,22 +10,20 @@ and a real Toxiproxy can stand in for it.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
-import secrets
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, final
-from urllib.parse import unquote
 
 import anyio
 from anyio.abc import SocketAttribute, TaskStatus
 
 from warren._http.accept import serve_connections
 from warren._http.server import HttpRequest, HttpResponse, serve_http
-from warren.testing._go_json import GoJsonError, decode, go_type
+from warren.testing._go_json import go_type
 from warren.testing._proxy import FaultProxy
+from warren.testing._proxy_http import ApiError, Raw, Response, answer
 from warren.testing._proxy_net import Dialer, leads_to_itself, resolve_listen, split_addr
 from warren.testing._toxics import ToxicSpecError, parse_toxic, update_toxic
 
@@ -38,36 +36,7 @@ log = logging.getLogger("warren.proxy")
 
 VERSION = "2.12.0-warren"  # the Toxiproxy API version this speaks
 
-_PLAIN_TEXT = "text/plain; charset=utf-8"
 _VERSION_TYPE = "application/json;charset=utf-8"
-_NAME = "*"  # a path segment that is a (non-empty) proxy or toxic name
-# path pattern -> the methods it answers (Toxiproxy's gorilla/mux routes in api.go)
-_ROUTES: dict[tuple[str, ...], frozenset[str]] = {
-    ("version",): frozenset({"GET"}),
-    ("reset",): frozenset({"POST"}),
-    ("proxies",): frozenset({"GET", "POST"}),
-    ("populate",): frozenset({"POST"}),
-    ("proxies", _NAME): frozenset({"GET", "POST", "PATCH", "DELETE"}),
-    ("proxies", _NAME, "toxics"): frozenset({"GET", "POST"}),
-    ("proxies", _NAME, "toxics", _NAME): frozenset({"GET", "POST", "PATCH", "DELETE"}),
-}
-
-
-def _allowed(parts: list[str]) -> frozenset[str] | None:
-    """The methods a path answers, or None for a path Toxiproxy does not know."""
-    for pattern, methods in _ROUTES.items():
-        if len(pattern) == len(parts) and all(
-            want == got or (want == _NAME and got) for want, got in zip(pattern, parts, strict=True)
-        ):
-            return methods
-    return None
-
-
-def _request_id() -> str:
-    """A 20-character id per answered request, as Toxiproxy's ``X-Toxiproxy-Request-Id``."""
-    return base64.b32hexencode(secrets.token_bytes(12)).decode().rstrip("=").lower()
-
-
 _PROXY_FIELDS = ("name", "listen", "upstream", "enabled")
 # the Go type Toxiproxy decodes each /populate entry into, as its errors name it
 _POPULATE_ENTRY = 'struct { toxiproxy.Proxy; Enabled *bool "json:\\"enabled\\"" }'
@@ -90,12 +59,6 @@ def _proxy_fields(body: object, owner: str = "Proxy") -> dict[str, Any]:
                            f" struct field {owner}.{name} of type {want}", 400)  # fmt: skip
         fields[name] = value
     return fields
-
-
-class ApiError(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class PopulateError(ApiError):
@@ -122,29 +85,16 @@ async def _refuse_loop(listen: str, upstream: str) -> None:
                        f" address {listen}: it would dial itself", 400)  # fmt: skip
 
 
-class _Raw(bytes):
-    """An answer's exact body bytes, with its content type."""
-
-    content_type: str
-
-    def __new__(cls, body: bytes, content_type: str) -> _Raw:
-        raw = super().__new__(cls, body)
-        raw.content_type = content_type
-        return raw
-
-
-def _populated(made: list[FaultProxy], error: ApiError | None = None) -> _Raw:
+def _populated(made: list[FaultProxy], error: ApiError | None = None) -> Raw:
     """``/populate``'s answer: JSON (also for an error), the proxies made, and the error's
     fields first if there is one; an empty list is ``null`` (Go's nil slice)."""
     answer: dict[str, Any] = {} if error is None else {"error": str(error), "status": error.status}
     answer["proxies"] = [p.to_json() for p in made] or None
-    return _Raw(json.dumps(answer, separators=(",", ":")).encode(), "application/json")
+    return Raw(json.dumps(answer, separators=(",", ":")).encode(), "application/json")
 
 
 _NOT_FOUND = ("proxy not found", 404)
 _TOXIC_NOT_FOUND = ("toxic not found", 404)
-
-Response = tuple[int, Any]
 
 
 @final
@@ -367,7 +317,7 @@ class FaultProxyServer:
     async def _route(self, method: str, parts: list[str], body: object) -> Response:
         match method, parts:
             case "GET", ["version"]:
-                return 200, _Raw(f'{{"version": "{VERSION}"}}\n'.encode(), _VERSION_TYPE)
+                return 200, Raw(f'{{"version": "{VERSION}"}}\n'.encode(), _VERSION_TYPE)
             case "POST", ["reset"]:
                 await self.reset()
                 return 204, None
@@ -405,52 +355,7 @@ class FaultProxyServer:
         await serve_http(stream, self._answer)
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
-        """Answer as Toxiproxy's API does: 404 (plain text) for a path it does not know, 405
-        (empty) for a method a known path does not take, then the route; its errors are
-        JSON sent as text/plain with a newline (Go's ``http.Error``), its results compact
-        JSON, each with an ``X-Toxiproxy-Request-Id``."""
-        request_id = (("x-toxiproxy-request-id", _request_id()),)
-        if request.headers.get("user-agent", "").startswith("Mozilla/"):
-            # Toxiproxy's browser guard: a web page could drive a local proxy API with a
-            # cross-site text/plain POST (no preflight), e.g. to open a proxy to anywhere.
-            # (Toxiproxy checks matched paths only; here every path: nothing to gain there.)
-            return HttpResponse(403, b"User agent not allowed\n", _PLAIN_TEXT, request_id)
-        parts = [unquote(p) for p in request.target.split("?", 1)[0].split("/")[1:]]
-        allowed = _allowed(parts)
-        if allowed is None:
-            return HttpResponse(404, b"404 page not found\n", _PLAIN_TEXT)
-        if request.method not in allowed:
-            return HttpResponse(405, b"", None)
-        status, payload = await self._answer_json(request.method, parts, request.body)
-        if isinstance(payload, _Raw):
-            return HttpResponse(status, bytes(payload), payload.content_type, request_id)
-        if parts == ["populate"]:  # its own error shape, sent as JSON
-            payload["proxies"] = None
-            body = json.dumps(payload, separators=(",", ":")).encode()
-            return HttpResponse(status, body, "application/json", request_id)
-        if status >= 400:
-            body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
-            return HttpResponse(status, body, _PLAIN_TEXT, request_id)
-        if payload is None:
-            return HttpResponse(status, b"", None, request_id)
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return HttpResponse(status, body, "application/json", request_id)
-
-    async def _answer_json(self, method: str, parts: list[str], body: bytes) -> Response:
-        parsed: object = None
-        if method in ("POST", "PATCH") and parts != ["reset"]:  # the routes that read a body
-            try:
-                parsed = decode(body)
-            except GoJsonError as exc:
-                return 400, {"error": f"bad request body: {exc}", "status": 400}
-        try:
-            return await self._route(method, parts, parsed)
-        except ApiError as exc:
-            return exc.status, {"error": str(exc), "status": exc.status}
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            # a field of the wrong type deep in a toxic's attributes: the client's mistake
-            return 400, {"error": f"bad request body: {type(exc).__name__}: {exc}"[:300],
-                         "status": 400}  # fmt: skip
+        return await answer(request, self._route)
 
 
 @contextmanager

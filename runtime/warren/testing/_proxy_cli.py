@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 
 from warren._common.unwrap import raise_single
-from warren.testing._proxy_api import ApiError, FaultProxyServer
+from warren.testing._proxy_api import FaultProxyServer
+from warren.testing._proxy_http import ApiError
 
 log = logging.getLogger("warren.proxy")
 
