@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test redis lint typecheck unit cluster-test demo bench chaos soak clean sysdeps
+.PHONY: test redis lint typecheck unit scenarios cluster-test demo bench chaos soak clean sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -48,7 +48,7 @@ typecheck: $(STAMP)
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
 unit: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -m "not cluster" $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/coverage run -m pytest -m "not cluster and not scenario" $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
 	  report=$$?; [ $$status -eq 0 ] && exit $$report || exit $$status
 
@@ -58,6 +58,13 @@ redis: sysdeps
 	       && redis-server --bind 127.0.0.1 --port 6379 --save "" --daemonize yes; } || true
 
 test: sysdeps redis lint typecheck unit
+
+# The slow end-to-end scenarios (tests marked scenario, and all of tests/chaos/): partitions
+# through the fault proxy, broker restarts and memory alarms on a throwaway node, kernel-level
+# cuts (root), the shortened demo, the partition script, kill -9 and token-endpoint outages.
+# About 5 minutes, so apart from make test; .ci/run runs both.
+scenarios: sysdeps redis $(STAMP)
+	$(BIN)/python -m pytest -m "scenario and not cluster" $(PYTEST_ARGS)
 
 # Failover on a throwaway three-node cluster (tests marked cluster): a few minutes, so apart
 # from make test; .ci/run runs both. Needs rabbitmq-server installed; the kernel-level

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
 # queue for them: the default push.invalid_tokens on the shared broker would be declared
 # quorum by one test and classic by another (406).
 os.environ.setdefault("WARREN_PUSH_INVALID_TOKENS_QUEUE", "")
+
+
+CHAOS = Path(__file__).resolve().parent / "chaos"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/chaos/ is a slow scenario: ``make scenarios`` runs them."""
+    for item in items:
+        if CHAOS in item.path.parents:
+            item.add_marker(pytest.mark.scenario)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

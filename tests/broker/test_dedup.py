@@ -237,6 +237,7 @@ def _replica(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.scenario
 @pytest.mark.broker
 async def test_a_replica_killed_mid_handler_is_completed_once_by_another(
     broker_url: str, broker: Broker, dedup_queue: str, redis_url: str, prefix: str

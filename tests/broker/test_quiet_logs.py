@@ -54,6 +54,7 @@ async def _post_all(api: str, count: int) -> None:
                 tg.start_soon(one, i)
 
 
+@pytest.mark.scenario
 async def test_a_thousand_pushes_write_a_handful_of_info_lines(
     broker_url: str, broker: Broker, redis_url: str, tmp_path: Path, anyio_backend: str
 ) -> None:

@@ -14,7 +14,8 @@ A block that cannot run alone, or not here, is preceded in the Markdown by
 program meant to leave a queue behind for the reader (messages to look at) says so with
 ``<!-- leaves-queues: NAME ... -->``; the queue must exist afterwards, and is then deleted.
 An example that uses the ``rabbit_cluster`` fixture is marked ``cluster``: ``make cluster-test``
-runs it, not ``make test``.
+runs it, not ``make test``; one that uses ``rabbit_node`` is marked ``scenario`` (``make
+scenarios``).
 """
 
 from __future__ import annotations
@@ -126,9 +127,12 @@ def _id(example: Example) -> str:
 
 def _param(example: Example) -> object:
     """An example that starts a three-node cluster runs in ``make cluster-test`` (marked
-    ``cluster``, as the suite's own cluster tests are): ~40 s that ``make test`` need not pay."""
-    slow = "rabbit_cluster" in str(example.parsed)
-    return pytest.param(example, id=_id(example), marks=[pytest.mark.cluster] if slow else [])
+    ``cluster``, as the suite's own cluster tests are): ~40 s that ``make test`` need not pay;
+    one that restarts a throwaway node runs in ``make scenarios`` (~25 s)."""
+    source = str(example.parsed)
+    marks = [pytest.mark.cluster] if "rabbit_cluster" in source else []
+    marks += [pytest.mark.scenario] if "rabbit_node" in source else []
+    return pytest.param(example, id=_id(example), marks=marks)
 
 
 EXAMPLES = [_param(example) for doc in DOCS for example in SYBIL.parse(doc)]

@@ -181,6 +181,7 @@ def _lines(output: str, phase: str) -> list[dict[str, float]]:
             for line in output.splitlines() if line.startswith(f"{phase} ")]  # fmt: skip
 
 
+@pytest.mark.scenario
 def test_the_partition_script_sees_the_outage_and_finds_nothing_lost(stack: Stack) -> None:
     done, calls = _partition(stack, 6)
     out = done.stdout + done.stderr
@@ -199,6 +200,7 @@ def test_the_partition_script_sees_the_outage_and_finds_nothing_lost(stack: Stac
     assert f"delivered {posted[2]} of {posted[2]} queued" in done.stdout
 
 
+@pytest.mark.scenario
 def test_the_partition_script_reports_a_loss_and_fails(stack: Stack) -> None:
     done, _ = _partition(stack, 2, FORGET_ON_CONNECT="1", DRAIN_TIMEOUT="12")
     assert done.returncode == 1, done.stdout + done.stderr

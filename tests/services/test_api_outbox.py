@@ -101,6 +101,7 @@ def test_kill_9_during_an_outage_loses_no_queued_push(
     assert queued <= set(arrived.ids), f"lost: {sorted(queued - set(arrived.ids))[:5]}"
 
 
+@pytest.mark.scenario
 def test_kill_9_at_random_instants_loses_no_queued_push(
     broker_url: str, broker: Broker, push_queue: str, tmp_path: Path
 ) -> None:

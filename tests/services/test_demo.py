@@ -47,6 +47,7 @@ SHORT = ("--duration", "10", "--partition-at", "2", "--partition-seconds", "5", 
          "--heartbeat", "1")  # fmt: skip
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(180)
 def test_the_short_demo_loses_nothing_through_a_partition(
     broker_url: str, broker: Broker, tmp_path: Path
@@ -81,6 +82,7 @@ def test_the_short_demo_loses_nothing_through_a_partition(
     assert f":{password}@" not in shown
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(240)
 def test_with_no_broker_answering_it_runs_its_own_node_and_stops_it(tmp_path: Path) -> None:
     from warren_services.demo._broker import rabbitmq_installed

@@ -186,6 +186,7 @@ async def test_a_failing_token_endpoint_asks_for_a_retry_that_costs_no_attempt(
         assert endpoint.requests == asked
 
 
+@pytest.mark.scenario
 @pytest.mark.broker
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["no_token", "http500"])
