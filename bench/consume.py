@@ -13,7 +13,7 @@ import pika
 from prometheus_client import CollectorRegistry
 
 from bench import amqplib_peer
-from warren import Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
+from warren import ConnectionConfig, Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PREFETCH = 100
@@ -89,8 +89,13 @@ def warren(
             if count == n:
                 done.set()
 
-        config = ConsumerConfig(urls=url, queue=QUEUE, prefetch=PREFETCH, concurrency=PREFETCH,
-                                queue_type="quorum" if quorum else "classic")  # fmt: skip
+        config = ConsumerConfig(
+            connection=ConnectionConfig(urls=url),
+            queue=QUEUE,
+            prefetch=PREFETCH,
+            concurrency=PREFETCH,
+            queue_type="quorum" if quorum else "classic",
+        )
         async with Consumer(config, noop, metrics=Metrics(CollectorRegistry()),
                             dedup=store) as consumer:  # fmt: skip
             await consumer.wait_connected()

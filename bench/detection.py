@@ -11,7 +11,7 @@ import uuid
 import anyio
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, Publisher, PublisherConfig, Queue, Topology
+from warren import ConnectionConfig, Metrics, Publisher, PublisherConfig, Queue, Topology
 from warren.testing import AsyncToxiproxyClient, FaultProxyServer, ProxyHandle, partition
 
 HEARTBEAT = 5
@@ -20,8 +20,12 @@ UPSTREAM = "127.0.0.1:5672"
 
 async def _once(proxy: ProxyHandle, load: bool, rng: random.Random) -> float:
     queue = f"warren.bench.detect.{uuid.uuid4().hex[:6]}"
-    config = PublisherConfig(urls=proxy.amqp_url(), heartbeat=HEARTBEAT, backoff_base=0.05,
-                             backoff_cap=0.2, confirm_timeout=120)  # fmt: skip
+    config = PublisherConfig(
+        connection=ConnectionConfig(
+            urls=proxy.amqp_url(), heartbeat=HEARTBEAT, backoff_base=0.05, backoff_cap=0.2
+        ),
+        confirm_timeout=120,
+    )
     topology = Topology(queues=(Queue(name=queue, durable=False, arguments={"x-expires": 60_000}),))
     async with (
         Publisher(

@@ -9,7 +9,7 @@ import tracemalloc
 import anyio
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, Publisher, PublisherConfig
+from warren import ConnectionConfig, Metrics, Publisher, PublisherConfig
 
 
 def _free_port() -> int:
@@ -23,7 +23,12 @@ def measure(n: int, size: int) -> float:
 
     async def run() -> float:
         url = f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F"
-        cfg = PublisherConfig(urls=url, buffer_size=n, buffer_max_bytes=1 << 31, flush_timeout=0)
+        cfg = PublisherConfig(
+            connection=ConnectionConfig(urls=url),
+            buffer_size=n,
+            buffer_max_bytes=1 << 31,
+            flush_timeout=0,
+        )
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry())) as pub:
             gc.collect()
             tracemalloc.start()

@@ -13,7 +13,15 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, OutboxSync, Publisher, PublisherConfig, Queue, Topology
+from warren import (
+    ConnectionConfig,
+    Metrics,
+    OutboxSync,
+    Publisher,
+    PublisherConfig,
+    Queue,
+    Topology,
+)
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 QUEUE = "warren.bench"
@@ -36,7 +44,7 @@ def warren(n: int, size: int, *, url: str = URL, queue: str = QUEUE, quorum: boo
     body = b"x" * size
 
     async def run() -> float:
-        cfg = PublisherConfig(urls=url, max_in_flight=WINDOW)
+        cfg = PublisherConfig(connection=ConnectionConfig(urls=url), max_in_flight=WINDOW)
         declared = Queue(name=queue, durable=quorum, arguments=QUORUM if quorum else None)
         topo = Topology(queues=(declared,))
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:
@@ -65,8 +73,12 @@ def warren_concurrent(
 
     async def run() -> float:
         folder = tempfile.mkdtemp(prefix="warren-bench-")
-        cfg = PublisherConfig(urls=URL, max_in_flight=WINDOW, outbox_sync=sync,
-                              outbox=f"{folder}/outbox.sqlite3" if outbox else None)  # fmt: skip
+        cfg = PublisherConfig(
+            connection=ConnectionConfig(urls=URL),
+            max_in_flight=WINDOW,
+            outbox_sync=sync,
+            outbox=f"{folder}/outbox.sqlite3" if outbox else None,
+        )
         topo = Topology(queues=(Queue(name=QUEUE, durable=False),))
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:
             await pub.wait_connected()
@@ -102,11 +114,19 @@ def outbox_recovery(n: int, size: int) -> float:
     body = b"x" * size
     folder = tempfile.mkdtemp(prefix="warren-bench-")
     path = f"{folder}/outbox.sqlite3"
-    big = {"buffer_size": n, "buffer_max_bytes": n * (size + 1024), "max_in_flight": WINDOW}
+    big: dict[str, Any] = {
+        "buffer_size": n,
+        "buffer_max_bytes": n * (size + 1024),
+        "max_in_flight": WINDOW,
+    }
 
     async def fill() -> None:
-        nowhere = PublisherConfig(urls="amqp://guest:guest@127.0.0.1:1/%2F", outbox=path,
-                                  flush_timeout=0.1, **big)  # type: ignore[arg-type]  # fmt: skip
+        nowhere = PublisherConfig(
+            connection=ConnectionConfig(urls="amqp://guest:guest@127.0.0.1:1/%2F"),
+            outbox=path,
+            flush_timeout=0.1,
+            **big,
+        )
         pub = Publisher(nowhere, metrics=Metrics(CollectorRegistry()))
         async with pub, anyio.create_task_group() as tg:
             for _ in range(PRODUCERS):
@@ -119,7 +139,7 @@ def outbox_recovery(n: int, size: int) -> float:
         assert pub.statistics().kept == n
 
     async def recover() -> float:
-        cfg = PublisherConfig(urls=URL, outbox=path, **big)  # type: ignore[arg-type]
+        cfg = PublisherConfig(connection=ConnectionConfig(urls=URL), outbox=path, **big)
         topo = Topology(queues=(Queue(name=QUEUE, durable=False),))
         start = time.perf_counter()
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:

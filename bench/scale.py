@@ -9,7 +9,7 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, Publisher, PublisherConfig, Queue, Topology
+from warren import ConnectionConfig, Metrics, Publisher, PublisherConfig, Queue, Topology
 from warren.testing import AsyncToxiproxyClient, FaultProxyServer
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -26,9 +26,16 @@ def heal_flush(n: int, size: int) -> tuple[float, float]:
             await tg.start(server.serve)
             client = AsyncToxiproxyClient(server.api_url)
             info = await client.create_proxy("bench-heal", "127.0.0.1:5672")
-            cfg = PublisherConfig(urls=f"amqp://guest:guest@127.0.0.1:{info.port}/%2F",
-                                  buffer_size=n, buffer_max_bytes=1 << 31, backoff_base=0.05,
-                                  backoff_cap=0.2, flush_timeout=120)  # fmt: skip
+            cfg = PublisherConfig(
+                connection=ConnectionConfig(
+                    urls=f"amqp://guest:guest@127.0.0.1:{info.port}/%2F",
+                    backoff_base=0.05,
+                    backoff_cap=0.2,
+                ),
+                buffer_size=n,
+                buffer_max_bytes=1 << 31,
+                flush_timeout=120,
+            )
             topology = Topology(queues=(Queue(name=queue, durable=False),))
             metrics = Metrics(CollectorRegistry())
             async with Publisher(cfg, metrics=metrics, topology=topology) as pub:

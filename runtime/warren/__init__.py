@@ -28,6 +28,7 @@ from warren._common.redact import redact_url
 from warren._config import (
     DEFAULT_URL,
     OVERFLOW_POLICIES,
+    ConnectionConfig,
     ConsumerConfig,
     DedupOnError,
     OutboxSync,
@@ -93,6 +94,7 @@ __all__ = [
     "Confirmed",
     "ConnectFailed",
     "Connected",
+    "ConnectionConfig",
     "ConnectionEvent",
     "ConnectionGaveUp",
     "ConnectionLost",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 from urllib.parse import unquote, urlsplit
 
@@ -78,9 +79,24 @@ def _redacted_repr(config: object) -> str:
     return f"{type(config).__name__}({', '.join(fields)})"
 
 
+# The connection settings' names: ConnectionConfig's fields, once also keywords of the
+# worker configs (still accepted, with a DeprecationWarning, until the next release).
+CONNECTION_FIELDS = (
+    "urls",
+    "heartbeat",
+    "connect_timeout",
+    "reconnect_max_attempts",
+    "backoff_base",
+    "backoff_cap",
+    "tcp_user_timeout",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
-class PublisherConfig:
-    """How a Publisher connects, buffers and gives up. All times are in seconds.
+class ConnectionConfig:
+    """How a worker reaches the broker: where, how it notices a dead link, how it comes back.
+    One of these is shared by every worker of a process (``PublisherConfig(connection=...)``,
+    ``ConsumerConfig(connection=...)``). All times are in seconds.
 
     ``heartbeat`` also sets dead-connection detection: no bytes from the broker for
     heartbeat + 0.6 s and the connection is declared dead (the broker sends something at
@@ -91,67 +107,28 @@ class PublisherConfig:
     """One amqp:// URL, a comma-separated list, or a sequence (cluster nodes, tried in turn)."""
     heartbeat: int = 10
     connect_timeout: float = 5.0
-    confirm_timeout: float = 30.0
-    buffer_size: int = 10_000
-    overflow: Overflow = "block"
     reconnect_max_attempts: int = 0
+    """Give up after this many failed attempts in a row (0: never)."""
     backoff_base: float = 0.2
     backoff_cap: float = 15.0
-    max_in_flight: int = 1_000
-    max_job_bytes: int = 131_072
-    buffer_max_bytes: int = 64 * 1024 * 1024
-    """Bytes the buffer may hold (payloads plus ~512 bytes of bookkeeping per job): with
-    large jobs this binds before ``buffer_size`` does, so memory stays bounded in bytes."""
-    exchange: str = ""
-    persistent: bool = True
-    flush_timeout: float = 10.0
-    tcp_user_timeout: float | None = field(default=None)
-    outbox: str | None = None
-    """A file for the durable buffer (SQLite): accepted jobs survive the process dying and
-    are re-sent by the next start. None (the default): the buffer is in memory only."""
-    outbox_sync: OutboxSync = "full"
-    """``full``: each commit is fsynced (a power loss loses nothing accepted); ``normal``:
-    a process crash loses nothing, a power loss may lose the last commits."""
+    tcp_user_timeout: float | None = None
 
     def __post_init__(self) -> None:
         urls: Any = self.urls
         object.__setattr__(self, "urls", parse_urls("urls", urls))
         _positive_int("heartbeat", self.heartbeat)
         _at_most("heartbeat", self.heartbeat, 65_535, "AMQP carries it in 16 bits")
-        _positive_int("buffer_size", self.buffer_size)
-        _positive_int("max_in_flight", self.max_in_flight)
-        _positive_int("max_job_bytes", self.max_job_bytes)
-        _positive_int("buffer_max_bytes", self.buffer_max_bytes)
-        if self.buffer_max_bytes < self.max_job_bytes + JOB_OVERHEAD_BYTES:
-            raise ConfigError(
-                "buffer_max_bytes",
-                f"must hold at least one job of max_job_bytes ({self.max_job_bytes:,}) plus"
-                f" {JOB_OVERHEAD_BYTES} bytes, got {self.buffer_max_bytes:,}",
-            )
         if not isinstance(self.reconnect_max_attempts, int) or self.reconnect_max_attempts < 0:
             raise ConfigError(
                 "reconnect_max_attempts",
                 f"must be an integer >= 0 (0 = forever), got {self.reconnect_max_attempts!r}",
             )
-        if self.overflow not in OVERFLOW_POLICIES:
-            raise ConfigError(
-                "overflow",
-                f"unknown policy {self.overflow!r}; choose one of {', '.join(OVERFLOW_POLICIES)}",
-            )
-        for name in ("connect_timeout", "confirm_timeout", "backoff_base", "backoff_cap"):
+        for name in ("connect_timeout", "backoff_base", "backoff_cap"):
             _positive_float(name, getattr(self, name))
-        _positive_float("flush_timeout", self.flush_timeout, allow_zero=True)
         if self.backoff_cap < self.backoff_base:
             raise ConfigError("backoff_cap", f"must be >= backoff_base ({self.backoff_base})")
         if self.tcp_user_timeout is not None:
             _positive_float("tcp_user_timeout", self.tcp_user_timeout)
-        if self.outbox is not None and (not isinstance(self.outbox, str) or not self.outbox):
-            raise ConfigError("outbox", f"must be a file path or None, got {self.outbox!r}")
-        if self.outbox_sync not in OUTBOX_SYNC_MODES:
-            raise ConfigError(
-                "outbox_sync",
-                f"unknown mode {self.outbox_sync!r}; choose one of {', '.join(OUTBOX_SYNC_MODES)}",
-            )
 
     def __repr__(self) -> str:
         return _redacted_repr(self)
@@ -189,25 +166,144 @@ class PublisherConfig:
         return 2.0 * self.heartbeat
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> PublisherConfig:
+    def from_env(cls, env: Mapping[str, str]) -> ConnectionConfig:
         """Build from ``WARREN_*`` variables; errors name the variable."""
-        kwargs: dict[str, Any] = {}
-        for var, (name, conv) in _ENV.items():
-            if var in env and env[var].strip() != "":
-                try:
-                    kwargs[name] = conv(env[var].strip())
-                except ValueError:
-                    shown = redact_url(env[var]) if name == "urls" else env[var]
-                    raise ConfigError(var, f"cannot parse {shown!r}") from None
+        return cast("ConnectionConfig", _from_env(cls, env, {}))
+
+
+def _with_old_keywords(owner: str, connection: ConnectionConfig, **old: Any) -> ConnectionConfig:
+    """``connection`` with the connection settings given the old way (as keywords of the
+    worker config), which still work for one release, with a DeprecationWarning."""
+    given = {name: value for name, value in old.items() if value is not None}
+    if not given:
+        return connection
+    names = ", ".join(f"{name}=" for name in given)
+    warnings.warn(
+        f"{owner}({names}...) is deprecated and goes in the next release: pass"
+        f" connection=ConnectionConfig({names}...)",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    if connection != ConnectionConfig():
+        raise ConfigError("connection", f"set {names} in connection=, not beside it")
+    return ConnectionConfig(**given)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublisherConfig:
+    """How a Publisher buffers, confirms and gives up; ``connection`` says how it reaches
+    the broker. All times are in seconds."""
+
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    confirm_timeout: float = 30.0
+    buffer_size: int = 10_000
+    overflow: Overflow = "block"
+    max_in_flight: int = 1_000
+    max_job_bytes: int = 131_072
+    buffer_max_bytes: int = 64 * 1024 * 1024
+    """Bytes the buffer may hold (payloads plus ~512 bytes of bookkeeping per job): with
+    large jobs this binds before ``buffer_size`` does, so memory stays bounded in bytes."""
+    exchange: str = ""
+    persistent: bool = True
+    flush_timeout: float = 10.0
+    outbox: str | None = None
+    """A file for the durable buffer (SQLite): accepted jobs survive the process dying and
+    are re-sent by the next start. None (the default): the buffer is in memory only."""
+    outbox_sync: OutboxSync = "full"
+    """``full``: each commit is fsynced (a power loss loses nothing accepted); ``normal``:
+    a process crash loses nothing, a power loss may lose the last commits."""
+    # deprecated: the connection settings as keywords (use connection=ConnectionConfig(...))
+    urls: InitVar[str | Sequence[str] | None] = None
+    heartbeat: InitVar[int | None] = None
+    connect_timeout: InitVar[float | None] = None
+    reconnect_max_attempts: InitVar[int | None] = None
+    backoff_base: InitVar[float | None] = None
+    backoff_cap: InitVar[float | None] = None
+    tcp_user_timeout: InitVar[float | None] = None
+
+    def __post_init__(  # the deprecated keywords, one release
+        self,
+        urls: str | Sequence[str] | None,
+        heartbeat: int | None,
+        connect_timeout: float | None,
+        reconnect_max_attempts: int | None,
+        backoff_base: float | None,
+        backoff_cap: float | None,
+        tcp_user_timeout: float | None,
+    ) -> None:
+        connection = _with_old_keywords(
+            "PublisherConfig",
+            self.connection,
+            urls=urls,
+            heartbeat=heartbeat,
+            connect_timeout=connect_timeout,
+            reconnect_max_attempts=reconnect_max_attempts,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            tcp_user_timeout=tcp_user_timeout,
+        )
+        object.__setattr__(self, "connection", connection)
+        if not isinstance(self.connection, ConnectionConfig):
+            raise ConfigError("connection", f"must be a ConnectionConfig, got {connection!r}")
+        _positive_int("buffer_size", self.buffer_size)
+        _positive_int("max_in_flight", self.max_in_flight)
+        _positive_int("max_job_bytes", self.max_job_bytes)
+        _positive_int("buffer_max_bytes", self.buffer_max_bytes)
+        if self.buffer_max_bytes < self.max_job_bytes + JOB_OVERHEAD_BYTES:
+            raise ConfigError(
+                "buffer_max_bytes",
+                f"must hold at least one job of max_job_bytes ({self.max_job_bytes:,}) plus"
+                f" {JOB_OVERHEAD_BYTES} bytes, got {self.buffer_max_bytes:,}",
+            )
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                "overflow",
+                f"unknown policy {self.overflow!r}; choose one of {', '.join(OVERFLOW_POLICIES)}",
+            )
+        _positive_float("confirm_timeout", self.confirm_timeout)
+        _positive_float("flush_timeout", self.flush_timeout, allow_zero=True)
+        if self.outbox is not None and (not isinstance(self.outbox, str) or not self.outbox):
+            raise ConfigError("outbox", f"must be a file path or None, got {self.outbox!r}")
+        if self.outbox_sync not in OUTBOX_SYNC_MODES:
+            raise ConfigError(
+                "outbox_sync",
+                f"unknown mode {self.outbox_sync!r}; choose one of {', '.join(OUTBOX_SYNC_MODES)}",
+            )
+
+    def __repr__(self) -> str:
+        return _redacted_repr(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> PublisherConfig:
+        """Build from ``WARREN_*`` variables (the connection's too); errors name the variable."""
+        return cast("PublisherConfig", _from_env(cls, env, overrides))
+
+
+def _from_env(cls: Any, env: Mapping[str, str], overrides: dict[str, Any]) -> Any:
+    """``cls`` (ConnectionConfig or PublisherConfig) from the ``WARREN_*`` variables it reads;
+    a bad value's error names the variable, not the keyword."""
+    kwargs: dict[str, Any] = {}
+    connection: dict[str, Any] = {}
+    for var, (name, conv) in _ENV.items():
+        if var in env and env[var].strip() != "":
+            try:
+                value = conv(env[var].strip())
+            except ValueError:
+                shown = redact_url(env[var]) if name == "urls" else env[var]
+                raise ConfigError(var, f"cannot parse {shown!r}") from None
+            (connection if name in CONNECTION_FIELDS else kwargs)[name] = value
+    try:
+        if cls is ConnectionConfig:
+            return ConnectionConfig(**connection)
+        kwargs.setdefault("connection", ConnectionConfig(**connection))
         kwargs.update(overrides)
-        try:
-            return cls(**kwargs)
-        except ConfigError as exc:
-            env_var = _VAR_OF.get(exc.setting)
-            if env_var is None or exc.setting in overrides:
-                raise
-            message = str(exc).split(": ", 1)[1]
-            raise ConfigError(env_var, message) from None
+        return cls(**kwargs)
+    except ConfigError as exc:
+        env_var = _VAR_OF.get(exc.setting)
+        if env_var is None or exc.setting in overrides:
+            raise
+        message = str(exc).split(": ", 1)[1]
+        raise ConfigError(env_var, message) from None
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -253,7 +349,11 @@ _VAR_OF = {name: var for var, (name, _) in _ENV.items()}
 
 def env_settings_help() -> list[tuple[str, str]]:
     """(variable, default) for every publisher setting, for ``--help``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(PublisherConfig)}
+    defaults = {
+        f.name: f.default
+        for config in (ConnectionConfig, PublisherConfig)
+        for f in dataclasses.fields(config)
+    }
     out = []
     for var, (name, _) in _ENV.items():
         default = defaults[name]
@@ -299,9 +399,7 @@ class ConsumerConfig:
     """
 
     queue: str
-    urls: str | Sequence[str] = DEFAULT_URL
-    heartbeat: int = 10
-    connect_timeout: float = 5.0
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     prefetch: int = 100
     concurrency: int = 10
     max_attempts: int = 5
@@ -309,16 +407,41 @@ class ConsumerConfig:
     retry_cap: float = 300.0
     handler_timeout: float = 30.0
     shutdown_timeout: float = 10.0
-    reconnect_max_attempts: int = 0
-    backoff_base: float = 0.2
-    backoff_cap: float = 15.0
     queue_type: QueueType = "classic"
     queue_arguments: Mapping[str, Any] | None = None
     queue_passive: bool = False
     dedup_retention: float = 86_400.0
     dedup_on_error: DedupOnError = "at-least-once"
+    # deprecated: the connection settings as keywords (use connection=ConnectionConfig(...))
+    urls: InitVar[str | Sequence[str] | None] = None
+    heartbeat: InitVar[int | None] = None
+    connect_timeout: InitVar[float | None] = None
+    reconnect_max_attempts: InitVar[int | None] = None
+    backoff_base: InitVar[float | None] = None
+    backoff_cap: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(  # the deprecated keywords, one release
+        self,
+        urls: str | Sequence[str] | None,
+        heartbeat: int | None,
+        connect_timeout: float | None,
+        reconnect_max_attempts: int | None,
+        backoff_base: float | None,
+        backoff_cap: float | None,
+    ) -> None:
+        connection = _with_old_keywords(
+            "ConsumerConfig",
+            self.connection,
+            urls=urls,
+            heartbeat=heartbeat,
+            connect_timeout=connect_timeout,
+            reconnect_max_attempts=reconnect_max_attempts,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+        )
+        object.__setattr__(self, "connection", connection)
+        if not isinstance(self.connection, ConnectionConfig):
+            raise ConfigError("connection", f"must be a ConnectionConfig, got {connection!r}")
         if self.dedup_on_error not in DEDUP_ON_ERROR:
             raise ConfigError(
                 "dedup_on_error",
@@ -348,21 +471,19 @@ class ConsumerConfig:
             _positive_float(name, getattr(self, name))
         if self.retry_cap < self.retry_base:
             raise ConfigError("retry_cap", f"must be >= retry_base ({self.retry_base})")
-        # the connection settings are validated by the PublisherConfig they become
-        self.connection()
 
     def __repr__(self) -> str:
         return _redacted_repr(self)
 
     @classmethod
-    def sharing(cls, connection: PublisherConfig, **settings: Any) -> ConsumerConfig:
-        """A consumer config that takes every connection setting (URLs, heartbeat, timeouts,
-        reconnect budget, backoff) from ``connection``: one connection config for every
-        worker of a process, so none is silently dropped."""
-        shared = {f.name for f in dataclasses.fields(cls)} & {
-            f.name for f in dataclasses.fields(connection)
-        }
-        return cls(**{name: getattr(connection, name) for name in shared}, **settings)
+    def sharing(
+        cls, connection: ConnectionConfig | PublisherConfig, **settings: Any
+    ) -> ConsumerConfig:
+        """A consumer config on ``connection`` (a publisher's config lends its own): one
+        connection config for every worker of a process."""
+        if isinstance(connection, PublisherConfig):
+            connection = connection.connection
+        return cls(connection=connection, **settings)
 
     def queue_declaration_arguments(self) -> dict[str, Any]:
         """The arguments of the work queue (and, with the type, of its delay and dead-letter
@@ -372,19 +493,13 @@ class ConsumerConfig:
 
     def retry_delays(self) -> tuple[float, ...]:
         """The delay before attempt 2, 3, ... max_attempts (capped exponential, no jitter:
-        each delay has its own queue)."""
-        return tuple(
-            min(self.retry_cap, self.retry_base * 2.0**n) for n in range(self.max_attempts - 1)
-        )
+        each delay has its own queue). At least one, even with ``max_attempts=1``: a retry
+        that is no attempt (``RetryLater(consumes_attempt=False)``, a message another
+        worker holds) waits in it."""
+        levels = max(self.max_attempts - 1, 1)
+        return tuple(min(self.retry_cap, self.retry_base * 2.0**n) for n in range(levels))
 
-    def connection(self) -> PublisherConfig:
-        """The connection settings (shared with the publisher that re-publishes retries)."""
-        return PublisherConfig(
-            urls=self.urls,
-            heartbeat=self.heartbeat,
-            connect_timeout=self.connect_timeout,
-            reconnect_max_attempts=self.reconnect_max_attempts,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_cap,
-            flush_timeout=self.shutdown_timeout,
-        )
+    def requeue_config(self) -> PublisherConfig:
+        """The config of the publisher that re-publishes retries and dead letters: this
+        connection, flushed within ``shutdown_timeout``."""
+        return PublisherConfig(connection=self.connection, flush_timeout=self.shutdown_timeout)

@@ -14,8 +14,17 @@ import anyio
 import pytest
 
 from tests.support.broker import rabbitmqctl, warren_connection_pids
-from tests.support.helpers import metric, wait_until
-from warren import Consumer, ConsumerConfig, Deduplicator, Message, Metrics, PoisonMessage
+from tests.support.helpers import connection_settings, metric, wait_until
+from warren import (
+    ConnectionConfig,
+    Consumer,
+    ConsumerConfig,
+    Deduplicator,
+    Message,
+    Metrics,
+    PoisonMessage,
+    RetryLater,
+)
 from warren.testing import partition
 
 if TYPE_CHECKING:
@@ -41,7 +50,8 @@ def cfg(broker_url: str, queue: str, **kw: Any) -> ConsumerConfig:
     kw.setdefault("retry_base", 0.2)
     kw.setdefault("backoff_base", 0.05)
     kw.setdefault("backoff_cap", 0.3)
-    return ConsumerConfig(urls=broker_url, queue=queue, **kw)
+    link = ConnectionConfig(urls=broker_url, **connection_settings(kw))
+    return ConsumerConfig(connection=link, queue=queue, **kw)
 
 
 async def test_acks_only_after_the_handler_succeeded(
@@ -64,6 +74,7 @@ async def test_acks_only_after_the_handler_succeeded(
     assert metric(metrics, "warren_handler_seconds_count", worker="c") == 200
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(60)
 async def test_handlers_that_hog_the_event_loop_are_not_taken_for_a_dead_link(
     broker_url: str, broker: Broker, queue: str, metrics: Metrics
@@ -209,6 +220,30 @@ async def test_dead_letters_after_max_attempts_with_reason_headers(
     assert props.headers["x-warren-error"] == "template missing"
     assert props.headers["x-warren-attempts"] == 3
     assert metric(metrics, "warren_deliveries_total", worker="dl", outcome="dead_letter") == 1
+
+
+async def test_a_retry_that_costs_no_attempt_works_with_a_single_attempt(
+    broker_url: str, broker: Broker, queue: str, metrics: Metrics
+) -> None:
+    """max_attempts=1 has no counted retries, but a retry that is no attempt (a token
+    outage's RetryLater(consumes_attempt=False)) still needs a delay queue: it crashed the
+    consumer (IndexError) and the message was dead-lettered as unsettleable."""
+    runs: list[int] = []
+
+    async def later_once(message: Message) -> None:
+        runs.append(message.attempt)
+        if len(runs) == 1:
+            raise RetryLater(0.1, consumes_attempt=False)
+
+    config = cfg(broker_url, queue, max_attempts=1)
+    async with Consumer(config, later_once, metrics=metrics) as consumer:
+        await consumer.wait_connected()
+        broker.publish(queue, b"{}", message_id="later-1")
+        await wait_until(lambda: consumer.statistics().outcomes["ack"] == 1)
+        outcomes = consumer.statistics().outcomes
+    assert runs == [1, 1]  # the retry did not count
+    assert (outcomes["retry"], outcomes["dead_letter"], outcomes["rejected"]) == (1, 0, 0)
+    assert broker.depth(f"{queue}.dlq") == 0
 
 
 async def test_poison_goes_straight_to_the_dlq_and_the_worker_goes_on(

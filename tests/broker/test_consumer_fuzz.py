@@ -18,7 +18,15 @@ from prometheus_client import CollectorRegistry
 
 from tests.support.broker import Broker
 from tests.support.helpers import wait_until
-from warren import Consumer, ConsumerConfig, Message, Metrics, PoisonMessage, RetryLater
+from warren import (
+    ConnectionConfig,
+    Consumer,
+    ConsumerConfig,
+    Message,
+    Metrics,
+    PoisonMessage,
+    RetryLater,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -51,8 +59,13 @@ async def test_no_message_stops_the_consumer(
     broker_url: str, messages: list[tuple[bytes, dict[str, Any], str]]
 ) -> None:
     queue = f"warren.test.fuzz.{uuid.uuid4().hex[:8]}"
-    config = ConsumerConfig(urls=broker_url, queue=queue, heartbeat=2, max_attempts=2,
-                            retry_base=0.05, retry_cap=0.05)  # fmt: skip
+    config = ConsumerConfig(
+        connection=ConnectionConfig(urls=broker_url, heartbeat=2),
+        queue=queue,
+        max_attempts=2,
+        retry_base=0.05,
+        retry_cap=0.05,
+    )
 
     async def handler(message: Message) -> None:
         behaviour = message.headers.get("x-test-behaviour")

@@ -19,10 +19,11 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.support.helpers import free_port, redis_server, wait_until
+from tests.support.helpers import connection_settings, free_port, redis_server, wait_until
 from warren import (
     Claim,
     ConfigError,
+    ConnectionConfig,
     Consumer,
     ConsumerConfig,
     DedupUnavailable,
@@ -163,8 +164,13 @@ def test_a_bad_redis_url_names_the_setting() -> None:
 
 def _config(url: str, queue: str, **kw: Any) -> ConsumerConfig:
     kw.setdefault("heartbeat", 1)
-    return ConsumerConfig(urls=url, queue=queue, retry_base=0.2, backoff_base=0.05,
-                          backoff_cap=0.5, **kw)  # fmt: skip
+    link = {"backoff_base": 0.05, "backoff_cap": 0.5, **connection_settings(kw)}
+    return ConsumerConfig(
+        connection=ConnectionConfig(urls=url, **link),
+        queue=queue,
+        retry_base=0.2,
+        **kw,
+    )
 
 
 async def _partitioned_run(
@@ -205,6 +211,7 @@ async def _partitioned_run(
     return effects, dict(outcomes)
 
 
+@pytest.mark.scenario
 @pytest.mark.broker
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_partition_runs_no_handler_twice_with_the_store(
@@ -220,6 +227,7 @@ async def test_a_partition_runs_no_handler_twice_with_the_store(
     assert outcomes["duplicate"] + outcomes["claimed_elsewhere"] >= 1, outcomes
 
 
+@pytest.mark.scenario
 @pytest.mark.broker
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_same_partition_without_a_store_runs_some_twice(

@@ -12,7 +12,7 @@ import pytest
 
 import warren
 from tests.support.helpers import config, free_port, wait_until
-from warren import ConnectionGaveUp, Metrics, OpsServer, Publisher
+from warren import ConnectionConfig, ConnectionGaveUp, Metrics, OpsServer, Publisher
 
 if TYPE_CHECKING:
     from tests.support.broker import Broker
@@ -136,13 +136,17 @@ async def test_two_running_workers_cannot_share_a_name(metrics: Metrics) -> None
         pass
 
     refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    config = PublisherConfig(urls=refused, flush_timeout=0.1)
+    config = PublisherConfig(connection=ConnectionConfig(urls=refused), flush_timeout=0.1)
     async with Publisher(config, metrics=metrics, name="jobs"):
         with pytest.raises(ConfigError, match="'jobs' is already used by a running worker"):
             async with Publisher(config, metrics=metrics, name="jobs"):
                 pass  # pragma: no cover
-        consumer = Consumer(ConsumerConfig(queue="q", urls=refused), handler, metrics=metrics,
-                            name="jobs")  # fmt: skip
+        consumer = Consumer(
+            ConsumerConfig(connection=ConnectionConfig(urls=refused), queue="q"),
+            handler,
+            metrics=metrics,
+            name="jobs",
+        )
         with pytest.raises(ConfigError, match="already used"):
             async with consumer:
                 pass  # pragma: no cover

@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from tests.support.helpers import free_port, metric, outbox_rows, wait_until
 from warren import (
     ConfigError,
+    ConnectionConfig,
     InvalidJob,
     Metrics,
     OutboxError,
@@ -48,9 +49,12 @@ def queue(queue_name: str) -> str:
     return queue_name
 
 
-def _config(url: str, outbox: Path, **kw: object) -> PublisherConfig:
-    return PublisherConfig(urls=url, outbox=str(outbox), backoff_base=0.05, backoff_cap=0.2,
-                           **kw)  # type: ignore[arg-type]  # fmt: skip
+def _config(url: str, outbox: Path, **kw: Any) -> PublisherConfig:
+    return PublisherConfig(
+        connection=ConnectionConfig(urls=url, backoff_base=0.05, backoff_cap=0.2),
+        outbox=str(outbox),
+        **kw,
+    )
 
 
 async def _recover(url: str, outbox: Path, queue: str) -> Publisher:

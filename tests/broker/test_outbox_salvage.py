@@ -24,7 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.support.helpers import free_port, outbox_rows, run_warren, wait_until
-from warren import Metrics, OutboxError, Publisher, PublisherConfig
+from warren import ConnectionConfig, Metrics, OutboxError, Publisher, PublisherConfig
 from warren._outbox.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -49,9 +49,12 @@ async def _fill(path: Path, queue: str, first: int, count: int, url: str = "") -
     """Enqueue jobs ``job-first``..: with no broker ``url`` they stay on disk; with one, they
     are sent, confirmed and their rows deleted."""
     nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    config = PublisherConfig(urls=url or nowhere, outbox=str(path), outbox_sync="normal",
-                             flush_timeout=10 if url else 0, backoff_base=0.05,
-                             backoff_cap=0.2)  # fmt: skip
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=url or nowhere, backoff_base=0.05, backoff_cap=0.2),
+        outbox=str(path),
+        outbox_sync="normal",
+        flush_timeout=10 if url else 0,
+    )
     pub = Publisher(config, metrics=Metrics(CollectorRegistry()), name="fill")
     async with pub, anyio.create_task_group() as tg:
         for worker in range(10):
@@ -153,8 +156,10 @@ async def _send(path: Path, broker_url: str, broker: Broker, queue: str) -> dict
     """Open ``path`` with an ordinary publisher and let it send everything it holds; what
     arrived on ``queue``, message id -> body."""
     holding = outbox_rows(path)
-    config = PublisherConfig(urls=broker_url, outbox=str(path), backoff_base=0.05,
-                             backoff_cap=0.2)  # fmt: skip
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=broker_url, backoff_base=0.05, backoff_cap=0.2),
+        outbox=str(path),
+    )
     async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="salvaged") as pub:
         await wait_until(lambda: pub.statistics().outbox_jobs == 0, within=40)
         assert pub.statistics().outbox_recovered == holding
@@ -325,7 +330,9 @@ async def test_the_jobs_still_in_the_write_ahead_log_are_salvaged(
     damaged = tmp_path / "damaged" / "outbox.sqlite3"
     damaged.parent.mkdir()
     nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    config = PublisherConfig(urls=nowhere, outbox=str(live), flush_timeout=0)
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=nowhere), outbox=str(live), flush_timeout=0
+    )
     async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="more") as pub:
         for i in range(300, 400):
             await pub.enqueue(_body(i), routing_key=queue_name, message_id=f"job-{i}")

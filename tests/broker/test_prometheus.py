@@ -48,6 +48,7 @@ async def until(client: httpx.AsyncClient, api: str, promql: str, within: float)
             await anyio.sleep(0.5)
 
 
+@pytest.mark.scenario
 async def test_prometheus_sees_the_partition_and_the_recovery(
     rabbit_proxy: ProxiedBroker, metrics: Metrics, queue_name: str, tmp_path: Path
 ) -> None:

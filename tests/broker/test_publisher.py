@@ -16,6 +16,7 @@ from warren import (
     AccessRefused,
     BufferFull,
     ConfigError,
+    ConnectionConfig,
     ConnectionGaveUp,
     InvalidJob,
     JobReturned,
@@ -371,6 +372,7 @@ async def test_nacked_jobs_are_sent_again_with_backoff_until_accepted(
         broker.delete_queue(name)
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(60)
 async def test_a_channel_that_only_nacks_is_replaced(
     broker_url: str, broker: Broker, metrics: Metrics
@@ -404,7 +406,9 @@ async def test_url_list_rotates_to_a_live_node(
 ) -> None:
     """Cluster URLs: a dead node first, a live one second; reconnects rotate to the live one."""
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    cfg = PublisherConfig(urls=[dead, broker_url], backoff_base=0.05, backoff_cap=0.2)
+    cfg = PublisherConfig(
+        connection=ConnectionConfig(urls=[dead, broker_url], backoff_base=0.05, backoff_cap=0.2)
+    )
     async with Publisher(cfg, metrics=metrics, name="cluster") as pub:
         with anyio.fail_after(20):
             await pub.publish({"hi": 1}, routing_key=queue_name)
@@ -523,8 +527,13 @@ async def test_the_buffer_is_bounded_in_bytes_too(metrics: Metrics) -> None:
     """Large jobs while the broker is away: the byte bound binds long before the job count
     (10,000 jobs of 100 KB would be a gigabyte)."""
     refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
-    config = PublisherConfig(urls=refused, buffer_size=10_000, overflow="drop-newest",
-                             buffer_max_bytes=1_000_000, flush_timeout=0.1)  # fmt: skip
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=refused),
+        buffer_size=10_000,
+        overflow="drop-newest",
+        buffer_max_bytes=1_000_000,
+        flush_timeout=0.1,
+    )
     payload = b"x" * 100_000
     async with Publisher(config, metrics=metrics, name="big") as pub:
         accepted, refusals = 0, []

@@ -17,6 +17,7 @@ import pytest
 from tests.support.helpers import run_warren, running, wait_until
 from warren import (
     ConfigError,
+    ConnectionConfig,
     Consumer,
     ConsumerConfig,
     Message,
@@ -47,8 +48,12 @@ def name(broker: Broker) -> Iterator[str]:
 
 
 def _cfg(url: str, queue: str, **kw: Any) -> ConsumerConfig:
-    return ConsumerConfig(urls=url, queue=queue, retry_base=0.2, backoff_base=0.05,
-                          backoff_cap=0.2, **kw)  # fmt: skip
+    return ConsumerConfig(
+        connection=ConnectionConfig(urls=url, backoff_base=0.05, backoff_cap=0.2),
+        queue=queue,
+        retry_base=0.2,
+        **kw,
+    )
 
 
 async def _consumes(config: ConsumerConfig, broker: Broker, metrics: Metrics) -> int:
@@ -122,8 +127,11 @@ async def test_a_publisher_whose_queue_has_other_arguments_stops_too(
     broker.declare_queue(name, durable=False)
     topology = Topology(queues=(Queue(name=name, durable=True),))
     with anyio.fail_after(20), pytest.raises(TopologyMismatch, match="durable"):
-        async with Publisher(PublisherConfig(urls=broker_url), metrics=metrics,
-                             topology=topology) as pub:  # fmt: skip
+        async with Publisher(
+            PublisherConfig(connection=ConnectionConfig(urls=broker_url)),
+            metrics=metrics,
+            topology=topology,
+        ) as pub:
             await pub.wait_connected()
 
 

@@ -18,7 +18,14 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.helpers import WARREN, free_port
-from warren import ConfigError, ConsumerConfig, PublisherConfig, configure_logging, redact_url
+from warren import (
+    ConfigError,
+    ConnectionConfig,
+    ConsumerConfig,
+    PublisherConfig,
+    configure_logging,
+    redact_url,
+)
 from warren._common.redact import Redactor
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,7 +60,10 @@ def _assert_clean(text: str) -> None:
 
 @pytest.mark.parametrize("url", NASTY)
 def test_config_errors_never_show_the_password(url: str) -> None:
-    for build in (lambda: PublisherConfig(urls=url), lambda: ConsumerConfig(queue="q", urls=url)):
+    for build in (
+        lambda: PublisherConfig(connection=ConnectionConfig(urls=url)),
+        lambda: ConsumerConfig(connection=ConnectionConfig(urls=url), queue="q"),
+    ):
         try:
             config = build()
         except ConfigError as exc:
@@ -64,9 +74,9 @@ def test_config_errors_never_show_the_password(url: str) -> None:
 
 
 def test_repr_of_a_config_hides_the_password() -> None:
-    _assert_clean(repr(PublisherConfig(urls=VALID)))
-    _assert_clean(repr(ConsumerConfig(queue="q", urls=[VALID, VALID])))
-    assert "u:***@" in repr(PublisherConfig(urls=VALID))
+    _assert_clean(repr(PublisherConfig(connection=ConnectionConfig(urls=VALID))))
+    _assert_clean(repr(ConsumerConfig(connection=ConnectionConfig(urls=[VALID, VALID]), queue="q")))
+    assert "u:***@" in repr(PublisherConfig(connection=ConnectionConfig(urls=VALID)))
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

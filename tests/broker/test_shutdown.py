@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.broker import Broker, rabbitmqctl
 from tests.support.helpers import WARREN, free_port, wait_serving, wait_until
-from warren import Backoff, Metrics, Publisher, PublisherClosed, PublisherConfig
+from warren import Backoff, ConnectionConfig, Metrics, Publisher, PublisherClosed, PublisherConfig
 from warren.testing import partition
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ async def test_aclose_before_enter_returns(metrics: Metrics) -> None:
 async def test_stop_interrupts_the_reconnect_backoff(metrics: Metrics) -> None:
     refused = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     backoff = Backoff(base=30, cap=30, rng=_LongestBackoff())
-    config = PublisherConfig(urls=refused, flush_timeout=0.5)
+    config = PublisherConfig(connection=ConnectionConfig(urls=refused), flush_timeout=0.5)
     pub = Publisher(config, metrics=metrics, name="backing-off", backoff=backoff)
     async with pub:
         await wait_until(lambda: pub.statistics().last_error, within=10)  # now waiting 30 s
@@ -129,7 +129,9 @@ async def test_stop_during_a_silent_partition_is_bounded(
     rabbit_proxy: ProxiedBroker, metrics: Metrics, queue_name: str
 ) -> None:
     """heartbeat 10: without a bound, pika's close handshake waits ~30 s on a dead link."""
-    config = PublisherConfig(urls=rabbit_proxy.url, heartbeat=10, flush_timeout=1.0)
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=rabbit_proxy.url, heartbeat=10), flush_timeout=1.0
+    )
     pub = Publisher(config, metrics=metrics, name="partitioned")
     async with pub:
         await pub.wait_connected()
@@ -242,9 +244,11 @@ async def test_stop_in_the_middle_of_the_handshake_is_quiet_and_bounded(
     held = _HeldBroker()
     try:
         config = PublisherConfig(
-            urls=f"amqp://guest:guest@127.0.0.1:{held.port}/%2F", connect_timeout=20,
+            connection=ConnectionConfig(
+                urls=f"amqp://guest:guest@127.0.0.1:{held.port}/%2F", connect_timeout=20
+            ),
             flush_timeout=1.0,
-        )  # fmt: skip
+        )
         # pika's own level too: the runner's configure_logging (run in-process by other
         # tests) sets it to WARNING, and this test reads pika's DEBUG lines
         with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="pika"):

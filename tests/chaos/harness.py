@@ -19,7 +19,16 @@ import anyio
 import pika
 from prometheus_client import CollectorRegistry
 
-from warren import BufferFull, Metrics, Publisher, PublisherConfig, Queue, Topology
+from tests.support.helpers import connection_settings
+from warren import (
+    BufferFull,
+    ConnectionConfig,
+    Metrics,
+    Publisher,
+    PublisherConfig,
+    Queue,
+    Topology,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -151,7 +160,8 @@ class Chaos:
         config.setdefault("backoff_base", 0.1)
         config.setdefault("backoff_cap", 1.0)
         config.setdefault("connect_timeout", 2.0)
-        self.config = PublisherConfig(urls=url, **config)
+        link = ConnectionConfig(urls=url, **connection_settings(config))
+        self.config = PublisherConfig(connection=link, **config)
         self.registry = CollectorRegistry()
         self.queue = queue
         self.queue_arguments = queue_arguments

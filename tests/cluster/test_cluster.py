@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from tests.chaos.harness import DETECT_WITHIN, Chaos, connect, run_reconnecting, wait_for
 from tests.chaos.netns import BridgedNamespaces, require_kernel_partitions
 from warren import (
+    ConnectionConfig,
     Consumer,
     ConsumerConfig,
     Message,
@@ -175,7 +176,7 @@ async def test_confirmed_means_replicated_to_a_majority(
     shutdown, nothing flushed on the way out) and started again: every confirmed job is
     in the queue."""
     topology = Topology(queues=(Queue(name=queue, arguments=QUORUM),))
-    config = PublisherConfig(urls=cluster.direct_urls, **FAST)
+    config = PublisherConfig(connection=ConnectionConfig(urls=cluster.direct_urls), **FAST)
     async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="majority",
                          topology=topology) as pub:  # fmt: skip
         await pub.wait_connected()
@@ -280,7 +281,13 @@ class _Producer:
 
 
 def _consumer_config(urls: list[str], queue: str) -> ConsumerConfig:
-    return ConsumerConfig(urls=urls, queue=queue, queue_type="quorum", prefetch=50, **FAST)
+    return ConsumerConfig(
+        connection=ConnectionConfig(urls=urls),
+        queue=queue,
+        queue_type="quorum",
+        prefetch=50,
+        **FAST,
+    )
 
 
 async def _consume_through(

@@ -273,6 +273,7 @@ def _healthy(healthcheck: list[str], python: Path, env: dict[str, str]) -> bool:
     return _run(*command, env=env).returncode == 0
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(300)
 def test_the_image_contents_run_a_service_healthy_and_stop_cleanly(tmp_path: Path) -> None:
     img = image(DOCKERFILE.read_text())

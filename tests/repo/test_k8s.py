@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.support.helpers import run_warren
-from warren import PublisherConfig
+from warren import ConnectionConfig, PublisherConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -321,7 +321,9 @@ def test_services_ports_and_references_match(objects: list[Obj]) -> None:
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
         assert env["WARREN_PUSH_QUEUE"] == "push.notifications"
         assert env["WARREN_PUSH_QUEUE_TYPE"] == "quorum"
-        PublisherConfig(urls=env["WARREN_AMQP_URL"])  # a URL list Warren accepts
+        PublisherConfig(
+            connection=ConnectionConfig(urls=env["WARREN_AMQP_URL"])
+        )  # a URL list Warren accepts
         assert len(env["WARREN_AMQP_URL"].split(",")) == 3, "every RabbitMQ node"
         labels = template["metadata"]["labels"]
         for kind, name in SELECTING[service]:
@@ -373,7 +375,7 @@ def test_keda_scales_the_push_sender_on_its_queue(objects: list[Obj]) -> None:
     [ref] = auth["spec"]["secretTargetRef"]
     host = one(objects, "Secret", ref["name"])["stringData"][ref["key"]]
     assert ref["parameter"] == "host"
-    assert PublisherConfig(urls=host).urls == (host,), "KEDA takes one URL"
+    assert ConnectionConfig(urls=host).urls == (host,), "KEDA takes one URL"
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
 
 

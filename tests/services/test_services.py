@@ -172,6 +172,7 @@ async def test_fcm_shape_with_a_bearer_token(broker_url: str, broker: Broker) ->
         s.cleanup(broker)
 
 
+@pytest.mark.scenario
 async def test_fcm_tokens_are_minted_and_refreshed_through_expiries(
     broker_url: str, broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -432,6 +433,7 @@ async def test_api_stores_before_it_pushes(broker_url: str, broker: Broker, tmp_
             broker.delete_queue(name)
 
 
+@pytest.mark.scenario
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_push_sender_replicas_send_each_push_once_through_a_partition(
     rabbit_proxy: ProxiedBroker, broker: Broker, redis_url: str, anyio_backend: str

@@ -8,7 +8,7 @@ import sys
 import anyio
 from prometheus_client import CollectorRegistry
 
-from warren import Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
+from warren import ConnectionConfig, Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
 
 
 async def main(url: str, queue: str, redis_url: str, prefix: str) -> None:
@@ -17,8 +17,14 @@ async def main(url: str, queue: str, redis_url: str, prefix: str) -> None:
             print("claimed", flush=True)
             await anyio.sleep_forever()
 
-    config = ConsumerConfig(urls=url, queue=queue, handler_timeout=3.0, retry_base=0.2,
-                            concurrency=1, prefetch=1)  # fmt: skip
+    config = ConsumerConfig(
+        connection=ConnectionConfig(urls=url),
+        queue=queue,
+        handler_timeout=3.0,
+        retry_base=0.2,
+        concurrency=1,
+        prefetch=1,
+    )
     store = RedisDedupStore(redis_url, prefix=prefix)
     async with Consumer(config, handler, metrics=Metrics(CollectorRegistry()), dedup=store):
         await anyio.sleep_forever()

@@ -17,7 +17,8 @@ import anyio
 import httpx
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, PublisherConfig, Service, ServiceContext
+from warren import ConnectionConfig, Metrics, PublisherConfig, Service, ServiceContext
+from warren._config import CONNECTION_FIELDS
 from warren.testing._rabbit_node import free_port as free_port_below_ephemeral
 
 if TYPE_CHECKING:
@@ -33,12 +34,25 @@ def free_port() -> int:
     return free_port_below_ephemeral("127.0.0.1")
 
 
-def config(url: str, **kw: Any) -> PublisherConfig:
+def connection(url: str, **kw: Any) -> ConnectionConfig:
+    """The suite's connection: a fast heartbeat and backoff, so faults resolve in seconds."""
     kw.setdefault("heartbeat", 2)
     kw.setdefault("backoff_base", 0.05)
     kw.setdefault("backoff_cap", 0.5)
+    return ConnectionConfig(urls=url, **kw)
+
+
+def connection_settings(kw: dict[str, Any]) -> dict[str, Any]:
+    """Take the connection settings out of a worker config's keywords (they go in its
+    ``ConnectionConfig``)."""
+    return {name: kw.pop(name) for name in CONNECTION_FIELDS if name in kw}
+
+
+def config(url: str, **kw: Any) -> PublisherConfig:
+    """A publisher config on ``connection(url)``; connection settings among ``kw`` go there."""
+    link = connection_settings(kw)
     kw.setdefault("flush_timeout", 10.0)
-    return PublisherConfig(urls=url, **kw)
+    return PublisherConfig(connection=connection(url, **link), **kw)
 
 
 def metric(metrics: Metrics, name: str, **labels: str) -> float:

@@ -13,13 +13,17 @@ import sys
 import anyio
 from prometheus_client import CollectorRegistry
 
-from warren import Metrics, OutboxError, Publisher, PublisherConfig
+from warren import ConnectionConfig, Metrics, OutboxError, Publisher, PublisherConfig
 
 
 async def main(outbox: str, url: str, queue: str, jobs: int, run: str) -> None:
-    config = PublisherConfig(urls=url, outbox=outbox, backoff_base=0.05, backoff_cap=0.2,
-                             heartbeat=2, flush_timeout=0.2, max_job_bytes=4096,
-                             buffer_max_bytes=64 * 1024 * 1024)  # fmt: skip
+    config = PublisherConfig(
+        connection=ConnectionConfig(urls=url, backoff_base=0.05, backoff_cap=0.2, heartbeat=2),
+        outbox=outbox,
+        flush_timeout=0.2,
+        max_job_bytes=4096,
+        buffer_max_bytes=64 * 1024 * 1024,
+    )
     # (the test declared the queue)
     async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="child") as pub:
         print("ready", flush=True)

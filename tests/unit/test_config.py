@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 
-from warren import Backoff, ConfigError, PublisherConfig, redact_url
-from warren._config import parse_addr
+from warren import (
+    Backoff,
+    ConfigError,
+    ConnectionConfig,
+    ConsumerConfig,
+    PublisherConfig,
+    redact_url,
+)
+from warren._config import CONNECTION_FIELDS, parse_addr
 
 
 @pytest.mark.parametrize(
@@ -30,8 +38,50 @@ from warren._config import parse_addr
     ],
 )
 def test_bad_settings_name_the_setting(kwargs: dict[str, object], pattern: str) -> None:
+    config = ConnectionConfig if set(kwargs) <= set(CONNECTION_FIELDS) else PublisherConfig
     with pytest.raises(ConfigError, match=pattern):
-        PublisherConfig(**kwargs)  # type: ignore[arg-type]
+        config(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_consumer_and_a_publisher_share_one_connection_config() -> None:
+    link = ConnectionConfig(urls="amqp://u:p@node1/tenant", heartbeat=3, backoff_cap=2.0)
+    publisher = PublisherConfig(connection=link, buffer_size=5)
+    consumer = ConsumerConfig(queue="q", connection=link)
+    assert publisher.connection is link and consumer.connection is link
+    assert ConsumerConfig.sharing(publisher, queue="q").connection is link
+    assert ConsumerConfig.sharing(link, queue="q").connection is link
+    assert consumer.requeue_config().connection is link
+    assert (link.vhost, link.dead_after) == ("tenant", 3.6)
+    assert "p@" not in repr(publisher) and "***" in repr(publisher)
+
+
+@pytest.mark.parametrize("config", [PublisherConfig, ConsumerConfig])
+def test_the_old_connection_keywords_still_work_for_one_release(config: type) -> None:
+    extra = {"queue": "q"} if config is ConsumerConfig else {}
+    with pytest.warns(DeprecationWarning, match=r"heartbeat=.*connection=ConnectionConfig"):
+        old = config(urls="amqp://u:p@h/v", heartbeat=4, backoff_base=0.5, **extra)
+    assert old.connection == ConnectionConfig(urls="amqp://u:p@h/v", heartbeat=4, backoff_base=0.5)
+    # dataclasses.replace passes the old keywords back as "not given": no warning, no clash
+    assert dataclasses.replace(old, **extra).connection == old.connection
+    deprecated = pytest.warns(DeprecationWarning, match="is deprecated")
+    with deprecated, pytest.raises(ConfigError, match=r"^connection: set"):
+        config(connection=ConnectionConfig(heartbeat=2), heartbeat=4, **extra)
+    deprecated = pytest.warns(DeprecationWarning, match="is deprecated")
+    with deprecated, pytest.raises(ConfigError, match=r"^heartbeat: "):
+        config(heartbeat=0, **extra)
+
+
+def test_a_connection_that_is_not_a_connection_config_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^connection: must be a ConnectionConfig"):
+        PublisherConfig(connection="amqp://h/")  # type: ignore[arg-type]
+
+
+def test_the_connection_reads_its_own_variables() -> None:
+    link = ConnectionConfig.from_env({"WARREN_AMQP_URL": "amqp://h/", "WARREN_HEARTBEAT": "4",
+                                      "WARREN_BUFFER_SIZE": "9"})  # fmt: skip
+    assert (link.urls, link.heartbeat) == (("amqp://h/",), 4)
+    with pytest.raises(ConfigError, match=r"^WARREN_HEARTBEAT: must be a positive integer"):
+        ConnectionConfig.from_env({"WARREN_HEARTBEAT": "0"})
 
 
 def test_env_errors_name_the_variable() -> None:
@@ -52,14 +102,15 @@ def test_env_url_list_and_values() -> None:
             "WARREN_RECONNECT_MAX_ATTEMPTS": "7",
         }
     )
-    assert cfg.urls == ("amqp://a:p@n1:5672/%2F", "amqp://a:p@n2:5673/%2F")
-    assert (cfg.heartbeat, cfg.overflow, cfg.reconnect_max_attempts) == (3, "drop-oldest", 7)
-    assert cfg.dead_after == 3.6  # heartbeat + 0.6 s
+    link = cfg.connection
+    assert link.urls == ("amqp://a:p@n1:5672/%2F", "amqp://a:p@n2:5673/%2F")
+    assert (link.heartbeat, cfg.overflow, link.reconnect_max_attempts) == (3, "drop-oldest", 7)
+    assert link.dead_after == 3.6  # heartbeat + 0.6 s
 
 
 def test_secrets_do_not_show_in_config_errors() -> None:
     with pytest.raises(ConfigError) as info:
-        PublisherConfig(urls="amqp://user:hunter2@:notaport/")
+        PublisherConfig(connection=ConnectionConfig(urls="amqp://user:hunter2@:notaport/"))
     assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigError) as info:
         PublisherConfig.from_env({"WARREN_AMQP_URL": "http://user:hunter2@host/"})
@@ -106,10 +157,8 @@ def test_one_connection_config_flows_to_the_push_senders_consumer() -> None:
     base = PublisherConfig.from_env(env)
     ctx = ServiceContext(env=env, metrics=Metrics(CollectorRegistry()), publisher_config=base)
     consumer = consumer_config(ctx)
-    for name in ("urls", "heartbeat", "connect_timeout", "reconnect_max_attempts",
-                 "backoff_base", "backoff_cap"):  # fmt: skip
-        assert getattr(consumer, name) == getattr(base, name), name
-    connection = consumer.connection()
+    assert consumer.connection == base.connection  # the one connection config, not a copy
+    connection = consumer.requeue_config().connection
     assert (connection.backoff_base, connection.backoff_cap) == (0.7, 3.0)
 
 

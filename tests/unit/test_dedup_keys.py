@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warren import ConsumerConfig, MemoryDedupStore
+from warren import ConnectionConfig, ConsumerConfig, MemoryDedupStore
 from warren._amqp import Delivered
 from warren._dedup.gate import DedupGate, GateOutcome
 from warren._dedup.store import dedup_key
@@ -133,4 +133,6 @@ def test_keys_are_injective(v1: str, q1: str, m1: str, v2: str, q2: str, m2: str
     ],
 )
 def test_the_vhost_a_consumer_keys_by_is_the_one_it_connects_to(url: str, vhost: str) -> None:
-    assert ConsumerConfig(queue="q", urls=url).connection().vhost == vhost
+    assert (
+        ConsumerConfig(connection=ConnectionConfig(urls=url), queue="q").connection.vhost == vhost
+    )

@@ -37,7 +37,7 @@ def _delays(draw: st.DrawFn) -> tuple[int, tuple[float, ...]]:
     base = draw(st.floats(0.001, 100.0))
     config = ConsumerConfig(
         queue="q",
-        max_attempts=draw(st.integers(2, 100)),
+        max_attempts=draw(st.integers(1, 100)),
         retry_base=base,
         retry_cap=draw(st.floats(base, 10_000.0)),
     )

@@ -61,7 +61,7 @@ def test_every_queue_is_named_and_declared_as_the_invariant_says(
     assert built.work_queue == q
     assert built.dead_letter_queue == f"{q}.dlq"
     assert built.delays == config.retry_delays()
-    assert len(built.retry_queues) == len(built.delays) == config.max_attempts - 1
+    assert len(built.retry_queues) == len(built.delays) == max(config.max_attempts - 1, 1)
     # the order declared: work, dead-letter, one delay queue per delay, then the caller's
     queues = built.topology.queues
     assert [x.name for x in queues] == [q, f"{q}.dlq", *built.retry_queues] + [
@@ -119,11 +119,11 @@ def test_the_names_and_arguments_of_an_example() -> None:
     )
 
 
-def test_one_attempt_has_no_delay_queue() -> None:
-    built = consumer_topology(ConsumerConfig(queue="once", max_attempts=1))
-    assert built.delays == ()
-    assert built.retry_queues == ()
-    assert [x.name for x in built.topology.queues] == ["once", "once.dlq"]
+def test_one_attempt_still_has_a_delay_queue_for_retries_that_are_no_attempt() -> None:
+    built = consumer_topology(ConsumerConfig(queue="once", max_attempts=1, retry_base=2.0))
+    assert built.delays == (2.0,)
+    assert built.retry_queues == ("once.retry.2000ms",)
+    assert [x.name for x in built.topology.queues] == ["once", "once.dlq", "once.retry.2000ms"]
 
 
 def test_the_name_says_the_ttl_in_whole_milliseconds() -> None:

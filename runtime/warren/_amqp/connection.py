@@ -88,7 +88,9 @@ class AmqpConnection:
         self._deliveries = deliveries
         self._name = name
         self._topology = topology or Topology()
-        self._backoff = backoff or Backoff(base=config.backoff_base, cap=config.backoff_cap)
+        self._backoff = backoff or Backoff(
+            base=config.connection.backoff_base, cap=config.connection.backoff_cap
+        )
         self._sleep = sleep
         self._inbox: Mailbox[ConnectionEvent] = Mailbox()
         self._current: PikaSession | None = None
@@ -153,7 +155,7 @@ class AmqpConnection:
 
         self._inbox.open(wake)
         io_thread = anyio.CapacityLimiter(1)  # this connection's I/O thread (module doc)
-        urls = self._config.url_list
+        urls = self._config.connection.url_list
         failures = 0
         last_error = "never connected"
         index = 0
@@ -191,7 +193,7 @@ class AmqpConnection:
                 detail = f"channel refused: {outcome.detail}"
                 self._send(ConnectFailed(failures, redact_url(url), detail, fatal=True))
                 return
-            limit = self._config.reconnect_max_attempts
+            limit = self._config.connection.reconnect_max_attempts
             if limit and failures >= limit:
                 self._send(GaveUp(failures, last_error))
                 return

@@ -61,7 +61,8 @@ class PublishingSession:
         self._queued: deque[Job] = deque()  # this thread's: waiting for room in the window
         self._confirms = ConfirmTracker()
         self._hold = ConfirmHold(config.max_in_flight)
-        self._watch = Watchdog(heartbeat=config.heartbeat, dead_after=config.dead_after,
+        link = config.connection
+        self._watch = Watchdog(heartbeat=link.heartbeat, dead_after=link.dead_after,
                                confirm_timeout=config.confirm_timeout)  # fmt: skip
 
     def publish_threadsafe(self, jobs: list[Job]) -> bool:

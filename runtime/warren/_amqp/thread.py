@@ -184,15 +184,15 @@ class PikaSession(PublishingSession):
     def _parameters(self) -> Any:
         cfg = self._config
         params = pika.URLParameters(self._url)
-        params.heartbeat = cfg.heartbeat
+        params.heartbeat = cfg.connection.heartbeat
         params.connection_attempts = 1
         params.retry_delay = 0
-        params.socket_timeout = cfg.connect_timeout
-        params.stack_timeout = cfg.connect_timeout
+        params.socket_timeout = cfg.connection.connect_timeout
+        params.stack_timeout = cfg.connection.connect_timeout
         params.blocked_connection_timeout = None
-        keepidle = max(1, cfg.heartbeat)
+        keepidle = max(1, cfg.connection.heartbeat)
         params.tcp_options = {
-            "TCP_USER_TIMEOUT": int(cfg.effective_tcp_user_timeout * 1000),
+            "TCP_USER_TIMEOUT": int(cfg.connection.effective_tcp_user_timeout * 1000),
             "TCP_KEEPIDLE": keepidle,
             "TCP_KEEPINTVL": max(1, keepidle // 2),
             "TCP_KEEPCNT": 3,

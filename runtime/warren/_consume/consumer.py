@@ -100,7 +100,7 @@ class Consumer(Worker):
         queues = consumer_topology(config, topology)
         self.dead_letter_queue = queues.dead_letter_queue
         self.topology = queues.topology
-        conn_config = config.connection()
+        conn_config = config.requeue_config()
         self._deliveries_tx, self._deliveries_rx = anyio.create_memory_object_stream[Delivered](
             math.inf
         )
@@ -108,7 +108,8 @@ class Consumer(Worker):
             math.inf
         )
         connect = connection or amqp_link_factory(
-            conn_config, Backoff(base=conn_config.backoff_base, cap=conn_config.backoff_cap)
+            conn_config,
+            Backoff(base=config.connection.backoff_base, cap=config.connection.backoff_cap),
         )
         self._conn = connect(
             self._events_tx,
@@ -141,7 +142,7 @@ class Consumer(Worker):
         config = self._config
         return DedupGate(
             dedup,
-            vhost=config.connection().vhost,
+            vhost=config.connection.vhost,
             queue=config.queue,
             lease=lease_for(config.handler_timeout),
             retention=config.dedup_retention,

@@ -74,7 +74,9 @@ class PublishLoop(Worker):
         self._ledger = Ledger(
             config.buffer_size, (self._jobs_tx, self._jobs_rx), max_bytes=config.buffer_max_bytes
         )
-        self._backoff = backoff or Backoff(base=config.backoff_base, cap=config.backoff_cap)
+        self._backoff = backoff or Backoff(
+            base=config.connection.backoff_base, cap=config.connection.backoff_cap
+        )
         connect = connection or amqp_link_factory(config, self._backoff)
         topology = topology or Topology()
         self._conn = connect(self._events_tx, name=name, topology=topology)
