@@ -42,8 +42,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy runtime/warren services/warren_services tests bench deploy/k8s/gen_prometheusrule.py \
-	  deploy/schemas/crd_to_jsonschema.py
+	$(BIN)/mypy runtime/warren services/warren_services tests bench deploy/k8s/gen_prometheusrule.py
 
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
 unit: $(STAMP)

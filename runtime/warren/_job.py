@@ -51,7 +51,7 @@ class Job:
         self.routing_key = routing_key
         self.message_id = message_id
         self.submitted_at = submitted_at
-        # the basic.publish method and content-header payloads (_amqp._wire.PublishEncoder)
+        # the basic.publish method and content-header payloads (_amqp/wire.py: PublishEncoder)
         self.wire_method, self.wire_header = wire
         self.waiter: Outcome | None = None
         self.returns = 0  # times it came back unroutable and was re-sent (Publisher)

@@ -9,9 +9,11 @@ here, naming it, instead of somewhere deep in a worker.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import math
 from collections import OrderedDict, deque
+from pathlib import Path
 
 import anyio
 import pika
@@ -21,6 +23,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pika.adapters.base_connection import BaseConnection
 from pika.adapters.utils import io_services_utils
 from pika.connection import Connection
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -79,7 +83,7 @@ def test_pika_connection_internals() -> None:
     transport = inspect.getsource(io_services_utils._AsyncTransportBase.__init__)
     assert "self._tx_buffers" in transport, "pika's transport _tx_buffers is gone"
     assert "self._sock" in transport, "pika's transport _sock is gone (the watchdog reads it)"
-    # the delivery reader (_amqp/_receive.py) sits in front of these
+    # the delivery reader (_amqp/receive.py) sits in front of these
     assert callable(getattr(Connection, "_on_data_available", None))
     assert "self._frame_buffer" in connection and "self.bytes_received" in connection
     base_module = inspect.getsource(inspect.getmodule(BaseConnection))  # type: ignore[arg-type]
@@ -127,3 +131,77 @@ def test_pika_internals_in_one_module() -> None:
         pattern = re.compile(rf"\.{name}\b|[\"']{name}[\"']")
         users = sorted(where for where, text in sources.items() if pattern.search(text))
         assert users == [PIKA_PRIVATES_MODULE], f"pika's {name} used in {users}"
+
+
+# Any private attribute Warren reads or writes that Warren itself does not define is another
+# library's: each is allowed in one module only. os._exit is the documented forced exit of
+# a second signal (runner.py), not an internal.
+FOREIGN_PRIVATES_ALLOWED = {
+    PIKA_PRIVATES_MODULE: set(PIKA_PRIVATES),
+    ANYIO_PRIVATES_MODULE: {"_state"},
+    "warren/_run/runner.py": {"_exit"},
+}
+
+
+def _defined_names(trees: list[ast.AST]) -> set[str]:
+    """Every name Warren's own code defines: functions, classes, arguments, imports, module
+    and local names, and attributes it sets on ``self``/``cls``."""
+    defined: set[str] = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.arg):
+                defined.add(node.arg)
+            elif isinstance(node, ast.alias):
+                defined.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+            ):
+                defined.add(node.attr)
+    return defined
+
+
+def _private_uses(tree: ast.AST) -> set[str]:
+    """``x._name`` and ``getattr(x, "_name")`` (and has/setattr) in one module."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            names.add(node.args[1].value)
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_other_libraries_internals_only_in_their_one_module() -> None:
+    """Generic: not a list of names to look for, but every private attribute Warren's code
+    (library and services) uses without defining it."""
+    files = [
+        (path, path.relative_to(root).as_posix())
+        for root in (ROOT / "runtime", ROOT / "services")
+        for path in sorted(root.rglob("*.py"))
+    ]
+    trees = {where: ast.parse(path.read_text(), filename=str(path)) for path, where in files}
+    defined = _defined_names(list(trees.values()))
+    found = {where: _private_uses(tree) - defined for where, tree in trees.items()}
+    found = {where: names for where, names in found.items() if names}
+    unexpected = {
+        where: sorted(names - FOREIGN_PRIVATES_ALLOWED.get(where, set()))
+        for where, names in found.items()
+        if names - FOREIGN_PRIVATES_ALLOWED.get(where, set())
+    }
+    assert unexpected == {}, "another library's private attribute outside its one module"
+    # and the check sees them: the modules that hold them are found
+    assert set(found) == set(FOREIGN_PRIVATES_ALLOWED)

@@ -61,8 +61,13 @@ def test_the_old_connection_keywords_still_work_for_one_release(config: type) ->
     with pytest.warns(DeprecationWarning, match=r"heartbeat=.*connection=ConnectionConfig"):
         old = config(urls="amqp://u:p@h/v", heartbeat=4, backoff_base=0.5, **extra)
     assert old.connection == ConnectionConfig(urls="amqp://u:p@h/v", heartbeat=4, backoff_base=0.5)
-    # dataclasses.replace passes the old keywords back as "not given": no warning, no clash
+    with pytest.warns(DeprecationWarning, match=r"read .connection.heartbeat") as read:
+        assert old.heartbeat == 4
+    assert read[0].filename == __file__  # pointed at the caller's line, not Warren's
+    # dataclasses.replace knows only the new fields: no warning, no clash
     assert dataclasses.replace(old, **extra).connection == old.connection
+    with pytest.raises(AttributeError, match="no attribute 'hearbeat'"):
+        old.hearbeat  # noqa: B018 - a typo is still an AttributeError
     deprecated = pytest.warns(DeprecationWarning, match="is deprecated")
     with deprecated, pytest.raises(ConfigError, match=r"^connection: set"):
         config(connection=ConnectionConfig(heartbeat=2), heartbeat=4, **extra)
@@ -71,14 +76,40 @@ def test_the_old_connection_keywords_still_work_for_one_release(config: type) ->
         config(heartbeat=0, **extra)
 
 
-def test_a_connection_that_is_not_a_connection_config_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"^connection: must be a ConnectionConfig"):
-        PublisherConfig(connection="amqp://h/")  # type: ignore[arg-type]
+@pytest.mark.parametrize("config", [PublisherConfig, ConsumerConfig])
+def test_a_connection_that_is_not_a_connection_config_is_refused_unshown(config: type) -> None:
+    extra = {"queue": "q"} if config is ConsumerConfig else {}
+    with pytest.raises(ConfigError, match=r"^connection: must be a ConnectionConfig") as info:
+        config(connection="amqp://user:hunter2@h/", **extra)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("urls", [5, [5], b"amqp://h/", None, {"amqp://h/": 1}])
+def test_urls_of_the_wrong_type_name_the_setting(urls: object) -> None:
+    with pytest.raises(ConfigError, match=r"^urls: expected a URL string or a list"):
+        ConnectionConfig(urls=urls)  # type: ignore[arg-type]
+
+
+def test_from_env_overrides_win_and_an_explicit_connection_replaces_the_variables() -> None:
+    env = {"WARREN_AMQP_URL": "amqp://envhost/", "WARREN_HEARTBEAT": "4"}
+    with pytest.warns(DeprecationWarning, match=r"from_env\(urls=") as old:
+        cfg = PublisherConfig.from_env(env, urls="amqp://code/")
+    assert old[0].filename == __file__
+    assert (cfg.connection.urls, cfg.connection.heartbeat) == (("amqp://code/",), 4)
+    link = ConnectionConfig(urls="amqp://code/")
+    assert (
+        PublisherConfig.from_env({**env, "WARREN_HEARTBEAT": "x"}, connection=link).connection
+        is link
+    )
+    with pytest.raises(ConfigError, match=r"^WARREN_BUFFER_SIZE: must be a positive"):
+        PublisherConfig.from_env({"WARREN_BUFFER_SIZE": "0"}, connection=link)
+    with pytest.raises(ConfigError, match=r"^buffer_size: "):
+        PublisherConfig.from_env({"WARREN_BUFFER_SIZE": "5"}, buffer_size=0)
 
 
 def test_the_connection_reads_its_own_variables() -> None:
     link = ConnectionConfig.from_env({"WARREN_AMQP_URL": "amqp://h/", "WARREN_HEARTBEAT": "4",
-                                      "WARREN_BUFFER_SIZE": "9"})  # fmt: skip
+                                      "WARREN_BUFFER_SIZE": "lots"})  # fmt: skip
     assert (link.urls, link.heartbeat) == (("amqp://h/",), 4)
     with pytest.raises(ConfigError, match=r"^WARREN_HEARTBEAT: must be a positive integer"):
         ConnectionConfig.from_env({"WARREN_HEARTBEAT": "0"})

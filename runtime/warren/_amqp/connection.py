@@ -1,7 +1,7 @@
 """The connection bridge: keeps one broker connection alive and reports on an event stream.
 
 ``AmqpConnection.run()`` connects (rotating through the configured URLs), runs each pika
-connection in its own thread (``_amqp_thread.PikaSession``), and after every loss backs off
+connection in its own thread (``_amqp/thread.py``: ``PikaSession``), and after every loss backs off
 and connects again. Everything that happens becomes an event on the stream given to it; the
 worker that owns it ``select``-s over that stream. It stops when cancelled, when closed on
 purpose, after ACCESS_REFUSED (reported as ``ConnectFailed(fatal=True)``), or after

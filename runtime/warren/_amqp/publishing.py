@@ -160,7 +160,7 @@ class PublishingSession:
 
     def _publish(self, jobs: list[Job]) -> None:
         """Send a batch in writes of about ``WRITE_CHUNK`` bytes: the frames were encoded at
-        submit (``_amqp_wire``); pika's connection gets the bytes (and counts them for its
+        submit (``_amqp/wire.py``); pika's connection gets the bytes (and counts them for its
         heartbeats). Not one buffer for the whole batch: pika re-queues the unsent rest of a
         buffer after each partial send by copying it, so a window of large messages in one
         buffer (1,000 x 64 KB) was copied over and over. Batches of acks need the opposite:

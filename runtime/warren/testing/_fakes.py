@@ -66,13 +66,13 @@ class FakeLink:
         return True
 
     def ack(self, session: int, tags: list[int]) -> bool:
-        if session != self.session:
+        if session != self.session or not self.session:
             return False
         self.acked += tags
         return True
 
     def reject(self, session: int, tags: list[int]) -> bool:
-        if session != self.session:
+        if session != self.session or not self.session:
             return False
         self.rejected += tags
         return True
@@ -103,12 +103,14 @@ class FakeLink:
             self.unconfirmed.clear()
 
     def confirm(self, n: int) -> list[Job]:
+        _check_count("confirm", n)
         jobs, self.unconfirmed = self.unconfirmed[:n], self.unconfirmed[n:]
         if jobs:
             self._events.send_nowait(Confirmed(self.session, tuple(jobs)))
         return jobs
 
     def nack(self, n: int) -> list[Job]:
+        _check_count("nack", n)
         jobs, self.unconfirmed = self.unconfirmed[:n], self.unconfirmed[n:]
         if jobs:
             self._events.send_nowait(Nacked(self.session, tuple(jobs)))
@@ -154,3 +156,8 @@ class FakeLinks:
         link = FakeLink(events, deliveries)
         self.made.append(link)
         return link
+
+
+def _check_count(what: str, n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"FakeLink.{what}: n must be an integer >= 0, got {n!r}")
