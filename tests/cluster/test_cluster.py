@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.broker, pytest.mark.cluster, pytest.mark.timeout(240)]
 
 QUORUM = {"x-queue-type": "quorum"}
+# connection settings: a fast heartbeat and backoff, so failovers resolve in seconds
 FAST: dict[str, Any] = {
     "heartbeat": 1,
     "backoff_base": 0.1,
@@ -176,7 +177,7 @@ async def test_confirmed_means_replicated_to_a_majority(
     shutdown, nothing flushed on the way out) and started again: every confirmed job is
     in the queue."""
     topology = Topology(queues=(Queue(name=queue, arguments=QUORUM),))
-    config = PublisherConfig(connection=ConnectionConfig(urls=cluster.direct_urls), **FAST)
+    config = PublisherConfig(connection=ConnectionConfig(urls=cluster.direct_urls, **FAST))
     async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="majority",
                          topology=topology) as pub:  # fmt: skip
         await pub.wait_connected()
@@ -282,11 +283,10 @@ class _Producer:
 
 def _consumer_config(urls: list[str], queue: str) -> ConsumerConfig:
     return ConsumerConfig(
-        connection=ConnectionConfig(urls=urls),
+        connection=ConnectionConfig(urls=urls, **FAST),
         queue=queue,
         queue_type="quorum",
         prefetch=50,
-        **FAST,
     )
 
 
