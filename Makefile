@@ -60,8 +60,9 @@ test: sysdeps redis lint typecheck unit
 
 # The slow end-to-end scenarios (tests marked scenario, and all of tests/chaos/): partitions
 # through the fault proxy, broker restarts and memory alarms on a throwaway node, kernel-level
-# cuts (root), the shortened demo, the partition script, kill -9 and token-endpoint outages.
-# About 5 minutes, so apart from make test; .ci/run runs both.
+# cuts (root), the services through partitions and stops, the partition script, kill -9,
+# token-endpoint outages, fresh-venv installs. About 6 minutes, so apart from make test (which
+# stays under 8); .ci/run runs both.
 scenarios: sysdeps redis $(STAMP)
 	$(BIN)/python -m pytest -m "scenario and not cluster" $(PYTEST_ARGS)
 

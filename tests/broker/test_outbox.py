@@ -136,6 +136,7 @@ def _kill_after(child: subprocess.Popen[str], accepted: int) -> set[str]:
     return ids
 
 
+@pytest.mark.scenario
 @pytest.mark.timeout(300)
 async def test_kill_9_at_random_instants_loses_nothing_accepted(
     anyio_backend: str, broker_url: str, broker: Broker, queue: str, tmp_path: Path

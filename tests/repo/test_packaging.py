@@ -65,6 +65,7 @@ def test_the_core_pulls_no_web_framework(wheel: Path) -> None:
     assert services >= WEB
 
 
+@pytest.mark.scenario
 def test_installed_without_extras_it_works_and_names_the_extra(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     assert _run(sys.executable, "-m", "venv", venv, cwd=tmp_path).returncode == 0
@@ -93,6 +94,7 @@ def test_installed_without_extras_it_works_and_names_the_extra(wheel: Path, tmp_
     assert "Traceback" not in api.stderr
 
 
+@pytest.mark.scenario
 def test_an_editable_install_imports_the_repository_folders(tmp_path: Path) -> None:
     """``pip install -e .`` serves ``warren`` from ``runtime/warren`` and the services from
     ``services/warren_services`` themselves: no copy, no link tree, nothing to refresh."""

@@ -120,6 +120,7 @@ async def test_end_to_end_every_message_pushed_once(stack: Stack) -> None:
     assert stored["push"] == "queued" and stored["from"] == "ada"
 
 
+@pytest.mark.scenario
 async def test_shutdown_mid_flight_acks_only_what_was_delivered(
     stack: Stack, broker: Broker
 ) -> None:
@@ -359,6 +360,7 @@ def pct(xs: list[float], q: int) -> float:
     return statistics.quantiles(xs, n=100)[q - 1]
 
 
+@pytest.mark.scenario
 async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
     rabbit_proxy: ProxiedBroker, broker: Broker
 ) -> None:
@@ -402,6 +404,7 @@ async def test_api_keeps_answering_while_the_broker_link_is_blackholed(
         s.cleanup(broker)
 
 
+@pytest.mark.scenario
 async def test_api_stores_before_it_pushes(broker_url: str, broker: Broker, tmp_path: Any) -> None:
     """A message the API cannot store (the database is locked) is answered 503 and sends no
     push: a client retrying it must not send the push twice."""
