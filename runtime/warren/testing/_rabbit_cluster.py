@@ -94,9 +94,7 @@ class RabbitCluster:
         _in_parallel([lambda n=n: n.start(timeout) for n in self.nodes])  # type: ignore[misc]
         seed = self.nodes[0]
         for node in self.nodes[1:]:
-            node.ctl("stop_app")
-            node.ctl("join_cluster", seed.name)
-            node.ctl("start_app")
+            _join(node, seed)
         self.await_online(timeout)
 
     def await_online(self, timeout: float = 120) -> None:
@@ -143,6 +141,34 @@ class RabbitCluster:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _join(node: RabbitNode, seed: RabbitNode, attempts: int = 3) -> None:
+    """Join ``node`` to ``seed``'s cluster. A join that hangs (seen once in CI on a loaded
+    machine: ``join_cluster`` timed out after 60 s) is tried again from a reset node; the
+    last failure carries the node's own account of it."""
+    node.ctl("stop_app")
+    for attempt in range(1, attempts + 1):
+        try:
+            node.ctl("join_cluster", seed.name, timeout=90)
+            break
+        except RabbitNodeError:
+            if _is_member(node, seed):
+                break  # the join went through; only its answer was late
+            if attempt == attempts:
+                raise RabbitNodeError(
+                    f"{node.name} could not join {seed.name} in {attempts} attempts:\n"
+                    f"{node.log_tail()}"
+                ) from None
+            node.ctl("force_reset", timeout=60)
+    node.ctl("start_app")
+
+
+def _is_member(node: RabbitNode, seed: RabbitNode) -> bool:
+    try:
+        return seed.name in node.ctl("cluster_status", timeout=30)
+    except RabbitNodeError:
+        return False
 
 
 def _in_parallel(calls: Sequence[Callable[[], None]]) -> None:

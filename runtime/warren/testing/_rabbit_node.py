@@ -172,8 +172,14 @@ class RabbitNode:
                      timeout=timeout + 10)  # fmt: skip
         except RabbitNodeError:
             self._kill()
-            tail = (self._dir / "server.out").read_text(errors="replace")[-2000:]
-            raise RabbitNodeError(f"node {self.name} did not start:\n{tail}") from None
+            raise RabbitNodeError(f"node {self.name} did not start:\n{self.log_tail()}") from None
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The last ``size`` characters the node printed: why it failed, when it did."""
+        try:
+            return (self._dir / "server.out").read_text(errors="replace")[-size:]
+        except OSError as exc:
+            return f"(no output: {exc})"
 
     def stop(self, timeout: float = 60) -> None:
         """Halt the node (its AMQP port closes) and wait for the process to exit."""
