@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test redis lint typecheck unit scenarios cluster-test demo bench chaos soak clean sysdeps
+.PHONY: test redis lint typecheck unit scenarios cluster-test container-test demo bench chaos soak clean sysdeps
 
 CHAOS_MINUTES ?= 5
 
@@ -47,7 +47,7 @@ typecheck: $(STAMP)
 # coverage run (not pytest-cov) so the pytest plugin, imported before any test, is measured too
 unit: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -m "not cluster and not scenario" $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/coverage run -m pytest -m "not cluster and not scenario and not container" $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/coverage combine -q && $(BIN)/coverage report; \
 	  report=$$?; [ $$status -eq 0 ] && exit $$report || exit $$status
 
@@ -64,13 +64,33 @@ test: sysdeps redis lint typecheck unit
 # token-endpoint outages, fresh-venv installs. About 6 minutes, so apart from make test (which
 # stays under 8); .ci/run runs both.
 scenarios: sysdeps redis $(STAMP)
-	$(BIN)/python -m pytest -m "scenario and not cluster" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "scenario and not cluster and not container" $(PYTEST_ARGS)
 
 # Failover on a throwaway three-node cluster (tests marked cluster): a few minutes, so apart
 # from make test; .ci/run runs both. Needs rabbitmq-server installed; the kernel-level
 # partition needs root (as in make test).
 cluster-test: sysdeps $(STAMP)
-	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "cluster and not container" $(PYTEST_ARGS)
+
+# The compose stack (deploy/compose.yaml) on a real Docker engine, cut and stopped as the
+# original incident was (tests/containers/; docs/deploy.md has the scenarios and numbers).
+# Installs Debian's docker.io and debootstrap when root; uses the engine that answers, else
+# starts dockerd for the run (no iptables rules, ip_forward untouched) and stops it after.
+# Images that cannot be pulled are built here (deploy/images/build.sh). About 6 minutes.
+CONTAINER_DEPS := dockerd:docker.io debootstrap:debootstrap ip:iproute2 curl:curl
+
+container-test: $(STAMP)
+	@missing=""; for pair in $(CONTAINER_DEPS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for the container tests:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "the container tests need Debian packages; run: sudo apt-get install -y$$missing"; \
+	  fi; \
+	fi
+	$(BIN)/python -m pytest -m container tests/containers $(PYTEST_ARGS)
 
 # The incident, live: an API under load, its link to RabbitMQ silently cut for 15 s and healed;
 # nothing lost. Uses WARREN_AMQP_URL, else 127.0.0.1:5672, else a throwaway node of its own.

@@ -24,13 +24,17 @@ os.environ.setdefault("WARREN_PUSH_INVALID_TOKENS_QUEUE", "")
 
 
 CHAOS = Path(__file__).resolve().parent / "chaos"
+CONTAINERS = Path(__file__).resolve().parent / "containers"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in tests/chaos/ is a slow scenario: ``make scenarios`` runs them."""
+    """Every test in tests/chaos/ is a slow scenario (``make scenarios`` runs them); every
+    test in tests/containers/ needs a Docker engine (``make container-test``)."""
     for item in items:
         if CHAOS in item.path.parents:
             item.add_marker(pytest.mark.scenario)
+        if CONTAINERS in item.path.parents:
+            item.add_marker(pytest.mark.container)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
