@@ -75,8 +75,9 @@ cluster-test: sysdeps $(STAMP)
 # The compose stack (deploy/compose.yaml) on a real Docker engine, cut and stopped as the
 # original incident was (tests/containers/; docs/deploy.md has the scenarios and numbers).
 # Installs Debian's docker.io and debootstrap when root; uses the engine that answers, else
-# starts dockerd for the run (no iptables rules, ip_forward untouched) and stops it after.
-# Images that cannot be pulled are built here (deploy/images/build.sh). About 6 minutes.
+# starts a dockerd of its own for the run (no iptables rules, ip_forward untouched) and stops
+# it after.
+# Images that cannot be pulled are built here (deploy/images/build.sh). About 4 minutes.
 CONTAINER_DEPS := dockerd:docker.io debootstrap:debootstrap ip:iproute2 curl:curl
 
 container-test: $(STAMP)

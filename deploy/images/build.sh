@@ -40,7 +40,14 @@ else
   [[ $(id -u) == 0 ]] || { echo "debootstrap needs root" >&2; exit 2; }
   command -v debootstrap >/dev/null || { echo "needs debootstrap (apt-get install debootstrap)" >&2; exit 2; }
   rootfs=$(mktemp -d)
-  trap 'rm -rf "$rootfs"' EXIT
+  # on any exit, an interrupted debootstrap's too: its mounts first, then the tree, never
+  # leaving the tree's file system (a mount still inside it is not followed)
+  cleanup() {
+    umount -R "$rootfs/proc" "$rootfs/sys" "$rootfs/dev/pts" 2>/dev/null || true
+    rm -rf --one-file-system "$rootfs"
+  }
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
   echo "$base: debootstrap bookworm (about a minute)"
   debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
     bookworm "$rootfs" "$mirror" >/dev/null
@@ -55,14 +62,14 @@ else
   rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED
   tar -C "$rootfs" -c . | "$docker" import --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' - "$base" >/dev/null
-  rm -rf "$rootfs"
-  trap - EXIT
+  cleanup
+  trap - EXIT INT TERM
 fi
 
 # always built: Docker's layer cache makes an unchanged one instant, and a changed one new
 for name in rabbitmq prometheus; do
   tag=warren-$name:bookworm
   echo "$tag: from Debian's package"
-  DOCKER_BUILDKIT=1 "$docker" build -q --network host --build-arg "BASE_IMAGE=$base" \
+  "$docker" build -q --network host --build-arg "BASE_IMAGE=$base" \
     -t "$tag" "$here/$name" >/dev/null
 done

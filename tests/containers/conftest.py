@@ -10,7 +10,8 @@ again at the end of the run.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import signal
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -18,15 +19,32 @@ from tests.containers.engine import EngineUnavailable, start_engine
 from tests.containers.stack import Stack
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Generator, Iterator
 
     from tests.containers.engine import Engine
 
 LINES = pytest.StashKey[list[str]]()
+STACK = pytest.StashKey["Stack"]()
+
+
+def _interrupt(signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
+    """The engine for the run. While it is held, SIGTERM and SIGHUP (a CI job cancelled,
+    ``timeout`` expiring) end the run the way Ctrl-C does: the finalizers run, so the stack
+    goes down and an engine started here stops."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield from _engine()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _engine() -> Iterator[Engine]:
     try:
         found = start_engine()
     except EngineUnavailable as exc:
@@ -42,10 +60,11 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Stack]:
     s = Stack(engine)
-    s.down()  # a run interrupted before its own down left the stack up
-    s.resolve_images()
-    build_s = s.build()
+    request.config.stash[STACK] = s
     try:
+        s.down()  # a run killed before its own down left the stack up
+        s.resolve_images()
+        build_s = s.build()
         up_s = s.up()
         _say(
             request.config,
@@ -58,8 +77,22 @@ def stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Stack]:
         raise
     finally:
         s.down()
+        s.close()
         left = s.leftovers()
         assert not left, f"compose down -v left {left}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed scenario's report carries the services' last log lines."""
+    report = yield
+    stack = item.config.stash.get(STACK, None)
+    if report.failed and call.when == "call" and stack is not None:
+        logs = stack.compose("logs", "--no-color", "--tail", "40", check=False, timeout=60)
+        report.sections.append(("compose logs", (logs.stdout + logs.stderr)[-30000:]))
+    return report
 
 
 def _say(config: pytest.Config, line: str) -> None:

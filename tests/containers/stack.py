@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.support.container_tools import COMPOSE, DOCKERFILE, ROOT, compose_cli
@@ -25,7 +29,11 @@ if TYPE_CHECKING:
 
     from tests.containers.engine import Engine
 
-PROJECT = "warren"  # compose.yaml's name:, and deploy/chaos/partition.sh's default
+# not compose.yaml's own name (warren): a developer's stack and its volumes are not the test's
+# to take down. deploy/chaos/partition.sh is told it (COMPOSE_PROJECT).
+PROJECT = "warren-test"
+EXTRA_LABEL = "warren.test.extra=1"  # on containers a scenario runs beside compose's
+PORTS = (8080, 8090, 9090, 9100, 9101, 9102, 15672)  # what compose.yaml publishes, Grafana's aside
 # Grafana has no Debian package and no registry is reachable in CI: the stack runs without it
 SERVICES = ("rabbitmq", "api", "push-sender", "fake-push-provider", "prometheus")
 API = "http://127.0.0.1:8080"
@@ -82,9 +90,23 @@ def metric(service: str, name: str) -> float:
 @dataclass
 class Stack:
     engine: Engine
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # for compose and partition.sh
     images: dict[str, str] = field(default_factory=dict)  # variable -> what was used
     built: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the engine's client first on PATH, so partition.sh talks to the same engine with it
+        bin_dir = Path(tempfile.mkdtemp(prefix="warren-test-bin-"))
+        (bin_dir / "docker").symlink_to(self.engine.docker)
+        self._bin_dir = bin_dir
+        path = f"{bin_dir}{os.pathsep}{self.engine.env.get('PATH', '')}"
+        self.env = {**self.engine.env, "PATH": path, "COMPOSE_PROJECT": PROJECT,
+                    "WARREN_IMAGE": WARREN_IMAGE}  # fmt: skip
+
+    def close(self) -> None:
+        for entry in self._bin_dir.iterdir():
+            entry.unlink()
+        self._bin_dir.rmdir()
 
     # -- images ---------------------------------------------------------------------------
 
@@ -101,17 +123,9 @@ class Stack:
                 self.images[variable] = standin
                 standins = True
         if standins:
-            done = subprocess.run(
-                [str(ROOT / "deploy/images/build.sh")],
-                env={**self.engine.build_env, "DOCKER": self.engine.docker},
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-            assert done.returncode == 0, done.stdout + done.stderr
-            self.built = [line for line in done.stdout.splitlines() if line]
-        self.env = {**os.environ, **self.images, "WARREN_IMAGE": WARREN_IMAGE}
+            self.built = _run_group([str(ROOT / "deploy/images/build.sh")],
+                                    {**self.env, "DOCKER": self.engine.docker}, 900)  # fmt: skip
+        self.env.update(self.images)
 
     def _present(self, image: str) -> bool:
         return self.engine.run("image", "inspect", image, check=False).returncode == 0
@@ -132,7 +146,6 @@ class Stack:
             WARREN_IMAGE,
             str(ROOT),
             timeout=600,
-            env=self.engine.build_env,
         )
         return time.monotonic() - start
 
@@ -141,17 +154,13 @@ class Stack:
     def compose(
         self, *args: str, timeout: float = 300, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        cli = compose_cli()
-        env = {**self.env, "DOCKER_HOST": os.environ.get("DOCKER_HOST", "")}
-        if not env["DOCKER_HOST"]:
-            del env["DOCKER_HOST"]
         done = subprocess.run(
-            [*cli, "-f", str(COMPOSE), "-p", PROJECT, *args],
+            [*compose_cli(), "-f", str(COMPOSE), "-p", PROJECT, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            env=env,
+            env=self.env,
         )
         if check and done.returncode != 0:
             raise AssertionError(
@@ -161,14 +170,28 @@ class Stack:
         return done
 
     def up(self) -> float:
+        """Bring the stack up (each service healthy); on a running stack, heal what a failed
+        scenario left: a stopped container started, a cut network connected again."""
         start = time.monotonic()
+        running = self.engine.run(
+            "ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"
+        )
+        if not running.stdout.strip():
+            busy = [port for port in PORTS if _listening(port)]
+            assert not busy, f"ports the stack publishes are taken on 127.0.0.1: {busy}"
+        for service in ("api", "push-sender"):
+            self.connect(service, heal=True)
         self.compose(
             "up", "-d", "--no-build", "--wait", "--wait-timeout", "180", *SERVICES, timeout=240
         )
         return time.monotonic() - start
 
     def down(self) -> None:
-        """``compose down -v``: containers, networks and volumes, also after a failure."""
+        """``compose down -v``: containers, networks and volumes, also after a failure; first
+        any container of the project compose does not know (the health check's)."""
+        extra = self.engine.run("ps", "-aq", "--filter", f"label={EXTRA_LABEL}", check=False)
+        if extra.stdout.split():
+            self.engine.run("rm", "-f", *extra.stdout.split(), check=False)
         self.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=180, check=False)
 
     def leftovers(self) -> list[str]:
@@ -191,7 +214,17 @@ class Stack:
     def disconnect(self, service: str, network: str = "broker") -> None:
         self.engine.run("network", "disconnect", self.network(network), self.container(service))
 
-    def connect(self, service: str, network: str = "broker") -> None:
+    def connect(self, service: str, network: str = "broker", heal: bool = False) -> None:
+        """``docker network connect`` (with the service's alias, as compose gives it). With
+        ``heal``, only if the container exists and is not connected (an earlier scenario's
+        failure left it cut off); compose makes the missing ones."""
+        if heal:
+            found = self.engine.run(
+                "inspect", "-f", "{{json .NetworkSettings.Networks}}", self.container(service),
+                check=False,
+            )  # fmt: skip
+            if found.returncode != 0 or f'"{self.network(network)}"' in found.stdout:
+                return
         self.engine.run(
             "network", "connect", "--alias", service, self.network(network), self.container(service)
         )
@@ -211,3 +244,24 @@ class Stack:
         result = get_json(url)["data"]["result"]
         assert len(result) <= 1, result
         return float(result[0]["value"][1]) if result else None
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _run_group(cmd: list[str], env: dict[str, str], timeout: float) -> list[str]:
+    """Run ``cmd`` in a process group of its own; on a timeout (or an interrupt) SIGTERM the
+    whole group, so a debootstrap under it stops too (build.sh cleans up on TERM)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        raise
+    assert proc.returncode == 0, out
+    return [line for line in out.splitlines() if line]

@@ -10,7 +10,6 @@ with what the fake provider received.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 import urllib.error
@@ -29,18 +28,23 @@ class Load:
     rate: float = 40.0
     accepted: set[str] = field(default_factory=set)  # the provider's ids: "push-<id>"
     dropped: int = 0
-    refused: int = 0
+    refused: int = 0  # every answer but 202, and no answer at all
+    unanswered: int = 0  # no answer at all: the api may have stored the message and died
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _post_one(self, i: int) -> None:
         body = {"from": "container-test", "to": f"device-{i}", "text": f"message {i}"}
+        answered = True
         try:
             answer = post(f"{API}/messages", body, timeout=5)
-        except (OSError, urllib.error.URLError, json.JSONDecodeError):
+        except urllib.error.HTTPError:  # an answer, not 202 (503 while it is not ready)
             answer = None
+        except Exception:  # refused, reset, cut short: no answer (counted below)
+            answer, answered = None, False
         with self._lock:
+            self.unanswered += not answered
             if isinstance(answer, dict) and answer.get("push") == "queued":
                 self.accepted.add(f"push-{answer['id']}")
             elif isinstance(answer, dict) and answer.get("push") == "dropped":
