@@ -15,7 +15,10 @@ from warren import (
     PublisherConfig,
     redact_url,
 )
+from warren._common.redact import Redactor
 from warren._config import CONNECTION_FIELDS, parse_addr
+from warren._config.connection import node_address
+from warren._worker.link_state import LinkState
 
 
 @pytest.mark.parametrize(
@@ -152,6 +155,57 @@ def test_redact_url() -> None:
     assert redact_url("amqp://u:secret@h:5672/v") == "amqp://u:***@h:5672/v"
     assert redact_url("amqp://h/v") == "amqp://h/v"
     assert redact_url("amqps://u:p%40ss@[::1]:5671/") == "amqps://u:***@[::1]:5671/"
+
+
+SSL_OPTIONS = (
+    "amqps://u:pw@broker.example/%2F?ssl_options="
+    "%7B%27ca_certs%27%3A%20%27%2Fca.pem%27%2C%20%27password%27%3A%20%27s3cret-pass%27%7D"
+)
+
+
+def test_a_comma_separates_urls_only_where_a_new_url_starts() -> None:
+    """pika's ?ssl_options={...} with two keys holds a comma (raw, or encoded as %2C): it
+    is one URL, not two broken ones."""
+    raw = "amqps://u:pw@h/%2F?ssl_options={'ca_certs': '/ca.pem', 'server_hostname': 'h'}"
+    assert ConnectionConfig(urls=raw).urls == (raw,)
+    assert ConnectionConfig(urls=f"{raw},amqps://u:pw@h2/").urls == (raw, "amqps://u:pw@h2/")
+    assert ConnectionConfig(urls="amqp://a/, AMQPS://b/").urls == ("amqp://a/", "AMQPS://b/")
+
+
+def test_a_comma_in_a_host_is_a_clear_error_that_does_not_echo_the_url() -> None:
+    with pytest.raises(ConfigError, match="',' in its host") as info:
+        ConnectionConfig(urls="amqp://u:hunter2@n1,n2/")
+    assert "hunter2" not in str(info.value) and "n1" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "node"),
+    [
+        ("amqps://h/", "h:5671"),
+        ("AMQPS://u:p@h/%2F", "h:5671"),
+        ("amqp://h/", "h:5672"),
+        ("amqps://h:6000/", "h:6000"),
+        ("amqp://u:p@[::1]/", "::1:5672"),
+    ],
+)
+def test_the_node_of_a_url_defaults_its_port_by_scheme(url: str, node: str) -> None:
+    """``amqps://host/`` is on 5671 (what pika dials), so statistics, /readyz and
+    ``warren_connected_node`` say so."""
+    assert node_address(url) == node
+    state = LinkState(clock=lambda: 0.0)
+    state.up(url)
+    assert state.node == node
+
+
+def test_ssl_options_in_a_url_are_redacted_whole() -> None:
+    """A client key's passphrase can be given in pika's ssl_options: the whole value goes,
+    in a URL setting and in free text (an exception's message, a log line)."""
+    shown = redact_url(SSL_OPTIONS)
+    assert shown == "amqps://u:***@broker.example/%2F?ssl_options=***"
+    raw = "amqps://h/?ssl_options={'password': 'two words'}&heartbeat=5"
+    assert redact_url(raw) == "amqps://h/?ssl_options=***&heartbeat=5"
+    text = f"connection.failed url={SSL_OPTIONS} reason=x"
+    assert "s3cret" not in Redactor()(text) and "pw@" not in Redactor()(text)
 
 
 def test_parse_addr() -> None:

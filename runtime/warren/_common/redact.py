@@ -4,7 +4,8 @@ Two layers, because a password may hold any character (a space, an unencoded ``@
 then no parser can say where it ends in free text:
 
 - ``redact_url`` takes one URL value, whose userinfo runs to its *last* ``@``; everything
-  between ``user:`` and that ``@`` goes, whatever it holds.
+  between ``user:`` and that ``@`` goes, whatever it holds. So does the value of pika's
+  ``ssl_options`` query argument (it may carry a key's passphrase).
 - ``Redactor`` knows the configured secrets themselves (the passwords of the URLs in the
   process's settings, raw and percent-encoded) and removes them wherever they appear, then
   applies the URL pattern for URLs it was not told about. The log formatters use it.
@@ -27,6 +28,11 @@ MIN_SECRET: Final = 4
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 # In free text a URL ends at white space; its userinfo runs to the last "@" before that.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):\S*@")
+# pika's ?ssl_options={...} (percent-encoded or not): its value runs to the next "&" or the
+# end of the URL; in free text, to white space
+_SSL_OPTIONS = re.compile(r"(?P<key>ssl_options=)[^&\s]*", re.IGNORECASE)
+_SSL_OPTIONS_IN_URL = re.compile(r"(?P<key>ssl_options=)[^&]*", re.IGNORECASE)
+_MASKED_SSL_OPTIONS = rf"\g<key>{MASK}"
 
 
 def redact_url(url: str) -> str:
@@ -41,14 +47,24 @@ def redact_url(url: str) -> str:
     rest = url[scheme.end() :]
     at = rest.rfind("@")
     user, colon, _ = rest[: max(at, 0)].partition(":")
-    if at < 0 or not colon:
-        return url
-    return f"{scheme.group()}{user}:{MASK}{rest[at:]}"
+    if at >= 0 and colon:
+        rest = f"{user}:{MASK}{rest[at:]}"
+    return scheme.group() + _redact_query(rest)
+
+
+def _redact_query(rest: str) -> str:
+    """The ``ssl_options`` value in a URL's query (the part after its userinfo)."""
+    path, question, query = rest.partition("?")
+    if not question:
+        return rest
+    return f"{path}?{_SSL_OPTIONS_IN_URL.sub(_MASKED_SSL_OPTIONS, query)}"
 
 
 def redact_text(text: str) -> str:
-    """Redact every ``scheme://user:password@`` found anywhere in free text."""
-    return _USERINFO.sub(rf"\g<scheme>\g<user>:{MASK}@", text)
+    """Redact every ``scheme://user:password@`` and ``ssl_options=...`` found anywhere in
+    free text."""
+    text = _USERINFO.sub(rf"\g<scheme>\g<user>:{MASK}@", text)
+    return _SSL_OPTIONS.sub(_MASKED_SSL_OPTIONS, text)
 
 
 def url_password(url: str) -> str | None:

@@ -3,6 +3,7 @@ workers' configs. URLs are checked without ever echoing them (a password may be 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -30,6 +31,11 @@ CONNECTION_FIELDS = (
 )
 
 
+# One URL per node, separated by commas; a comma inside a URL (pika's ssl_options={...} with
+# two keys) is not a separator: only a comma that a new amqp:// or amqps:// URL follows is.
+_SEPARATOR = re.compile(r",\s*(?=amqps?://)", re.IGNORECASE)
+DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+
 _URL_FORM = (
     "expected amqp://user:password@host:port/vhost, with any of / # ? , @ % in the password "
     "percent-encoded"
@@ -49,6 +55,11 @@ def _check_url(setting: str, url: str, where: str) -> str:
         raise ConfigError(setting, f"{where} must start with amqp:// or amqps:// (not shown)")
     if not parts.hostname or "@" in f"{parts.path}{parts.query}{parts.fragment}":
         raise ConfigError(setting, f"{where} has no host or a stray '@' (not shown); {_URL_FORM}")
+    if "," in parts.netloc.rpartition("@")[2]:
+        raise ConfigError(
+            setting, f"{where} has a ',' in its host (not shown): separate several URLs with "
+            "commas, each starting with amqp:// or amqps://",
+        )  # fmt: skip
     del port
     return url
 
@@ -56,7 +67,7 @@ def _check_url(setting: str, url: str, where: str) -> str:
 def parse_urls(setting: str, value: str | Sequence[str]) -> tuple[str, ...]:
     """One URL, a comma-separated list, or a sequence -> a validated tuple (cluster nodes)."""
     if isinstance(value, str):
-        value = value.split(",")
+        value = _SEPARATOR.split(value)
     elif not isinstance(value, list | tuple) or not all(isinstance(u, str) for u in value):
         raise ConfigError(
             setting, f"expected a URL string or a list of them, got a {type(value).__name__}"
@@ -68,6 +79,15 @@ def parse_urls(setting: str, value: str | Sequence[str]) -> tuple[str, ...]:
         _check_url(setting, u, "the URL" if len(raw) == 1 else f"URL {i} of {len(raw)}")
         for i, u in enumerate(raw, 1)
     )
+
+
+def node_address(url: str) -> str | None:
+    """``host:port`` of the node a URL names, the port defaulting by scheme (5671 for
+    ``amqps://``, 5672 for ``amqp://``); None if it names no host."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return f"{parts.hostname}:{parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 5672)}"
 
 
 @dataclass(frozen=True, kw_only=True)

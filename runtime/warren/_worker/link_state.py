@@ -8,7 +8,8 @@ worker failed for good (gave up reconnecting, or the broker refused its credenti
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, final
-from urllib.parse import urlsplit
+
+from warren._config.connection import node_address
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,8 +44,7 @@ class LinkState:
 
     def up(self, url: str = "") -> bool:
         """The connection to ``url`` is (back) up; True if this is a reconnection."""
-        parts = urlsplit(url)
-        self.node = f"{parts.hostname}:{parts.port or 5672}" if parts.hostname else None
+        self.node = node_address(url)
         again = self.ever_connected
         if again:
             self.reconnects += 1

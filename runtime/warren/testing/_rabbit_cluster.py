@@ -14,8 +14,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self, final
-from urllib.parse import urlsplit
 
+from warren._config.connection import node_address
 from warren.testing._rabbit_node import RabbitNode, RabbitNodeError
 
 if TYPE_CHECKING:
@@ -82,8 +82,7 @@ class RabbitCluster:
     def node_at(self, address: str) -> RabbitNode:
         """The node whose AMQP listener is ``address`` (``host:port``, or an AMQP URL)."""
         if "://" in address:
-            parts = urlsplit(address)
-            address = f"{parts.hostname}:{parts.port or 5672}"
+            address = node_address(address) or address
         for node in self.nodes:
             if f"{node.host}:{node.amqp_port}" == address:
                 return node

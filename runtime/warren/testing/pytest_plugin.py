@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from warren._config.connection import DEFAULT_PORTS, node_address
 from warren.testing._client import ProxyHandle, ToxiproxyClient
 from warren.testing._proxy_api import run_in_thread
 from warren.testing._rabbit_cluster import RabbitCluster
@@ -82,7 +83,8 @@ def _answers(host: str, port: int) -> bool:
 def warren_amqp_url() -> str:
     url = os.environ.get("WARREN_TEST_AMQP_URL", DEFAULT_TEST_URL)
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 5672)
     if not _answers(host, port):
         if os.environ.get("CI") == "true":
             pytest.fail(f"RabbitMQ is not answering on {host}:{port} (CI requires it)")
@@ -107,7 +109,7 @@ def rabbit_proxy(
     fault_proxy_server: ToxiproxyClient, warren_amqp_url: str
 ) -> Iterator[ProxiedBroker]:
     parts = urlsplit(warren_amqp_url)
-    upstream = f"{parts.hostname}:{parts.port or 5672}"
+    upstream = node_address(warren_amqp_url) or "127.0.0.1:5672"
     name = f"rabbitmq-{uuid.uuid4().hex[:8]}"
     info = fault_proxy_server.create_proxy(name, upstream, "127.0.0.1:0")
     handle = ProxyHandle(fault_proxy_server, name, "127.0.0.1", info.port)
