@@ -35,6 +35,7 @@ from warren._config import (
     Overflow,
     PublisherConfig,
     QueueType,
+    TlsConfig,
     parse_addr,
 )
 from warren._consume.consumer import Consumer, Deduplicator
@@ -55,6 +56,7 @@ from warren._exceptions import (
     PublisherClosed,
     PublishError,
     RetryLater,
+    TlsRefused,
     TopologyMismatch,
     WarrenError,
 )
@@ -140,6 +142,8 @@ __all__ = [
     "ServiceContext",
     "Setting",
     "Timeout",
+    "TlsConfig",
+    "TlsRefused",
     "Topology",
     "TopologyMismatch",
     "Unblocked",

@@ -48,6 +48,19 @@ class AccessRefused(BrokerError):
         self.detail = detail
 
 
+class TlsRefused(AccessRefused):
+    """A certificate was refused: the broker's failed verification (unknown CA, wrong host
+    name, expired), or the broker refused ours. Final, as a refused login is: reconnecting
+    would only repeat it."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(url, detail)
+        self.args = (f"certificate refused at {url}: {detail}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ConnectionGaveUp(BrokerError):
     """Reconnecting failed ``attempts`` times in a row; ``jobs_lost`` buffered jobs die with it."""
 

@@ -12,6 +12,7 @@ translated; plain code with no I/O (``tests/unit/test_close_reasons.py``).
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 import pika.exceptions as pe
@@ -78,7 +79,29 @@ def open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFai
         )
         or "ACCESS_REFUSED" in text
     )
-    return ConnectFailed(attempt, redact_url(url), text, fatal=fatal)
+    # a broker's alert after the handshake (TLS 1.3 verifies the client's certificate then)
+    # reaches pika's first read, and arrives here only as the text of a lost stream
+    tls = any(_tls_refusal(e) for e in chain) or any(a in text for a in _REFUSED_BY_BROKER)
+    return ConnectFailed(attempt, redact_url(url), text, fatal=fatal or tls, tls=tls)
+
+
+# TLS alerts a broker sends when it refuses the client's certificate (or its absence)
+_REFUSED_BY_BROKER = ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED",
+                      "ALERT_CERTIFICATE_UNKNOWN", "ALERT_CERTIFICATE_EXPIRED",
+                      "ALERT_CERTIFICATE_REVOKED", "ALERT_ACCESS_DENIED")  # fmt: skip
+
+
+def _tls_refusal(exc: object) -> bool:
+    """A certificate refused, which no retry changes: the broker's, by our verification, or
+    ours, by the broker (a TLS alert). A handshake that times out or is cut is not this."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    reason = getattr(exc, "reason", None)
+    return (
+        isinstance(exc, ssl.SSLError)
+        and isinstance(reason, str)
+        and reason.endswith(_REFUSED_BY_BROKER)
+    )
 
 
 def close_outcome(

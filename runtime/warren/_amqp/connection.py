@@ -42,10 +42,19 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from warren._amqp.consume import ConsumeSpec
-    from warren._config import PublisherConfig
+    from warren._config import PublisherConfig, TlsConfig
     from warren._job import Job
 
 log = logging.getLogger("warren.amqp")
+
+
+def _warn_if_unverified(tls: TlsConfig, name: str) -> None:
+    if not tls.verify:
+        log.warning(
+            "tls.verify_off worker=%s the broker's certificate is NOT verified "
+            "(WARREN_AMQP_TLS_VERIFY=off): anyone on the path can pose as the broker",
+            name,
+        )
 
 
 def _call_soon_threadsafe() -> Callable[[Callable[[], None]], None]:
@@ -154,6 +163,7 @@ class AmqpConnection:
                 call_soon(self._deliver)
 
         self._inbox.open(wake)
+        _warn_if_unverified(self._config.connection.tls, self._name)
         io_thread = anyio.CapacityLimiter(1)  # this connection's I/O thread (module doc)
         urls = self._config.connection.url_list
         failures = 0

@@ -51,6 +51,7 @@ class ConnectFailed:
     detail: str
     fatal: bool = False  # ACCESS_REFUSED: retrying quietly would hide a config error
     topology: bool = False  # fatal because the broker refused the declared topology
+    tls: bool = False  # fatal: a certificate refused, the broker's by us or ours by the broker
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,10 +43,19 @@ def opening_without_transport(conn: Any) -> bool:
 
 
 def input_waiting(conn: Any) -> bool:
-    """Whether bytes from the broker wait unread in the connection's socket."""
+    """Whether bytes from the broker wait unread in the connection's socket. Over TLS that
+    includes bytes already decrypted and held in the TLS layer (``SSLSocket.pending()``),
+    which a look at the raw socket cannot see: the rest of a record read in part."""
     sock = getattr(getattr(conn, "_transport", None), "_sock", None)
     if sock is None:
         return False
+    pending = getattr(sock, "pending", None)
+    if callable(pending):
+        try:
+            if pending() > 0:
+                return True
+        except (OSError, ValueError):
+            pass
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):

@@ -48,6 +48,7 @@ from warren._amqp.pika_internals import (
 from warren._amqp.publishing import WRITE_CHUNK as WRITE_CHUNK  # (tests use it)
 from warren._amqp.publishing import PublishingSession
 from warren._amqp.receive import ChannelReader
+from warren._amqp.tls import url_parameters
 from warren._amqp.watchdog import WatchdogAbort
 from warren._common.redact import redact_url
 
@@ -183,7 +184,7 @@ class PikaSession(PublishingSession):
 
     def _parameters(self) -> Any:
         cfg = self._config
-        params = pika.URLParameters(self._url)
+        params = url_parameters(self._url, cfg.connection.tls)
         params.heartbeat = cfg.connection.heartbeat
         params.connection_attempts = 1
         params.retry_delay = 0

@@ -29,6 +29,7 @@ from warren._config.publisher import (
     PublisherConfig,
 )
 from warren._config.settings_help import env_settings_help
+from warren._config.tls import TlsConfig
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -46,6 +47,7 @@ __all__ = [
     "Overflow",
     "PublisherConfig",
     "QueueType",
+    "TlsConfig",
     "env_settings_help",
     "parse_addr",
     "parse_urls",

@@ -4,12 +4,13 @@ workers' configs. URLs are checked without ever echoing them (a password may be 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 from warren._config.checks import at_most, positive_float, positive_int, redacted_repr
 from warren._config.env import naming_variables, read_env
+from warren._config.tls import TLS_FIELDS, TlsConfig
 from warren._exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ class ConnectionConfig:
     backoff_base: float = 0.2
     backoff_cap: float = 15.0
     tcp_user_timeout: float | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    """Trust, client certificate and host name for ``amqps://`` URLs."""
 
     def __post_init__(self) -> None:
         urls: Any = self.urls
@@ -127,6 +130,12 @@ class ConnectionConfig:
             raise ConfigError("backoff_cap", f"must be >= backoff_base ({self.backoff_base})")
         if self.tcp_user_timeout is not None:
             positive_float("tcp_user_timeout", self.tcp_user_timeout)
+        if not isinstance(self.tls, TlsConfig):
+            raise ConfigError("tls", f"must be a TlsConfig, got a {type(self.tls).__name__}")
+        if self.tls.configured and not any(
+            urlsplit(u).scheme.lower() == "amqps" for u in self.url_list
+        ):
+            raise ConfigError("urls", "the TLS settings apply to amqps:// URLs, and none is one")
 
     def __repr__(self) -> str:
         return redacted_repr(self)
@@ -168,4 +177,4 @@ class ConnectionConfig:
         """Build from the ``WARREN_*`` connection variables; errors name the variable."""
         values = read_env(env, CONNECTION_FIELDS)
         with naming_variables():
-            return cls(**values)
+            return cls(**values, tls=TlsConfig(**read_env(env, TLS_FIELDS)))

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from warren._common.redact import redact_url
+from warren._config.tls import parse_switch
 from warren._exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -28,6 +29,13 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WARREN_FLUSH_TIMEOUT": ("flush_timeout", float),
     "WARREN_OUTBOX": ("outbox", str),
     "WARREN_OUTBOX_SYNC": ("outbox_sync", str),
+    # TLS, for amqps:// URLs (tls.py)
+    "WARREN_AMQP_CA_FILE": ("ca_file", str),
+    "WARREN_AMQP_CERT_FILE": ("cert_file", str),
+    "WARREN_AMQP_KEY_FILE": ("key_file", str),
+    "WARREN_AMQP_KEY_PASSWORD_FILE": ("key_password_file", str),
+    "WARREN_AMQP_SERVER_NAME": ("server_name", str),
+    "WARREN_AMQP_TLS_VERIFY": ("verify", parse_switch),
 }
 VARIABLE_OF = {name: var for var, (name, _) in VARIABLES.items()}
 PUBLISHER_FIELDS = (

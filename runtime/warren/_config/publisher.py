@@ -9,6 +9,7 @@ from warren._config.checks import positive_float, positive_int, redacted_repr
 from warren._config.connection import CONNECTION_FIELDS, ConnectionConfig
 from warren._config.deprecated import accept_old_keywords, conflict, warn_old_keywords
 from warren._config.env import PUBLISHER_FIELDS, naming_variables, read_env
+from warren._config.tls import TLS_FIELDS, TlsConfig
 from warren._exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ class PublisherConfig:
             if old:
                 warn_old_keywords("PublisherConfig.from_env", old)
             with naming_variables(set(old)):
-                overrides["connection"] = ConnectionConfig(**link)
+                tls = TlsConfig(**read_env(env, TLS_FIELDS))
+                overrides["connection"] = ConnectionConfig(**link, tls=tls)
         elif old:
             conflict(old)
         values = read_env(env, PUBLISHER_FIELDS)

@@ -20,7 +20,7 @@ _GROUP = "warren.services"
 _EXIT_CODES = """exit codes:
   0  clean shutdown          2  bad configuration or    4  broker refused credentials
   1  unexpected error           a refused topology      5  stopped, unflushed jobs dropped
-                             3  gave up reconnecting"""
+                             3  gave up reconnecting    6  a TLS certificate refused"""
 _SALVAGE_EPILOG = f"""The damaged file (and a WAL beside it) is only read, never changed. Every
 job that still reads is copied, with its id and message id, to NEW, a new outbox file: start
 the publisher with NEW as its outbox and it sends them (a consumer that deduplicates by

@@ -13,6 +13,8 @@ Exit codes (a public contract, documented in the README):
 4    the broker refused the credentials or a permission (ACCESS_REFUSED)
 5    stopped, but accepted jobs could not be flushed in time and were dropped
      (``shutdown.unflushed_total`` in the log says how many)
+6    a TLS certificate was refused: the broker's failed verification (unknown CA, wrong
+     host name, expired), or the broker refused ours
 ===  ==================================================================
 
 Exit code 5 is not 0 on purpose: the jobs are gone (counted in
@@ -35,7 +37,13 @@ from prometheus_client import CollectorRegistry
 
 from warren._common.unwrap import raise_single
 from warren._config import PublisherConfig, parse_addr
-from warren._exceptions import AccessRefused, ConfigError, ConnectionGaveUp, TopologyMismatch
+from warren._exceptions import (
+    AccessRefused,
+    ConfigError,
+    ConnectionGaveUp,
+    TlsRefused,
+    TopologyMismatch,
+)
 from warren._ops.metrics import Metrics
 from warren._ops.server import OpsServer
 from warren._run.service import Service, ServiceContext
@@ -51,6 +59,7 @@ EXIT_CONFIG = 2
 EXIT_GAVE_UP = 3
 EXIT_ACCESS_REFUSED = 4
 EXIT_UNFLUSHED = 5
+EXIT_TLS_REFUSED = 6
 DEFAULT_METRICS_ADDR = "127.0.0.1:9100"
 FORCED_EXIT_AFTER = 0.5  # seconds a forced stop gives the cancelled tasks to unwind
 
@@ -137,6 +146,9 @@ def run_service(
     except ConnectionGaveUp as exc:
         log.critical("worker.failed %s", exc)
         return EXIT_GAVE_UP
+    except TlsRefused as exc:
+        log.critical("worker.failed %s", exc)
+        return EXIT_TLS_REFUSED
     except AccessRefused as exc:
         log.critical("worker.failed %s", exc)
         return EXIT_ACCESS_REFUSED

@@ -19,7 +19,7 @@ from anyio import ClosedResourceError
 
 from warren._amqp import Connected, ConnectFailed, ConnectionLost, GaveUp
 from warren._common.unwrap import raise_single
-from warren._exceptions import AccessRefused, ConnectionGaveUp, TopologyMismatch
+from warren._exceptions import AccessRefused, ConnectionGaveUp, TlsRefused, TopologyMismatch
 from warren._worker.link_state import LinkState
 
 if TYPE_CHECKING:
@@ -149,8 +149,12 @@ class Worker:
                 else:  # a connection that never became ready: nothing of ours was on it
                     link.last_error = f"{kind}: {detail}"
                     log.warning("connection.lost worker=%s kind=%s %s", name, kind, detail)
-            case ConnectFailed(attempt, url, detail, fatal, topology):
+            case ConnectFailed(attempt, url, detail, fatal, topology, tls):
                 link.last_error = detail
+                if tls:
+                    log.error("connection.tls_refused worker=%s url=%s %s", name, url, detail)
+                    link.fail(f"a certificate was refused: {detail}")
+                    raise TlsRefused(url, detail)
                 if topology:
                     log.error("topology.refused worker=%s url=%s %s", name, url, detail)
                     link.fail(f"the broker refused the topology: {detail}")

@@ -5,7 +5,8 @@
 - ``partition()`` / ``link_down()``: a silent partition or a downed link, as context managers.
 - ``delete_queues()``: clean up the queues a test or demo declared.
 - ``RabbitNode``: a throwaway RabbitMQ node for destructive tests; ``RabbitCluster``: several
-  of them joined into one cluster (quorum queues, failover, partitions).
+  of them joined into one cluster (quorum queues, failover, partitions); ``RabbitTlsNode``:
+  one with a TLS listener, its own CA and client certificates (``TestCA`` makes more).
 - ``FakeLinks`` / ``FakeLink``: pass ``connection=FakeLinks()`` to a ``Publisher`` or
   ``Consumer`` and play the broker from the test (connects, losses, confirms, nacks,
   returns, deliveries) with no broker and no sockets.
@@ -13,6 +14,7 @@
 """
 
 from warren._amqp import delete_queues
+from warren.testing._certs import CertFiles, TestCA
 from warren.testing._client import (
     AsyncToxiproxyClient,
     ProxyHandle,
@@ -28,9 +30,11 @@ from warren.testing._proxy_api import FaultProxyServer
 from warren.testing._proxy_api import run_in_thread as fault_proxy_in_thread
 from warren.testing._rabbit_cluster import NodePlacement, RabbitCluster
 from warren.testing._rabbit_node import RabbitNode, RabbitNodeError
+from warren.testing._rabbit_tls import RabbitTlsNode
 
 __all__ = [
     "AsyncToxiproxyClient",
+    "CertFiles",
     "FakeLink",
     "FakeLinks",
     "FaultProxyServer",
@@ -40,6 +44,8 @@ __all__ = [
     "RabbitCluster",
     "RabbitNode",
     "RabbitNodeError",
+    "RabbitTlsNode",
+    "TestCA",
     "ToxiproxyClient",
     "ToxiproxyError",
     "delete_queues",

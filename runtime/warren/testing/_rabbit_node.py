@@ -82,6 +82,7 @@ class RabbitNode:
         node_host: the host part of its node name (must resolve where the node runs).
         config: extra ``rabbitmq.conf`` lines.
         advanced_config: the ``advanced.config`` Erlang terms, for what rabbitmq.conf lacks.
+        plugins: plugins to enable (e.g. ``rabbitmq_auth_mechanism_ssl``).
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class RabbitNode:
         node_host: str = "localhost",
         config: Sequence[str] = (),
         advanced_config: str | None = None,
+        plugins: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.netns = netns
@@ -119,7 +121,7 @@ class RabbitNode:
             path = self._dir / ".erlang.cookie"
             path.write_text(cookie)
             path.chmod(0o400)
-        (self._dir / "enabled_plugins").write_text("[].\n")
+        (self._dir / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
 
     @property
     def url(self) -> str:

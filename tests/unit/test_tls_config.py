@@ -1,0 +1,132 @@
+"""TLS settings: every file is read and checked at start; a bad one names the setting (the
+variable, from the environment) and the path, never the file's content."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+import pytest
+
+from warren import ConfigError, ConnectionConfig, TlsConfig
+from warren.testing import TestCA
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from warren.testing import CertFiles
+
+SECRET = "-----BEGIN SECRET MATERIAL----- do-not-print-me"
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path)
+
+
+@pytest.fixture
+def client(ca: TestCA) -> CertFiles:
+    return ca.issue("client", client=True)
+
+
+def env_error(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        ConnectionConfig.from_env({"WARREN_AMQP_URL": "amqps://h/", **env})
+    return str(info.value)
+
+
+def test_a_good_set_makes_one_verifying_context(ca: TestCA, client: CertFiles) -> None:
+    tls = ConnectionConfig.from_env(
+        {
+            "WARREN_AMQP_URL": "amqps://h/",
+            "WARREN_AMQP_CA_FILE": str(ca.cert),
+            "WARREN_AMQP_CERT_FILE": str(client.cert),
+            "WARREN_AMQP_KEY_FILE": str(client.key),
+            "WARREN_AMQP_SERVER_NAME": "broker.internal",
+        }
+    ).tls
+    assert tls.context.verify_mode == ssl.CERT_REQUIRED and tls.context.check_hostname
+    assert tls.context is tls.context  # made once
+    assert tls.server_name == "broker.internal"
+
+
+def test_verification_is_turned_off_only_explicitly() -> None:
+    assert TlsConfig().verify
+    off = ConnectionConfig.from_env(
+        {"WARREN_AMQP_URL": "amqps://h/", "WARREN_AMQP_TLS_VERIFY": "off"}
+    ).tls
+    assert off.context.verify_mode == ssl.CERT_NONE and not off.context.check_hostname
+    assert "WARREN_AMQP_TLS_VERIFY: cannot parse 'maybe'" in env_error(
+        {"WARREN_AMQP_TLS_VERIFY": "maybe"}
+    )
+
+
+def test_missing_and_unreadable_files_name_the_variable_and_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    assert env_error({"WARREN_AMQP_CA_FILE": str(missing)}) == (
+        f"WARREN_AMQP_CA_FILE: cannot read {missing}: No such file or directory"
+    )
+    assert "WARREN_AMQP_CA_FILE: cannot read" in env_error({"WARREN_AMQP_CA_FILE": str(tmp_path)})
+
+
+@pytest.mark.parametrize("variable", ["WARREN_AMQP_CA_FILE", "WARREN_AMQP_CERT_FILE"])
+def test_a_file_that_is_not_pem_is_named_and_not_shown(
+    variable: str, tmp_path: Path, client: CertFiles
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text(SECRET)
+    env = {variable: str(junk)}
+    if variable == "WARREN_AMQP_CERT_FILE":
+        env["WARREN_AMQP_KEY_FILE"] = str(client.key)
+    message = env_error(env)
+    assert message.startswith(f"{variable}: {junk} holds no PEM certificate")
+    assert "do-not-print-me" not in message
+
+
+def test_a_key_that_does_not_match_the_certificate(ca: TestCA, client: CertFiles) -> None:
+    other = ca.issue("other", client=True)
+    message = env_error(
+        {"WARREN_AMQP_CERT_FILE": str(client.cert), "WARREN_AMQP_KEY_FILE": str(other.key)}
+    )
+    assert message == f"WARREN_AMQP_KEY_FILE: {other.key} does not match {client.cert}"
+
+
+def test_an_encrypted_key_needs_its_passphrase_from_a_file(ca: TestCA, tmp_path: Path) -> None:
+    locked = ca.issue("locked", client=True, password="correct horse battery")
+    assert locked.key_password_file is not None
+    base = {"WARREN_AMQP_CERT_FILE": str(locked.cert), "WARREN_AMQP_KEY_FILE": str(locked.key)}
+    assert env_error(base) == (
+        f"WARREN_AMQP_KEY_FILE: {locked.key} is encrypted: set key_password_file"
+    )
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not the passphrase\n")
+    message = env_error({**base, "WARREN_AMQP_KEY_PASSWORD_FILE": str(wrong)})
+    assert message == f"WARREN_AMQP_KEY_PASSWORD_FILE: {wrong} does not open {locked.key}"
+    assert "not the passphrase" not in message
+    good = {**base, "WARREN_AMQP_KEY_PASSWORD_FILE": str(locked.key_password_file)}
+    tls = ConnectionConfig.from_env({"WARREN_AMQP_URL": "amqps://h/", **good}).tls
+    link = ConnectionConfig(urls="amqps://h/", tls=tls)
+    assert "correct horse" not in repr(tls) and "correct horse" not in repr(link)
+
+
+def test_a_key_without_its_certificate_is_refused(client: CertFiles) -> None:
+    assert env_error({"WARREN_AMQP_KEY_FILE": str(client.key)}) == (
+        "WARREN_AMQP_KEY_FILE: needs cert_file (the certificate it belongs to)"
+    )
+
+
+def test_tls_settings_without_an_amqps_url_are_a_mistake_said_at_once(ca: TestCA) -> None:
+    with pytest.raises(ConfigError) as info:
+        ConnectionConfig.from_env(
+            {"WARREN_AMQP_URL": "amqp://u:pw@h/", "WARREN_AMQP_CA_FILE": str(ca.cert)}
+        )
+    assert str(info.value) == (
+        "WARREN_AMQP_URL: the TLS settings apply to amqps:// URLs, and none is one"
+    )
+
+
+def test_in_code_the_errors_name_the_keyword(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^ca_file: cannot read"):
+        TlsConfig(ca_file=str(tmp_path / "none.pem"))
+    with pytest.raises(ConfigError, match=r"^tls: must be a TlsConfig"):
+        ConnectionConfig(tls="on")  # type: ignore[arg-type]
