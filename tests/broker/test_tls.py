@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.helpers import run_warren, wait_until
 from warren import (
+    AccessRefused,
     ConnectionConfig,
     Consumer,
     ConsumerConfig,
@@ -19,10 +20,12 @@ from warren import (
     Metrics,
     Publisher,
     PublisherConfig,
+    Queue,
     TlsConfig,
     TlsRefused,
+    Topology,
 )
-from warren.testing import RabbitTlsNode
+from warren.testing import ProxyHandle, RabbitTlsNode, ToxiproxyClient, partition
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -33,10 +36,10 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(scope="module")
-def tls_node() -> Iterator[RabbitTlsNode]:
-    with RabbitTlsNode() as node:
-        yield node
+@pytest.fixture
+def tls_node(rabbit_tls_node: RabbitTlsNode) -> RabbitTlsNode:
+    """The test kit's session-wide TLS node (its public fixture)."""
+    return rabbit_tls_node
 
 
 def link(url: str, tls: TlsConfig) -> ConnectionConfig:
@@ -194,3 +197,88 @@ def test_warren_run_exits_6_on_a_refused_certificate_and_2_on_a_bad_file(
     good = {**env, "WARREN_AMQP_CA_FILE": str(tls_node.ca_file), "WARREN_DEMO_JOBS": "5"}
     done = run_warren("run", "demo-publisher", env=good)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_a_silent_partition_over_tls_is_noticed_healed_and_loses_nothing(
+    tls_node: RabbitTlsNode, fault_proxy_server: ToxiproxyClient, anyio_backend: str
+) -> None:
+    """The fault proxy between the worker and the TLS port blackholes the link (no FIN, no
+    RST) while jobs keep coming: noticed within heartbeat + 1 s, every job confirmed after
+    the heal, and the queue holds each one once."""
+    from prometheus_client import CollectorRegistry
+
+    name = f"tls-{uuid.uuid4().hex[:8]}"
+    info = fault_proxy_server.create_proxy(name, f"127.0.0.1:{tls_node.tls_port}", "127.0.0.1:0")
+    proxy = ProxyHandle(fault_proxy_server, name, "127.0.0.1", info.port)
+    queue = f"warren.tls.cut.{uuid.uuid4().hex[:8]}"
+    url = f"amqps://guest:guest@127.0.0.1:{info.port}/%2F"
+    tls = TlsConfig(ca_file=str(tls_node.ca_file))
+    link = ConnectionConfig(urls=url, tls=tls, heartbeat=1, backoff_base=0.05, backoff_cap=0.3)
+    config = PublisherConfig(connection=link)
+    topology = Topology(queues=(Queue(name=queue),))
+    try:
+        async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="tls-cut",
+                             topology=topology) as pub:  # fmt: skip
+            await pub.wait_connected()
+            ids = {pub.submit({"i": i}, routing_key=queue) for i in range(100)}
+            async with partition(proxy):
+                ids |= {pub.submit({"i": i}, routing_key=queue) for i in range(100, 300)}
+                # noticed within heartbeat 1 + 1 s (with room for a busy machine)
+                await wait_until(lambda: not pub.statistics().connected, within=5)
+            with anyio.fail_after(30):
+                await pub.wait_flushed()
+            stats = pub.statistics()
+        assert stats.confirmed == 300 and stats.reconnects >= 1 and stats.buffer_depth == 0
+        depth = await anyio.to_thread.run_sync(queue_depth, tls_node, queue)
+        assert depth >= 300 and len(ids) == 300
+    finally:
+        fault_proxy_server.delete_proxy(name)
+        await anyio.to_thread.run_sync(lambda: tls_node.node.ctl("delete_queue", queue))
+
+
+def queue_depth(node: RabbitTlsNode, queue: str) -> int:
+    rows = node.node.ctl("list_queues", "name", "messages")
+    for line in rows.splitlines():
+        parts = line.split()
+        if parts and parts[0] == queue:
+            return int(parts[1])
+    raise AssertionError(f"no queue {queue}: {rows}")
+
+
+@pytest.fixture(scope="module")
+def strict_tls12_node() -> Iterator[RabbitTlsNode]:
+    """TLS 1.2 only, a client certificate required, no EXTERNAL login."""
+    with RabbitTlsNode(require_client_cert=True, external=False, tls_versions=["tlsv1.2"]) as n:
+        yield n
+
+
+async def test_over_tls_1_2_a_missing_client_certificate_is_refused_for_good(
+    strict_tls12_node: RabbitTlsNode, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS 1.2 brokers refuse a missing certificate with a bare HANDSHAKE_FAILURE alert (1.3
+    has CERTIFICATE_REQUIRED): final too, not retried forever."""
+    tls = TlsConfig(ca_file=str(strict_tls12_node.ca_file))
+    exc = await refused(strict_tls12_node.tls_url(), tls, caplog)
+    assert "HANDSHAKE_FAILURE" in exc.detail
+
+
+async def test_a_client_certificate_login_the_broker_does_not_offer_is_final_with_a_hint(
+    strict_tls12_node: RabbitTlsNode, anyio_backend: str
+) -> None:
+    """A password-less URL with a certificate asks for EXTERNAL; a broker without it is a
+    setting to fix (AccessRefused, exit 4), said with what to do."""
+    from prometheus_client import CollectorRegistry
+
+    node = strict_tls12_node
+    tls = TlsConfig(ca_file=str(node.ca_file), cert_file=str(node.client.cert),
+                    key_file=str(node.client.key))  # fmt: skip
+    config = PublisherConfig(connection=link(node.tls_url(password=False), tls))
+
+    async def start() -> None:
+        async with Publisher(config, metrics=Metrics(CollectorRegistry()), name="no-ext") as pub:
+            await pub.wait_connected()
+
+    with anyio.fail_after(20), pytest.raises(AccessRefused) as info:
+        await start()
+    assert not isinstance(info.value, TlsRefused)
+    assert "rabbitmq_auth_mechanism_ssl" in str(info.value)

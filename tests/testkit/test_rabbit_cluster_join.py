@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from warren.testing._rabbit_cluster import _join
+from warren.testing._rabbit_cluster import RabbitCluster, _join
 from warren.testing._rabbit_node import RabbitNodeError
 
 pytestmark = pytest.mark.timeout(10)
@@ -71,3 +71,30 @@ def test_a_join_that_never_answers_fails_with_the_nodes_log() -> None:
     assert "the node's own words" in str(caught.value)
     assert node.calls.count("join_cluster") == 3
     assert "start_app" not in node.calls
+
+
+class _PausedNode:
+    """A node whose app is stopped (paused by pause_minority) until ``await_startup``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.app_running = False
+        self.calls: list[str] = []
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        self.calls.append(args[0])
+        if args[0] == "await_startup":
+            self.app_running = True
+        if args[0] == "await_online_nodes" and not self.app_running:
+            raise RabbitNodeError("this command requires the 'rabbit' app to be running")
+        return ""
+
+
+def test_await_online_waits_for_a_paused_nodes_app_before_its_membership() -> None:
+    """CI failed when a node paused by pause_minority had not restarted its app yet:
+    ``await_online_nodes`` refuses at once instead of waiting."""
+    cluster = RabbitCluster.__new__(RabbitCluster)
+    cluster.nodes = [_PausedNode(f"warren-{i}@host") for i in range(3)]  # type: ignore[misc]
+    cluster.await_online(timeout=5)
+    for node in cluster.nodes:
+        assert node.calls == ["await_startup", "await_online_nodes"]  # type: ignore[attr-defined]

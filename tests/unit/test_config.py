@@ -172,6 +172,25 @@ def test_a_comma_separates_urls_only_where_a_new_url_starts() -> None:
     assert ConnectionConfig(urls="amqp://a/, AMQPS://b/").urls == ("amqp://a/", "AMQPS://b/")
 
 
+def test_trailing_and_doubled_commas_do_not_change_a_url() -> None:
+    """A trailing comma was dropped before URLs could hold commas; it must not end up in the
+    vhost now (it became vhost "/,")."""
+    assert ConnectionConfig(urls="amqp://g:g@h:5672/%2F, ").urls == ("amqp://g:g@h:5672/%2F",)
+    both = ConnectionConfig(urls="amqp://a/%2F,,amqp://b/")
+    assert both.urls == ("amqp://a/%2F", "amqp://b/") and both.vhost == "/"
+
+
+def test_ssl_options_that_pika_cannot_read_are_refused_unshown() -> None:
+    """pika would print the value in a SyntaxError traceback (exit 1), passphrase and all."""
+    bad = "amqps://u:pw@h/?ssl_options={'certfile': '/c.pem', 'password': 'hunter22'"
+    with pytest.raises(ConfigError, match="not a dict literal") as info:
+        ConnectionConfig(urls=bad)
+    assert "hunter22" not in str(info.value)
+    good = "amqps://h/?ssl_options={'certfile': '/c.pem', 'password': 'hunter22 x'}"
+    text = Redactor.from_settings([good])(f"pika: {{'password': 'hunter22 x'}} from {good}")
+    assert "hunter22" not in text
+
+
 def test_a_comma_in_a_host_is_a_clear_error_that_does_not_echo_the_url() -> None:
     with pytest.raises(ConfigError, match="',' in its host") as info:
         ConnectionConfig(urls="amqp://u:hunter2@n1,n2/")

@@ -3,6 +3,9 @@ variable, from the environment) and the path, never the file's content."""
 
 from __future__ import annotations
 
+import copy
+import os
+import pickle
 import ssl
 from typing import TYPE_CHECKING
 
@@ -130,3 +133,58 @@ def test_in_code_the_errors_name_the_keyword(tmp_path: Path) -> None:
         TlsConfig(ca_file=str(tmp_path / "none.pem"))
     with pytest.raises(ConfigError, match=r"^tls: must be a TlsConfig"):
         ConnectionConfig(tls="on")  # type: ignore[arg-type]
+
+
+def test_a_ca_bundle_with_utf8_comments_loads(ca: TestCA, tmp_path: Path) -> None:
+    """Bundles name each CA in comments, in UTF-8: such a file is a good file (it crashed
+    the start with a TypeError)."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes("# Issuer: Főtanúsítvány\n".encode() + ca.cert.read_bytes())
+    assert TlsConfig(ca_file=str(bundle)).context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_fifo_or_a_device_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        TlsConfig(ca_file=str(fifo))  # it hung, reading the FIFO
+    with pytest.raises(ConfigError, match="not a regular file"):
+        TlsConfig(ca_file="/dev/zero")
+
+
+def test_odd_passphrase_files(ca: TestCA, tmp_path: Path) -> None:
+    """A passphrase after a blank line or a BOM opens the key; one over OpenSSL's 1024
+    bytes is a clear error (it was a ValueError, exit 1)."""
+    locked = ca.issue("odd", client=True, password="pass word")
+    for raw in (b"\n\npass word\r\n", b"\xef\xbb\xbfpass word\n"):
+        file = tmp_path / "pw"
+        file.write_bytes(raw)
+        TlsConfig(cert_file=str(locked.cert), key_file=str(locked.key),
+                  key_password_file=str(file))  # fmt: skip
+    file = tmp_path / "long"
+    file.write_text("x" * 2000)
+    with pytest.raises(ConfigError, match="over 1024 bytes"):
+        TlsConfig(cert_file=str(locked.cert), key_file=str(locked.key),
+                  key_password_file=str(file))  # fmt: skip
+
+
+def test_a_certificate_with_a_header_and_garbage_blames_the_certificate(
+    client: CertFiles, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"^cert_file: .* holds no valid PEM certificate"):
+        TlsConfig(cert_file=str(bad), key_file=str(client.key))
+
+
+@pytest.mark.parametrize("name", ["a..b", "x" * 70 + ".example", "host:5671", "a b", ".lead"])
+def test_a_server_name_that_is_no_host_name_is_refused_at_start(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"^server_name: must be a host name"):
+        TlsConfig(server_name=name)
+
+
+def test_a_tls_config_copies_and_pickles(ca: TestCA) -> None:
+    link = ConnectionConfig(urls="amqps://h/", tls=TlsConfig(ca_file=str(ca.cert)))
+    again = pickle.loads(pickle.dumps(link))
+    assert again == link and copy.deepcopy(link) == link
+    assert again.tls.context.verify_mode == ssl.CERT_REQUIRED

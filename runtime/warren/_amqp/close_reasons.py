@@ -71,9 +71,19 @@ def open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFai
             break
     last = chain[-1]
     text = redact_text(f"{type(last).__name__}: {last}".rstrip(": "))
+    if any(isinstance(e, pe.AuthenticationError) for e in chain):
+        # the broker offers none of the mechanisms pika would use (EXTERNAL, for a
+        # password-less URL with a client certificate): a setting, not a network error
+        text += (" (the broker does not offer this login mechanism: for EXTERNAL, enable "
+                 "rabbitmq_auth_mechanism_ssl, or put a user and password in the URL)")  # fmt: skip
     fatal = (
         any(
-            isinstance(e, pe.ProbableAuthenticationError | pe.ProbableAccessDeniedError)
+            isinstance(
+                e,
+                pe.ProbableAuthenticationError
+                | pe.ProbableAccessDeniedError
+                | pe.AuthenticationError,
+            )
             or (isinstance(e, pe.ConnectionClosedByBroker) and e.reply_code == 403)
             for e in chain
         )
@@ -86,9 +96,13 @@ def open_failure(attempt: int, url: str, err: BaseException | str) -> ConnectFai
 
 
 # TLS alerts a broker sends when it refuses the client's certificate (or its absence)
+# (TLS 1.2 brokers refuse a missing client certificate with a bare HANDSHAKE_FAILURE, which
+# a protocol or cipher mismatch also gives: a setting to fix either way, never a retry)
 _REFUSED_BY_BROKER = ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED",
                       "ALERT_CERTIFICATE_UNKNOWN", "ALERT_CERTIFICATE_EXPIRED",
-                      "ALERT_CERTIFICATE_REVOKED", "ALERT_ACCESS_DENIED")  # fmt: skip
+                      "ALERT_CERTIFICATE_REVOKED", "ALERT_ACCESS_DENIED",
+                      "ALERT_HANDSHAKE_FAILURE", "ALERT_PROTOCOL_VERSION",
+                      "ALERT_INSUFFICIENT_SECURITY")  # fmt: skip
 
 
 def _tls_refusal(exc: object) -> bool:

@@ -13,9 +13,10 @@ then no parser can say where it ends in free text:
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import TYPE_CHECKING, Final, final
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,8 +31,8 @@ _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):\S*@")
 # pika's ?ssl_options={...} (percent-encoded or not): its value runs to the next "&" or the
 # end of the URL; in free text, to white space
-_SSL_OPTIONS = re.compile(r"(?P<key>ssl_options=)[^&\s]*", re.IGNORECASE)
-_SSL_OPTIONS_IN_URL = re.compile(r"(?P<key>ssl_options=)[^&]*", re.IGNORECASE)
+_SSL_OPTIONS = re.compile(r"(?P<key>ssl(?:_|%5F)options=)(?:\{[^}]*\}?|[^&\s]*)", re.IGNORECASE)
+_SSL_OPTIONS_IN_URL = re.compile(r"(?P<key>ssl(?:_|%5F)options=)[^&]*", re.IGNORECASE)
 _MASKED_SSL_OPTIONS = rf"\g<key>{MASK}"
 
 
@@ -67,6 +68,21 @@ def redact_text(text: str) -> str:
     return _SSL_OPTIONS.sub(_MASKED_SSL_OPTIONS, text)
 
 
+def ssl_options_of(url: str) -> object:
+    """The value of a URL's ``ssl_options`` query argument as pika reads it (a Python
+    literal); None if it has none, an ``Exception`` instance if it does not parse."""
+    _, question, query = url.partition("?")
+    if not question:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.lower() == "ssl_options":
+            try:
+                return ast.literal_eval(value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+                return exc
+    return None
+
+
 def url_password(url: str) -> str | None:
     """The password of one URL value (see ``redact_url``), or None if it has none."""
     scheme = _SCHEME.match(url)
@@ -99,8 +115,17 @@ class Redactor:
 
     @classmethod
     def from_settings(cls, settings: Iterable[str]) -> Redactor:
-        """A redactor for the password of every URL among ``settings``' values."""
-        return cls(p for p in map(url_password, settings) if p is not None)
+        """A redactor for the password of every URL among ``settings``' values, and the
+        key passphrase of an ``ssl_options`` in one."""
+        secrets: list[str] = []
+        for value in settings:
+            password = url_password(value)
+            if password is not None:
+                secrets.append(password)
+            options = ssl_options_of(value)
+            if isinstance(options, dict) and options.get("password"):
+                secrets.append(str(options["password"]))
+        return cls(secrets)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
+from warren._common.redact import ssl_options_of
 from warren._config.checks import at_most, positive_float, positive_int, redacted_repr
 from warren._config.env import naming_variables, read_env
 from warren._config.tls import TLS_FIELDS, TlsConfig
@@ -34,7 +35,8 @@ CONNECTION_FIELDS = (
 
 # One URL per node, separated by commas; a comma inside a URL (pika's ssl_options={...} with
 # two keys) is not a separator: only a comma that a new amqp:// or amqps:// URL follows is.
-_SEPARATOR = re.compile(r",\s*(?=amqps?://)", re.IGNORECASE)
+_SEPARATOR = re.compile(r"\s*,[\s,]*(?=amqps?://)", re.IGNORECASE)
+_TRAILING = re.compile(r"[\s,]+$")
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 
 _URL_FORM = (
@@ -56,6 +58,11 @@ def _check_url(setting: str, url: str, where: str) -> str:
         raise ConfigError(setting, f"{where} must start with amqp:// or amqps:// (not shown)")
     if not parts.hostname or "@" in f"{parts.path}{parts.query}{parts.fragment}":
         raise ConfigError(setting, f"{where} has no host or a stray '@' (not shown); {_URL_FORM}")
+    options = ssl_options_of(url)
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(
+            setting, f"{where} has an ssl_options value that is not a dict literal (not shown)"
+        )
     if "," in parts.netloc.rpartition("@")[2]:
         raise ConfigError(
             setting, f"{where} has a ',' in its host (not shown): separate several URLs with "
@@ -68,7 +75,7 @@ def _check_url(setting: str, url: str, where: str) -> str:
 def parse_urls(setting: str, value: str | Sequence[str]) -> tuple[str, ...]:
     """One URL, a comma-separated list, or a sequence -> a validated tuple (cluster nodes)."""
     if isinstance(value, str):
-        value = _SEPARATOR.split(value)
+        value = _SEPARATOR.split(_TRAILING.sub("", value))
     elif not isinstance(value, list | tuple) or not all(isinstance(u, str) for u in value):
         raise ConfigError(
             setting, f"expected a URL string or a list of them, got a {type(value).__name__}"

@@ -14,13 +14,44 @@ from warren._exceptions import ConfigError
 TLS_FIELDS = ("ca_file", "cert_file", "key_file", "key_password_file", "server_name", "verify")
 _CERT = b"-----BEGIN CERTIFICATE-----"
 _KEY = b"PRIVATE KEY-----"
+MAX_FILE_BYTES = 10 * 1024 * 1024  # a CA bundle is kilobytes; a FIFO or a device is no file
+MAX_PASSWORD_BYTES = 1024  # OpenSSL's limit
 
 
 def _read(setting: str, path: str) -> bytes:
+    file = Path(path)
     try:
-        return Path(path).read_bytes()
+        if not file.is_file():
+            reason = "not a regular file" if file.exists() else "No such file or directory"
+            raise ConfigError(setting, f"cannot read {path}: {reason}")
+        if file.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(setting, f"{path} is over {MAX_FILE_BYTES // 2**20} MiB")
+        return file.read_bytes()
     except OSError as exc:
         raise ConfigError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _first_certificate_decodes(data: bytes) -> bool:
+    """Whether the first PEM certificate block is valid base64 DER (not just a header)."""
+    text = data.decode("ascii", "ignore")
+    start = text.find("-----BEGIN CERTIFICATE-----")
+    end = text.find("-----END CERTIFICATE-----", start)
+    if start < 0 or end < 0:
+        return False
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[start : end + len("-----END CERTIFICATE-----")])
+    except ValueError:
+        return False
+    return len(der) > 64 and der[0] == 0x30  # an X.509 certificate is a DER SEQUENCE
+
+
+def _check_server_name(name: str) -> None:
+    if any(c in name for c in ":/@ \t\r\n") or name.startswith("."):
+        raise ConfigError("server_name", "must be a host name")
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        raise ConfigError("server_name", "must be a host name (its IDNA form is invalid)") from None
 
 
 def parse_switch(value: str) -> bool:
@@ -58,6 +89,8 @@ class TlsConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(name, "must be a non-empty path or name")
+        if self.server_name is not None:
+            _check_server_name(self.server_name)
         if not isinstance(self.verify, bool):
             raise ConfigError("verify", f"must be True or False, got {type(self.verify).__name__}")
         if self.key_file is not None and self.cert_file is None:
@@ -80,9 +113,9 @@ class TlsConfig:
             data = _read("ca_file", self.ca_file)
             if _CERT not in data:
                 raise ConfigError("ca_file", f"{self.ca_file} holds no PEM certificate")
-            try:
-                context = ssl.create_default_context(cadata=data.decode("ascii", "replace"))
-            except ssl.SSLError:
+            try:  # the file itself: bundles carry comments in UTF-8 (CA names)
+                context = ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, ValueError, TypeError):
                 raise ConfigError("ca_file", f"{self.ca_file} is not a valid PEM bundle") from None
         else:
             context = ssl.create_default_context()
@@ -95,8 +128,11 @@ class TlsConfig:
 
     def _load_client_certificate(self, context: ssl.SSLContext) -> None:
         assert self.cert_file is not None
-        if _CERT not in _read("cert_file", self.cert_file):
+        cert = _read("cert_file", self.cert_file)
+        if _CERT not in cert:
             raise ConfigError("cert_file", f"{self.cert_file} holds no PEM certificate")
+        if not _first_certificate_decodes(cert):
+            raise ConfigError("cert_file", f"{self.cert_file} holds no valid PEM certificate")
         key_path = self.key_file or self.cert_file
         key_setting = "key_file" if self.key_file else "cert_file"
         key = _read(key_setting, key_path)
@@ -107,8 +143,14 @@ class TlsConfig:
             raise ConfigError(key_setting, f"{key_path} is encrypted: set key_password_file")
         password = b""
         if self.key_password_file is not None:
-            raw = _read("key_password_file", self.key_password_file)
-            password = raw.splitlines()[0] if raw.strip() else b""
+            raw = _read("key_password_file", self.key_password_file).removeprefix(b"\xef\xbb\xbf")
+            lines = [line for line in raw.splitlines() if line.strip()]
+            password = lines[0] if lines else b""
+            if len(password) > MAX_PASSWORD_BYTES:
+                raise ConfigError(
+                    "key_password_file",
+                    f"{self.key_password_file}: over {MAX_PASSWORD_BYTES} bytes, OpenSSL's limit",
+                )
         try:
             # a callable, so an encrypted key with no passphrase fails here instead of
             # OpenSSL asking for one on the terminal
@@ -130,3 +172,10 @@ class TlsConfig:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in TLS_FIELDS)
         return f"TlsConfig({shown})"
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles carry the settings; the SSL context is made again on use."""
+        return {k: v for k, v in self.__dict__.items() if k != "context"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)

@@ -104,14 +104,16 @@ class TestCA:
                     names.append(x509.DNSName(host))
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
-        stem = self.folder / name.replace("/", "_")
-        cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
+        safe = name.replace("/", "_")
+        if safe == "ca":
+            raise ValueError("'ca' is the CA's own file name")
+        cert_path, key_path = self.folder / f"{safe}.pem", self.folder / f"{safe}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         encryption: Any = serialization.NoEncryption()
         password_file = None
         if password is not None:
             encryption = serialization.BestAvailableEncryption(password.encode())
-            password_file = stem.with_suffix(".password")
+            password_file = self.folder / f"{safe}.password"
             password_file.write_text(password + "\n")
         key_path.write_bytes(
             key.private_bytes(

@@ -97,8 +97,12 @@ class RabbitCluster:
         self.await_online(timeout)
 
     def await_online(self, timeout: float = 120) -> None:
-        """Wait until every node runs and serves as a member of the cluster."""
+        """Wait until every node runs and serves as a member of the cluster. A node that
+        paused itself (``pause_minority``) restarts its app some time after its peers are
+        back, and ``await_online_nodes`` refuses to wait on a node whose app is stopped (CI
+        saw that): so first each node's app, then the membership."""
         for node in self.nodes:
+            node.ctl("await_startup", "--timeout", str(int(timeout)), timeout=timeout + 10)
             node.ctl("await_online_nodes", str(len(self.nodes)), "--timeout", str(int(timeout)),
                      timeout=timeout + 10)  # fmt: skip
 

@@ -19,6 +19,7 @@ from warren.testing._certs import CertFiles, TestCA
 from warren.testing._rabbit_node import RabbitNode, free_port
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
 CLIENT_USER = "warren-client"  # the common name of the client certificate, and its user
@@ -28,14 +29,36 @@ CLIENT_USER = "warren-client"  # the common name of the client certificate, and 
 class RabbitTlsNode:
     """Use as a context manager, or ``start()`` / ``close()``.
 
+    Args:
+        verify_clients: ask for a client certificate and refuse one the CA did not sign.
+        require_client_cert: refuse a client without one (``fail_if_no_peer_cert``).
+        external: offer the ``EXTERNAL`` login (the plugin enabled).
+        tls_versions: only these (``tlsv1.2``, ``tlsv1.3``); all the node has by default.
+
     Attributes:
         ca_file: the CA's certificate (PEM): ``TlsConfig(ca_file=...)``.
         client: a client certificate for ``CLIENT_USER``, and its key.
         node: the underlying ``RabbitNode`` (stop, restart, ``ctl``).
     """
 
-    def __init__(self, *, verify_clients: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        verify_clients: bool = True,
+        require_client_cert: bool = False,
+        external: bool = True,
+        tls_versions: Sequence[str] = (),
+    ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="warren-tls-"))
+        try:
+            self._setup(verify_clients, require_client_cert, external, tls_versions)
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+
+    def _setup(
+        self, verify_clients: bool, require_cert: bool, external: bool, versions: Sequence[str]
+    ) -> None:
         self._ca = TestCA(self._dir)
         self.ca_file = self._ca.cert
         server = self._ca.issue("broker", hosts=("localhost", "127.0.0.1"))
@@ -47,13 +70,15 @@ class RabbitTlsNode:
             f"ssl_options.certfile = {server.cert}",
             f"ssl_options.keyfile = {server.key}",
             f"ssl_options.verify = {'verify_peer' if verify_clients else 'verify_none'}",
-            "ssl_options.fail_if_no_peer_cert = false",
+            f"ssl_options.fail_if_no_peer_cert = {'true' if require_cert else 'false'}",
             "auth_mechanisms.1 = PLAIN",
             "auth_mechanisms.2 = AMQPLAIN",
-            "auth_mechanisms.3 = EXTERNAL",
-            "ssl_cert_login_from = common_name",
+            *(f"ssl_options.versions.{i} = {v}" for i, v in enumerate(versions, 1)),
         ]
-        self.node = RabbitNode(config=config, plugins=["rabbitmq_auth_mechanism_ssl"])
+        if external:
+            config += ["auth_mechanisms.3 = EXTERNAL", "ssl_cert_login_from = common_name"]
+        plugins = ["rabbitmq_auth_mechanism_ssl"] if external else []
+        self.node = RabbitNode(config=config, plugins=plugins)
 
     def issue_client(self, name: str, *, password: str | None = None) -> CertFiles:
         """Another client certificate from this node's CA (its key encrypted if asked)."""

@@ -29,6 +29,7 @@ from warren.testing._client import ProxyHandle, ToxiproxyClient
 from warren.testing._proxy_api import run_in_thread
 from warren.testing._rabbit_cluster import RabbitCluster
 from warren.testing._rabbit_node import RabbitNode
+from warren.testing._rabbit_tls import RabbitTlsNode
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -125,6 +126,15 @@ def rabbit_proxy(
 @pytest.fixture(scope="session")
 def rabbit_node() -> Iterator[RabbitNode]:
     with RabbitNode() as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def rabbit_tls_node() -> Iterator[RabbitTlsNode]:
+    """A throwaway node with a TLS listener, its own CA and a client certificate (needs the
+    ``testing`` extra for the certificates): ``rabbit_tls_node.tls_url()``,
+    ``TlsConfig(ca_file=str(rabbit_tls_node.ca_file))``."""
+    with RabbitTlsNode() as node:
         yield node
 
 
