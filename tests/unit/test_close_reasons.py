@@ -100,6 +100,15 @@ def test_the_close_decision() -> None:
     # a channel lost during an intentional close is still reported
     denied = decide(channel_loss=(403, "ACCESS_REFUSED"), intentional=True, ready_once=False)
     assert isinstance(denied, ConnectionLost) and denied.reply_code == 403
+    # a missing passive queue is final; a queue whose node or process is not there is not:
+    # RabbitMQ says so to a declare racing another connection's of the same new queue (CI:
+    # the push-sender's consumer and its re-publisher, starting together, exited 2)
+    missing = decide(channel_loss=(404, "NOT_FOUND - no queue 'q' in vhost '/'"), ready_once=False)
+    assert isinstance(missing, ConnectFailed) and missing.topology
+    text = ("NOT_FOUND - home node 'rabbit@localhost' of durable queue 'q.dlq' in vhost '/' "
+            "is down or inaccessible")  # fmt: skip
+    racing = decide(channel_loss=(404, text), ready_once=False)
+    assert isinstance(racing, ConnectionLost) and racing.reply_code == 404
 
 
 def test_an_exception_out_of_pikas_ioloop_is_a_loss_or_a_failed_attempt() -> None:

@@ -140,11 +140,19 @@ def close_outcome(
     if channel_loss is None:
         return loss_from(session, reason)
     code, text = channel_loss
-    if not ready_once and code in TOPOLOGY_REFUSED:
+    if not ready_once and code in TOPOLOGY_REFUSED and not _queue_unavailable(text):
         # declaring the topology on connect: an existing queue with other arguments, or a
         # passive queue that is missing. Final: reconnecting would repeat it.
         return ConnectFailed(attempt, redact_url(url), f"{code} {text}", fatal=True, topology=True)
     return ConnectionLost(session, "channel_closed", f"{code} {text}", clean=True, reply_code=code)
+
+
+def _queue_unavailable(text: str) -> bool:
+    """A 404 that says the queue's node is down or its process not (yet) there, not that the
+    queue is missing: RabbitMQ answers that to a declare that races another connection's
+    declare of the same new durable queue (two workers of one process start together; CI
+    saw it), or while the queue's node is away. It passes: retried, never final."""
+    return "is down or inaccessible" in text
 
 
 def pika_failure(
