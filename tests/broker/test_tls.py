@@ -13,6 +13,7 @@ import pytest
 from tests.support.helpers import run_warren, wait_until
 from warren import (
     AccessRefused,
+    BrokerError,
     ConnectionConfig,
     Consumer,
     ConsumerConfig,
@@ -25,7 +26,7 @@ from warren import (
     TlsRefused,
     Topology,
 )
-from warren.testing import ProxyHandle, RabbitTlsNode, ToxiproxyClient, partition
+from warren.testing import ProxyHandle, RabbitTlsNode, ToxiproxyClient, delete_queues, partition
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -282,3 +283,24 @@ async def test_a_client_certificate_login_the_broker_does_not_offer_is_final_wit
         await start()
     assert not isinstance(info.value, TlsRefused)
     assert "rabbitmq_auth_mechanism_ssl" in str(info.value)
+
+
+async def test_delete_queues_reaches_a_tls_broker_with_the_workers_settings(
+    tls_node: RabbitTlsNode, anyio_backend: str
+) -> None:
+    """The clean-up helper takes the same ``TlsConfig``; without the private CA it is
+    refused, and says so without the URL's password."""
+    from prometheus_client import CollectorRegistry
+
+    queue = f"warren.tls.delete.{uuid.uuid4().hex[:8]}"
+    tls = TlsConfig(ca_file=str(tls_node.ca_file))
+    config = PublisherConfig(connection=link(tls_node.tls_url(), tls))
+    topology = Topology(queues=(Queue(name=queue),))
+    async with Publisher(config, metrics=Metrics(CollectorRegistry()), topology=topology) as pub:
+        await pub.wait_connected()
+    with pytest.raises(BrokerError) as info:
+        await anyio.to_thread.run_sync(lambda: delete_queues(tls_node.tls_url(), [queue]))
+    assert "guest:guest" not in str(info.value)
+    assert queue in tls_node.node.ctl("list_queues", "name")
+    await anyio.to_thread.run_sync(lambda: delete_queues(tls_node.tls_url(), [queue], tls=tls))
+    assert queue not in tls_node.node.ctl("list_queues", "name")
