@@ -3,7 +3,11 @@ kit's ``RabbitTlsNode``): what managed and most self-hosted brokers require."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,7 @@ from warren import (
     TlsConfig,
     TlsRefused,
     Topology,
+    redact_url,
 )
 from warren.testing import ProxyHandle, RabbitTlsNode, ToxiproxyClient, delete_queues, partition
 
@@ -304,3 +309,72 @@ async def test_delete_queues_reaches_a_tls_broker_with_the_workers_settings(
     assert queue in tls_node.node.ctl("list_queues", "name")
     await anyio.to_thread.run_sync(lambda: delete_queues(tls_node.tls_url(), [queue], tls=tls))
     assert queue not in tls_node.node.ctl("list_queues", "name")
+
+
+@contextlib.contextmanager
+def impostor(tls_node: RabbitTlsNode) -> Iterator[str]:
+    """A TLS server on loopback whose certificate a CA the worker does not trust signed (a
+    node with the wrong certificate): yields its ``amqps://`` URL."""
+    files = tls_node.other_ca().issue("impostor", hosts=("127.0.0.1", "localhost"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"amqps://guest:guest@127.0.0.1:{listener.getsockname()[1]}/%2F"
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+
+
+async def test_one_node_whose_certificate_is_refused_does_not_stop_the_worker(
+    tls_node: RabbitTlsNode, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Certificates are per node: a cluster URL list whose first node presents a certificate
+    we refuse goes on to the next node (a warning), and the jobs flow there."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.WARNING)
+    tls = TlsConfig(ca_file=str(tls_node.ca_file))
+    with impostor(tls_node) as bad:
+        await round_trip(f"{bad},{tls_node.tls_url()}", tls, CollectorRegistry(), n=20)
+    failed = [r.getMessage() for r in caplog.records if "connection.failed" in r.getMessage()]
+    assert failed and "certificate refused (other nodes left to try)" in failed[0], failed
+    assert "CERTIFICATE_VERIFY_FAILED" in failed[0]
+    assert "connection.tls_refused" not in caplog.text
+
+
+async def test_every_node_refusing_its_certificate_is_final(
+    tls_node: RabbitTlsNode, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When each node's last try was a refused certificate, the worker stops for good, as
+    with one node: one ``connection.tls_refused`` line (after one retried failure)."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.WARNING)
+    tls = TlsConfig(ca_file=str(tls_node.ca_file))
+    with impostor(tls_node) as first, impostor(tls_node) as second:
+        config = PublisherConfig(connection=link(f"{first},{second}", tls))
+        with anyio.fail_after(20), pytest.raises(TlsRefused) as info:
+            async with Publisher(config, metrics=Metrics(CollectorRegistry()),
+                                 name="tls-all") as pub:  # fmt: skip
+                await pub.wait_connected()
+    lines = [r.getMessage() for r in caplog.records if "tls-all" in r.getMessage()]
+    assert len([x for x in lines if "connection.tls_refused" in x]) == 1, lines
+    assert len([x for x in lines if "connection.failed" in x]) == 1, lines
+    assert info.value.url == redact_url(second)

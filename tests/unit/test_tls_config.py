@@ -128,6 +128,18 @@ def test_tls_settings_without_an_amqps_url_are_a_mistake_said_at_once(ca: TestCA
     )
 
 
+def test_ssl_options_in_a_url_and_the_tls_settings_together_are_refused(ca: TestCA) -> None:
+    """Both ways at once: the TLS settings would replace the URL's ssl_options silently (its
+    CA, its key): said at start, the URL (and its passphrase) not shown."""
+    url = "amqps://u:pw@h/%2F?ssl_options={'password': 's3cret-pass'}"
+    with pytest.raises(ConfigError) as info:
+        ConnectionConfig.from_env({"WARREN_AMQP_URL": url, "WARREN_AMQP_CA_FILE": str(ca.cert)})
+    text = str(info.value)
+    assert text.startswith("WARREN_AMQP_URL: a URL has ?ssl_options= and the TLS settings")
+    assert "s3cret" not in text and "pw@" not in text
+    ConnectionConfig(urls=url)  # alone, pika's way still works
+
+
 def test_in_code_the_errors_name_the_keyword(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^ca_file: cannot read"):
         TlsConfig(ca_file=str(tmp_path / "none.pem"))

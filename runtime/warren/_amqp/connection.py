@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, final
 
 import anyio
@@ -168,6 +169,7 @@ class AmqpConnection:
         urls = self._config.connection.url_list
         failures = 0
         last_error = "never connected"
+        tls_refused: set[str] = set()  # the nodes whose certificate check failed
         index = 0
         while not self._closing:
             url = urls[index % len(urls)]
@@ -194,6 +196,7 @@ class AmqpConnection:
             else:
                 failures += 1
             last_error = outcome.detail
+            outcome = _tls_refusal_of_all(outcome, url, urls, session.ready_once, tls_refused)
             self._send(outcome)
             if isinstance(outcome, ConnectFailed) and outcome.fatal:
                 return
@@ -247,3 +250,26 @@ class AmqpConnection:
             self._events.send_nowait(event)
         except (BrokenResourceError, ClosedResourceError):
             log.debug("event dropped, its worker is gone: %r", event)
+
+
+def _tls_refusal_of_all(
+    outcome: ConnectionLost | ConnectFailed,
+    url: str,
+    urls: tuple[str, ...],
+    took_us: bool,
+    refused: set[str],
+) -> ConnectionLost | ConnectFailed:
+    """A refused certificate is final only when every node refused it on its last try:
+    certificates are per node (one node's expired certificate must not stop a worker the
+    others would take). ``refused`` holds the nodes whose last try was such a refusal; a
+    refusal while others remain comes back as an ordinary, retried failure."""
+    if took_us:
+        refused.clear()  # a node took us: the certificates are not the problem
+    elif not (isinstance(outcome, ConnectFailed) and outcome.tls):
+        refused.discard(url)  # this node's last word was no certificate refusal
+    elif len(set(urls)) > 1:
+        refused.add(url)
+        if len(refused) < len(set(urls)):
+            detail = f"certificate refused (other nodes left to try): {outcome.detail}"
+            return replace(outcome, fatal=False, tls=False, detail=detail)
+    return outcome

@@ -143,6 +143,12 @@ class ConnectionConfig:
             urlsplit(u).scheme.lower() == "amqps" for u in self.url_list
         ):
             raise ConfigError("urls", "the TLS settings apply to amqps:// URLs, and none is one")
+        if self.tls.configured and any(ssl_options_of(u) is not None for u in self.url_list):
+            raise ConfigError(
+                "urls", "a URL has ?ssl_options= and the TLS settings (tls, WARREN_AMQP_CA_FILE "
+                "and the rest) are set too: use one or the other (the TLS settings would "
+                "replace ssl_options without a word)",
+            )  # fmt: skip
 
     def __repr__(self) -> str:
         return redacted_repr(self)
