@@ -13,6 +13,8 @@
    the services end to end (api -> broker -> push-sender -> fake provider).
 9. A payload sweep (256 B to 120 KB): publish and consume vs raw pika and amqplib, MB/s,
    peak RSS against the in-flight window, memory per buffered 16 KB and 64 KB job.
+10. TLS: publish and consume over amqps:// vs plain AMQP vs raw pika over the same TLS port
+   (a throwaway node with a private CA), 256 B and 64 KB.
 
 Writes the table to docs/benchmarks.md (``--no-write`` to skip).
 """
@@ -38,6 +40,7 @@ from bench import (
     scale,
     select_overhead,
     sweep,
+    tls,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +115,7 @@ def main() -> int:
 
     swept = sweep.measure(SWEEP_ROUNDS, amqplib=node_missing is None)
     clu = cluster.measure(args.cluster_messages, args.size, 3)
+    over_tls = tls.measure(3)
     sel = select_overhead.measure()
     mem = memory.measure(100_000, args.size)
     recovery = publish.outbox_recovery(100_000, args.size)
@@ -186,6 +190,7 @@ def main() -> int:
         f"| 3-node cluster, quorum queue: raw pika consumer | {cc['pika']:,.0f} msgs/s | |",
         f"| **cluster consume: Warren / raw pika** | **{cc['warren'] / cc['pika']:.2f}x** "
         "| >= 1.0x |",
+        *tls.rows(over_tls),
     ]
     for backend, (bare, sel_ns) in sel.items():
         lines.append(
@@ -303,6 +308,12 @@ def _write(table: str, args: argparse.Namespace) -> None:
         f"{args.cluster_messages:,} messages per round, median of 3 interleaved rounds; the "
         "same publish and consume runs as above (a confirm now means replicated to a "
         "majority). Three nodes share the machine's cores with the clients.\n\n"
+        "TLS: a throwaway node with a TLS listener and a private CA (the test kit's "
+        "`RabbitTlsNode`); per round and size (256 B: 20,000 messages, 64 KB: 3,000), Warren "
+        "over `amqps://` (`TlsConfig(ca_file=...)`), Warren over the same node's plain port, "
+        "and raw pika over `amqps://` with the very same `SSLContext`; the same publish and "
+        "consume runs as above, median of 3 interleaved rounds; consume queues are filled over "
+        "plain AMQP. The broker encrypts on the same two cores.\n\n"
         "select overhead: 200,000 items through a memory stream, `select(jobs=rx, events=ev)` "
         "(two cases, like the worker loop) vs `await rx.receive()`.\n\n"
         "Memory: tracemalloc delta after submitting 100,000 jobs to a Publisher whose broker "

@@ -13,7 +13,16 @@ import pika
 from prometheus_client import CollectorRegistry
 
 from bench import amqplib_peer
-from warren import ConnectionConfig, Consumer, ConsumerConfig, Message, Metrics, RedisDedupStore
+from bench.publish import parameters
+from warren import (
+    ConnectionConfig,
+    Consumer,
+    ConsumerConfig,
+    Message,
+    Metrics,
+    RedisDedupStore,
+    TlsConfig,
+)
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 PREFETCH = 100
@@ -21,7 +30,8 @@ QUEUE = "warren.bench.consume"
 
 
 def fill(n: int, size: int, *, url: str = URL, quorum: bool = False) -> None:
-    """A fresh queue (a new name each round) holding ``n`` messages."""
+    """A fresh queue (a new name each round) holding ``n`` messages (filled over plain
+    AMQP: the broker's port for it is ``url``)."""
     global QUEUE
     cleanup(url)
     QUEUE = f"warren.bench.consume.{uuid.uuid4().hex[:6]}"
@@ -77,7 +87,12 @@ def warren_dedup(n: int) -> float:
 
 
 def warren(
-    n: int, *, url: str = URL, quorum: bool = False, store: RedisDedupStore | None = None
+    n: int,
+    *,
+    url: str = URL,
+    quorum: bool = False,
+    store: RedisDedupStore | None = None,
+    tls: TlsConfig | None = None,
 ) -> float:
     async def run() -> float:
         done = anyio.Event()
@@ -90,7 +105,7 @@ def warren(
                 done.set()
 
         config = ConsumerConfig(
-            connection=ConnectionConfig(urls=url),
+            connection=ConnectionConfig(urls=url, tls=tls or TlsConfig()),
             queue=QUEUE,
             prefetch=PREFETCH,
             concurrency=PREFETCH,
@@ -112,8 +127,8 @@ def warren(
     return anyio.run(run)
 
 
-def raw_pika(n: int, *, url: str = URL) -> float:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
+def raw_pika(n: int, *, url: str = URL, tls: TlsConfig | None = None) -> float:
+    conn = pika.BlockingConnection(parameters(url, tls))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=PREFETCH)
     state = {"count": 0}

@@ -20,6 +20,7 @@ from warren import (
     Publisher,
     PublisherConfig,
     Queue,
+    TlsConfig,
     Topology,
 )
 
@@ -32,19 +33,37 @@ cpu_us: list[
 ] = []  # CPU (user + sys, every thread) per message of the last run that counts it
 
 
-def purge(queue: str) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(URL))
+def parameters(url: str = URL, tls: TlsConfig | None = None) -> Any:
+    """pika's parameters for ``url``; over TLS with the same SSL context Warren uses (the
+    same CA, the same verification), so the peers pay the same TLS costs."""
+    params = pika.URLParameters(url)
+    if tls is not None:
+        params.ssl_options = pika.SSLOptions(tls.context, server_hostname=tls.server_name)
+    return params
+
+
+def purge(queue: str, *, url: str = URL, tls: TlsConfig | None = None) -> None:
+    conn = pika.BlockingConnection(parameters(url, tls))
     ch = conn.channel()
     ch.queue_declare(queue, durable=False)
     ch.queue_purge(queue)
     conn.close()
 
 
-def warren(n: int, size: int, *, url: str = URL, queue: str = QUEUE, quorum: bool = False) -> float:
+def warren(
+    n: int,
+    size: int,
+    *,
+    url: str = URL,
+    queue: str = QUEUE,
+    quorum: bool = False,
+    tls: TlsConfig | None = None,
+) -> float:
     body = b"x" * size
+    link = ConnectionConfig(urls=url, tls=tls or TlsConfig())
 
     async def run() -> float:
-        cfg = PublisherConfig(connection=ConnectionConfig(urls=url), max_in_flight=WINDOW)
+        cfg = PublisherConfig(connection=link, max_in_flight=WINDOW)
         declared = Queue(name=queue, durable=quorum, arguments=QUORUM if quorum else None)
         topo = Topology(queues=(declared,))
         async with Publisher(cfg, metrics=Metrics(CollectorRegistry()), topology=topo) as pub:
@@ -155,9 +174,11 @@ def outbox_recovery(n: int, size: int) -> float:
     return took
 
 
-def raw_pika(n: int, size: int, *, url: str = URL, queue: str = QUEUE) -> float:
+def raw_pika(
+    n: int, size: int, *, url: str = URL, queue: str = QUEUE, tls: TlsConfig | None = None
+) -> float:
     """Raw pika sending what Warren sends: a message_id per message, mandatory flag."""
-    return _raw_pika(n, size, same_message=True, url=url, queue=queue)
+    return _raw_pika(n, size, same_message=True, url=url, queue=queue, tls=tls)
 
 
 def raw_pika_minimal(n: int, size: int) -> float:
@@ -166,7 +187,13 @@ def raw_pika_minimal(n: int, size: int) -> float:
 
 
 def _raw_pika(
-    n: int, size: int, *, same_message: bool, url: str = URL, queue: str = QUEUE
+    n: int,
+    size: int,
+    *,
+    same_message: bool,
+    url: str = URL,
+    queue: str = QUEUE,
+    tls: TlsConfig | None = None,
 ) -> float:
     body = b"x" * size
     shared = pika.BasicProperties(delivery_mode=2)
@@ -209,7 +236,7 @@ def _raw_pika(
             fill()
 
     conn = pika.SelectConnection(
-        pika.URLParameters(url),
+        parameters(url, tls),
         on_open_callback=on_open,
         on_close_callback=lambda c, _r: c.ioloop.stop(),
     )

@@ -1,0 +1,291 @@
+"""``TlsStream``, the TLS socket pika drives for ``amqps://``, against a real TLS server on a
+socket pair: what it must keep of ``SSLSocket``'s behaviour (verification, the WANT errors
+pika reads by ``errno``, end of stream clean and not) and what it is for (the records that
+arrived together come back from one ``recv()``), and no byte lost or reordered when the
+socket will not take everything (the held-back last byte)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import select
+import socket
+import ssl
+import threading
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import pytest
+
+from warren._amqp.pika_internals import input_waiting
+from warren._amqp.tls import url_parameters
+from warren._amqp.tls_stream import TlsStream
+from warren._config.tls import TlsConfig
+from warren.testing import TestCA
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path)
+
+
+def server_context(ca: TestCA, host: str = "localhost") -> ssl.SSLContext:
+    files = ca.issue("server", hosts=(host,))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+class Server:
+    """A TLS server on one end of a loopback TCP connection, running ``serve`` in a
+    thread."""
+
+    def __init__(self, context: ssl.SSLContext, serve: Callable[[ssl.SSLSocket], None]) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:  # TCP, as to a broker
+            self.client_end = socket.create_connection(listener.getsockname()[:2])
+            self._server_end, _ = listener.accept()
+        self.client_end.setblocking(False)
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                with context.wrap_socket(self._server_end, server_side=True) as tls:
+                    serve(tls)
+            except BaseException as exc:  # reported by the test that joins
+                self.error = exc
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "the server never finished"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def serve(ca: TestCA) -> Iterator[Callable[[Callable[[ssl.SSLSocket], None]], Server]]:
+    servers: list[Server] = []
+
+    def start(body: Callable[[ssl.SSLSocket], None]) -> Server:
+        servers.append(Server(server_context(ca), body))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.client_end.close()
+
+
+def client(server: Server, ca: TestCA, host: str = "localhost") -> TlsStream:
+    return TlsStream(server.client_end, ssl.create_default_context(cafile=str(ca.cert)), host)
+
+
+def wait_for(sock: TlsStream, error: ssl.SSLError) -> None:
+    """What pika does on a WANT error: wait for the socket to be readable or writable."""
+    assert error.errno in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE), error
+    writing = error.errno == ssl.SSL_ERROR_WANT_WRITE
+    ready = select.select([] if writing else [sock], [sock] if writing else [], [], 10)
+    assert ready != ([], [], []), "the socket never became ready"
+
+
+def handshake(sock: TlsStream) -> None:
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLError as exc:
+            if exc.errno not in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                raise
+            wait_for(sock, exc)
+
+
+def recv(sock: TlsStream, size: int = 65536) -> bytes:
+    while True:
+        try:
+            return sock.recv(size)
+        except ssl.SSLError as exc:
+            if exc.errno not in (ssl.SSL_ERROR_WANT_READ, ssl.SSL_ERROR_WANT_WRITE):
+                raise
+            wait_for(sock, exc)
+
+
+def send_all(sock: TlsStream, data: bytes, on_partial: Callable[[], None] = lambda: None) -> int:
+    """pika's way: offer what is left, keep the part not taken, wait when told to. Returns
+    how many sends took less than offered."""
+    partial = 0
+    view = memoryview(data)
+    while view:
+        try:
+            taken = sock.send(bytes(view))
+        except ssl.SSLError as exc:
+            wait_for(sock, exc)
+            continue
+        if taken < len(view):
+            partial += 1
+            on_partial()
+        view = view[taken:]
+    return partial
+
+
+def test_a_wait_is_the_errno_pika_reads(serve: Callable[..., Server], ca: TestCA) -> None:
+    done = threading.Event()
+    server = serve(lambda tls: done.wait(10))
+    sock = client(server, ca)
+    handshake(sock)
+    with pytest.raises(ssl.SSLWantReadError) as info:
+        sock.recv(100)  # nothing sent
+    assert info.value.errno == ssl.SSL_ERROR_WANT_READ
+    assert sock.version() in ("TLSv1.2", "TLSv1.3")
+    done.set()
+    server.join()
+
+
+def test_records_that_arrived_together_come_back_from_one_recv(
+    serve: Callable[..., Server], ca: TestCA
+) -> None:
+    """300 small writes (a broker's deliveries, a record each) read back in a few recv()
+    calls of up to 64 KB, not one per record; every byte in order."""
+    sent = [f"{i:06d}".encode() * 50 for i in range(300)]  # 300 bytes each: 90 KB in all
+    written = threading.Event()
+
+    def body(tls: ssl.SSLSocket) -> None:
+        for chunk in sent:
+            tls.sendall(chunk)
+        written.set()
+        tls.recv(1)  # until the client is done
+
+    server = serve(body)
+    sock = client(server, ca)
+    handshake(sock)
+    assert written.wait(10)
+    got: list[bytes] = []
+    while sum(map(len, got)) < 90_000:
+        got.append(recv(sock))
+    assert b"".join(got) == b"".join(sent)
+    assert max(map(len, got)) > 16 * 1024, "never more than one record per recv()"
+    assert len(got) <= 4
+    send_all(sock, b"x")
+    server.join()
+
+
+def test_nothing_lost_or_reordered_when_the_socket_takes_only_part(
+    serve: Callable[..., Server], ca: TestCA
+) -> None:
+    """8 MB sent into a small send buffer, the server reading only once the client was told
+    to wait: sends take less than offered (the held-back byte), and the server gets every
+    byte, in order."""
+    data = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)
+    blocked = threading.Event()
+    received: list[bytes] = []
+
+    def body(tls: ssl.SSLSocket) -> None:
+        assert blocked.wait(10)
+        while sum(map(len, received)) < len(data):
+            chunk = tls.recv(1 << 20)
+            assert chunk, "the stream ended early"
+            received.append(chunk)
+        tls.sendall(b"done")
+
+    server = serve(body)
+    server.client_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock = client(server, ca)
+    handshake(sock)
+    partial = send_all(sock, data, on_partial=blocked.set)
+    server.join()
+    assert recv(sock) == b"done"
+    assert partial > 0, "the socket took everything at once: the test tested nothing"
+    assert b"".join(received) == data
+
+
+def test_the_end_of_the_stream_clean_and_not(serve: Callable[..., Server], ca: TestCA) -> None:
+    """close_notify then FIN: recv() returns b"" (the clean end); a FIN without close_notify:
+    SSLEOFError, as SSLSocket with suppress_ragged_eofs=False (pika's choice) raises."""
+
+    def clean(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"last")
+        with contextlib.suppress(OSError):  # our close_notify never comes (nor pika's)
+            tls.unwrap()
+
+    server = serve(clean)
+    sock = client(server, ca)
+    handshake(sock)
+    assert recv(sock) == b"last"
+    assert recv(sock) == b""
+    sock.close()
+    server.join()
+
+    def cut(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"partial")
+        tls.shutdown(socket.SHUT_RDWR)  # the TCP stream ends, no close_notify
+
+    server = serve(cut)
+    sock = client(server, ca)
+    handshake(sock)
+    assert recv(sock) == b"partial"
+    with pytest.raises(ssl.SSLEOFError):
+        recv(sock)
+    server.join()
+
+
+def test_verification_is_the_contexts(
+    serve: Callable[..., Server], ca: TestCA, tmp_path: Path
+) -> None:
+    """An unknown CA and another host name are refused in the handshake, with the same error
+    an SSLSocket raises (close_reasons maps it to TlsRefused)."""
+    (tmp_path / "other").mkdir()
+    for context, host in (
+        (ssl.create_default_context(cafile=str(TestCA(tmp_path / "other").cert)), "localhost"),
+        (ssl.create_default_context(cafile=str(ca.cert)), "broker.example.com"),
+    ):
+        server = serve(lambda tls: None)
+        sock = TlsStream(server.client_end, context, host)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(sock)
+        server.client_end.close()
+        with pytest.raises((ssl.SSLError, OSError)):
+            server.join()
+
+
+def test_bytes_decrypted_and_not_yet_returned_count_as_waiting(
+    serve: Callable[..., Server], ca: TestCA
+) -> None:
+    """The watchdog's look: what sits in the stream counts, though the kernel has nothing."""
+    done = threading.Event()
+
+    def body(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"x" * 8000)
+        done.wait(10)
+
+    server = serve(body)
+    sock = client(server, ca)
+    handshake(sock)
+    assert recv(sock, 100) == b"x" * 100
+    conn = SimpleNamespace(_transport=SimpleNamespace(_sock=sock))
+    assert sock.pending() == 7900 and input_waiting(conn)
+    assert len(recv(sock, 8000)) == 7900
+    assert sock.pending() == 0 and not input_waiting(conn)
+    done.set()
+    server.join()
+
+
+def test_pika_is_given_a_context_that_makes_a_tls_stream(ca: TestCA) -> None:
+    """url_parameters hands pika an SSLContext (pika checks) whose wrap_socket, with pika's
+    arguments, makes a TlsStream under the process's own context."""
+    tls = TlsConfig(ca_file=str(ca.cert), server_name="broker.example.com")
+    params = url_parameters("amqps://u:p@10.0.0.1/%2F", tls)
+    context = params.ssl_options.context
+    assert isinstance(context, ssl.SSLContext)
+    a, b = socket.socketpair()
+    with a, b:
+        made = context.wrap_socket(a, server_side=False, do_handshake_on_connect=False,
+                                   suppress_ragged_eofs=False,
+                                   server_hostname=params.ssl_options.server_hostname)  # fmt: skip
+        assert type(made).__name__ == "TlsStream"
+        assert made.fileno() == a.fileno()
