@@ -87,8 +87,7 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
-@pytest.mark.parametrize("way", ["settings", "ssl_options"])
+@pytest.mark.parametrize(("way", "log_format"), [("settings", "text"), ("ssl_options", "json")])
 def test_a_tls_worker_never_prints_a_secret(
     secured: dict[str, str], way: str, log_format: str
 ) -> None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import select
+import shutil
 import socket
 import ssl
+import struct
+import subprocess
 import threading
+import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -248,9 +253,11 @@ def test_verification_is_the_contexts(
         sock = TlsStream(server.client_end, context, host)
         with pytest.raises(ssl.SSLCertVerificationError):
             handshake(sock)
-        server.client_end.close()
-        with pytest.raises((ssl.SSLError, OSError)):
+        with pytest.raises(ssl.SSLError) as told:
             server.join()
+        # our alert reached the server (its log says why), not a bare end of stream
+        assert "ALERT" in str(told.value).upper(), told.value
+        server.client_end.close()
 
 
 def test_bytes_decrypted_and_not_yet_returned_count_as_waiting(
@@ -289,3 +296,138 @@ def test_pika_is_given_a_context_that_makes_a_tls_stream(ca: TestCA) -> None:
                                    server_hostname=params.ssl_options.server_hostname)  # fmt: skip
         assert type(made).__name__ == "TlsStream"
         assert made.fileno() == a.fileno()
+
+
+def fill_the_send_path(sock: TlsStream) -> None:
+    """Offer bytes until the socket takes only part: our ciphertext then waits here, and
+    pika holds our last byte (the peer is not reading)."""
+    for _ in range(200):
+        offered = b"q" * 256 * 1024
+        if sock.send(offered) < len(offered):
+            return
+    raise AssertionError("the socket took everything: the peer is reading after all")
+
+
+def test_reading_goes_on_while_our_own_bytes_wait(serve: Callable[..., Server], ca: TestCA) -> None:
+    """A broker that stops reading (an alarm, a slow link) still sends heartbeats and
+    connection.blocked: they are read though our bytes wait (they were not: recv() asked
+    to wait for writability first, which never came)."""
+    stalled, spoke, heard = threading.Event(), threading.Event(), threading.Event()
+
+    def body(tls: ssl.SSLSocket) -> None:
+        assert stalled.wait(10)
+        tls.sendall(b"heartbeat")
+        spoke.set()
+        heard.wait(15)  # still not reading until the client has read it
+        with contextlib.suppress(OSError):
+            while tls.recv(1 << 20):  # the stall is over: read it all, to the end
+                pass
+
+    server = serve(body)
+    server.client_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock = client(server, ca)
+    handshake(sock)
+    fill_the_send_path(sock)
+    stalled.set()
+    assert spoke.wait(10)
+    try:
+        assert recv(sock) == b"heartbeat"
+    finally:
+        heard.set()
+    sock.close()
+    server.join()
+
+
+def test_the_last_bytes_before_a_reset_are_read_first(
+    serve: Callable[..., Server], ca: TestCA
+) -> None:
+    """The broker's last frame, then a reset, while our bytes wait: the frame comes first,
+    then the error (the failed send of ours hid both)."""
+    stalled, gone = threading.Event(), threading.Event()
+
+    def body(tls: ssl.SSLSocket) -> None:
+        assert stalled.wait(10)
+        tls.sendall(b"bye")
+        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()  # unread bytes and a zero linger: a reset
+        gone.set()
+
+    server = serve(body)
+    server.client_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock = client(server, ca)
+    handshake(sock)
+    fill_the_send_path(sock)
+    stalled.set()
+    assert gone.wait(10)
+    server.join()
+    assert recv(sock) == b"bye"
+    with pytest.raises((ConnectionResetError, ssl.SSLEOFError)):
+        recv(sock)
+
+
+def test_one_send_encrypts_a_bounded_slice(serve: Callable[..., Server], ca: TestCA) -> None:
+    """pika offers its whole joined buffer: at most 512 KB of it is encrypted per call (an
+    8 MB offer made 16 MB of ciphertext at once, held until the socket took it)."""
+    done = threading.Event()
+    server = serve(lambda tls: done.wait(10))
+    sock = client(server, ca)
+    handshake(sock)
+    assert sock.send(b"z" * (8 << 20)) <= 512 * 1024
+    done.set()
+    server.join()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_tls_1_2_renegotiation_while_we_write(ca: TestCA) -> None:
+    """The server renegotiates (as Erlang's ssl does every 2^28 records) while we keep
+    writing: TLS must read the server's handshake before it can write. Every line arrives
+    (send() spun forever, asking to wait for readability and never reading)."""
+    files = ca.issue("server", hosts=("localhost",))
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    command = ["openssl", "s_server", "-tls1_2", "-accept", str(port), "-cert",
+               str(files.cert), "-key", str(files.key), "-msg"]  # fmt: skip
+    pipe = subprocess.PIPE
+    with subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=subprocess.STDOUT) as server:
+        try:
+            seen = talk_through_a_renegotiation(server, port, ca)
+        finally:
+            server.kill()
+    assert seen.count(b"ClientHello") == 2, "no renegotiation happened: the test tested nothing"
+    assert all(b"line %d\n" % i in seen for i in range(300))
+
+
+def talk_through_a_renegotiation(server: subprocess.Popen[bytes], port: int, ca: TestCA) -> bytes:
+    """Connect to ``openssl s_server``, have it renegotiate while we write 300 lines, and
+    return what it printed."""
+    deadline = time.monotonic() + 10
+    while True:  # polled with a deadline: the server's port is the event
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "openssl s_server never listened"
+            time.sleep(0.05)
+    raw.setblocking(False)
+    sock = TlsStream(raw, ssl.create_default_context(cafile=str(ca.cert)), "localhost")
+    handshake(sock)
+    assert sock.version() == "TLSv1.2"
+    send_all(sock, b"before\n")
+    assert server.stdin is not None
+    server.stdin.write(b"r\n")  # s_server's command: renegotiate
+    server.stdin.flush()
+    for i in range(300):
+        send_all(sock, b"line %d\n" % i)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            sock.recv(65536)  # as pika's reader would, when readable
+    send_all(sock, b"after\n")
+    deadline = time.monotonic() + 10
+    seen = b""
+    assert server.stdout is not None
+    os.set_blocking(server.stdout.fileno(), False)
+    while b"after" not in seen:  # polled with a deadline: s_server prints what it got
+        assert time.monotonic() < deadline, seen[-500:]
+        seen += server.stdout.read() or b""
+        time.sleep(0.02)
+    sock.close()
+    return seen

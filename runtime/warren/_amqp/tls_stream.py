@@ -15,11 +15,15 @@ was asked. Verification, ciphers and certificates are the ``SSLContext``'s, unch
 Writes: the ciphertext the socket would not take waits here. So that pika keeps asking for
 the socket to become writable while it waits, a ``send()`` that leaves some behind reports
 its last byte as not sent (it is encrypted already, and skipped when pika offers it again).
+Reading never waits for that backlog: a broker that stops reading (an alarm, a slow link)
+still has its heartbeats, ``connection.blocked`` and last frames read. TLS's own messages
+(a key update, a TLS 1.2 renegotiation) go out or come in on whichever side needs them.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, final
 
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
 _RAW_CHUNK: Final = 256 * 1024  # bytes per recv_into from the kernel
 _RECORD: Final = 16 * 1024 + 256  # more than one record's plaintext
+_SEND_MAX: Final = 512 * 1024  # plaintext encrypted per send(): pika offers the rest again
 
 
 def _want_read() -> ssl.SSLWantReadError:
@@ -47,10 +52,10 @@ class TlsStream:
         self._out = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._in, self._out, server_hostname=server_hostname)
         self._chunk = bytearray(_RAW_CHUNK)
-        self._plain: list[bytes] = []  # decrypted, not yet returned (oldest first)
+        self._plain: deque[bytes] = deque()  # decrypted, not yet returned (oldest first)
         self._plain_bytes = 0
         self._unsent = memoryview(b"")  # ciphertext the socket has not taken yet
-        self._precommitted = 0  # leading bytes of the next send() already encrypted
+        self._precommitted = 0  # leading bytes of the next send()'s data already encrypted
         self._eof = False
         self._error: OSError | None = None  # what ended the stream, after the data before it
 
@@ -73,6 +78,9 @@ class TlsStream:
                 if not self._fill_if_ready():
                     raise _want_read() from None
                 continue
+            except ssl.SSLError:
+                self._flush_quietly()  # our alert tells the broker why
+                raise
             if not self._flush():  # our last handshake message must leave before we say done
                 raise _want_write()
             return
@@ -93,39 +101,51 @@ class TlsStream:
                 if not self._plain:
                     raise
                 self._error = exc  # raised by the next recv(), after this data
+        plain = self._plain
         taken: list[bytes] = []
         room = size
-        while self._plain and room > 0:
-            chunk = self._plain[0]
+        while plain and room > 0:
+            chunk = plain[0]
             if len(chunk) <= room:
-                taken.append(self._plain.pop(0))
+                taken.append(plain.popleft())
                 room -= len(chunk)
             else:
                 taken.append(chunk[:room])
-                self._plain[0] = chunk[room:]
+                plain[0] = chunk[room:]
                 room = 0
         data = taken[0] if len(taken) == 1 else b"".join(taken)
         self._plain_bytes -= len(data)
         return data
 
     def send(self, data: bytes) -> int:
-        """Encrypt ``data`` and send what the socket takes; the count of ``data``'s bytes
-        taken (all but the last while ciphertext waits: see the module doc)."""
+        """Encrypt ``data`` (up to 512 KB of it) and send what the socket takes; the count of
+        ``data``'s bytes taken (all but the last while ciphertext waits: the module doc)."""
         if not self._flush():
             raise _want_write()
-        skip, self._precommitted = self._precommitted, 0
-        view = memoryview(data)[skip:]
+        view = memoryview(data)[self._precommitted : self._precommitted + _SEND_MAX]
         while view:
-            written = self._tls.write(view)
+            try:
+                written = self._tls.write(view)
+            except ssl.SSLWantReadError:  # TLS must read first: a TLS 1.2 renegotiation
+                if not self._flush():
+                    raise _want_write() from None
+                if not self._fill_if_ready():
+                    raise _want_read() from None
+                continue
+            except ssl.SSLError:
+                self._flush_quietly()
+                raise
+            self._precommitted += written  # kept if this call ends in an exception
             view = view[written:]
+        taken, self._precommitted = self._precommitted, 0
         if self._flush():
-            return len(data)
+            return taken
         self._precommitted = 1
-        return len(data) - 1
+        return taken - 1
 
     def pending(self) -> int:
         """Bytes read from the socket and not yet returned (decrypted or not)."""
-        return self._plain_bytes + self._in.pending
+        return self._plain_bytes + self._tls.pending() + self._in.pending
 
     def shutdown(self, how: int) -> None:
         self._socket.shutdown(how)
@@ -151,15 +171,21 @@ class TlsStream:
             try:
                 chunk = self._tls.read(_RECORD)
             except ssl.SSLWantReadError:
-                if not self._flush() and not self._plain:
-                    raise _want_write() from None  # TLS must send first (a key update)
                 if self._fill_if_ready():
                     continue
                 if self._plain:
                     return
+                # Nothing to read. What TLS itself must send (a key update's answer) goes
+                # now; if the socket will not take it and pika is not already waiting to
+                # write (it holds our last byte when it is), it must wait for that first.
+                if not self._flush_quietly() and not self._precommitted:
+                    raise _want_write() from None
                 raise _want_read() from None
             except ssl.SSLZeroReturnError:
                 chunk = b""
+            except ssl.SSLError:
+                self._flush_quietly()  # our alert, if TLS made one
+                raise
             if not chunk:  # the broker's close_notify (read() says it so): a clean end
                 if not self._plain:
                     self._plain.append(b"")  # recv() returns b"": the end of the stream
@@ -188,7 +214,7 @@ class TlsStream:
         if self._out.pending:
             made = self._out.read()
             self._unsent = (
-                memoryview(bytes(self._unsent) + made) if self._unsent else (memoryview(made))
+                memoryview(bytes(self._unsent) + made) if self._unsent else memoryview(made)
             )
         while self._unsent:
             try:
@@ -197,3 +223,11 @@ class TlsStream:
                 return False
             self._unsent = self._unsent[sent:]
         return True
+
+    def _flush_quietly(self) -> bool:
+        """``_flush`` from the read side: a failed send is the send side's to report (the
+        read side first hands on what the broker said before it)."""
+        try:
+            return self._flush()
+        except OSError:
+            return True  # nothing more will leave: do not wait for writability
