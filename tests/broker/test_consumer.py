@@ -313,6 +313,9 @@ async def test_resumes_after_the_broker_cancels_the_consumer(
     assert "consumer_cancelled" in (consumer.statistics().last_error or "")
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", pytest.param("trio", marks=pytest.mark.scenario)]
+)  # trio in make scenarios: slow
 @pytest.mark.parametrize("fault", ["blackhole", "close_connection"])
 async def test_rides_out_a_lost_connection_and_handles_every_message(
     rabbit_proxy: ProxiedBroker, broker: Broker, queue: str, metrics: Metrics, fault: str

@@ -290,7 +290,7 @@ async def test_bad_input_is_refused_at_submit_and_poisons_nothing(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("load", ["idle", "publishing"])
+@pytest.mark.parametrize("load", [pytest.param("idle", marks=pytest.mark.scenario), "publishing"])
 async def test_silent_blackhole_is_noticed_within_the_heartbeat_and_a_second(
     rabbit_proxy: ProxiedBroker, broker: Broker, queue_name: str, metrics: Metrics, load: str
 ) -> None:
@@ -422,6 +422,9 @@ async def test_url_list_rotates_to_a_live_node(
     assert pub.statistics().node is None  # closed: on no node
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", pytest.param("trio", marks=pytest.mark.scenario)]
+)  # trio in make scenarios: slow
 async def test_memory_stays_bounded_when_the_partition_outlasts_the_buffer(
     metrics: Metrics,
 ) -> None:

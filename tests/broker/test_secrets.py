@@ -79,7 +79,10 @@ def test_repr_of_a_config_hides_the_password() -> None:
     assert "u:***@" in repr(PublisherConfig(connection=ConnectionConfig(urls=VALID)))
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize(
+    "log_format",
+    ["text", pytest.param("json", marks=pytest.mark.scenario)],  # 9 s: scenarios
+)
 @pytest.mark.parametrize("url", [*NASTY, VALID])
 def test_the_warren_process_never_prints_the_password(url: str, log_format: str) -> None:
     env = {**os.environ, "WARREN_AMQP_URL": url, "WARREN_LOG_FORMAT": log_format,

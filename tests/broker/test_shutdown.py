@@ -80,6 +80,7 @@ def cleanup_queues() -> Iterator[str]:
                 broker.delete_queue(name)
 
 
+@pytest.mark.scenario  # every service's process (10 s): make scenarios
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("service", ["api", "fake-push-provider", "push-sender"])
 def test_sigterm_is_a_clean_exit_for_every_service(

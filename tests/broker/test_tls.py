@@ -258,6 +258,7 @@ def strict_tls12_node() -> Iterator[RabbitTlsNode]:
         yield n
 
 
+@pytest.mark.scenario  # a node of its own (TLS 1.2 only): make scenarios
 async def test_over_tls_1_2_a_missing_client_certificate_is_refused_for_good(
     strict_tls12_node: RabbitTlsNode, anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -268,6 +269,7 @@ async def test_over_tls_1_2_a_missing_client_certificate_is_refused_for_good(
     assert "HANDSHAKE_FAILURE" in exc.detail
 
 
+@pytest.mark.scenario  # a node of its own (TLS 1.2 only): make scenarios
 async def test_a_client_certificate_login_the_broker_does_not_offer_is_final_with_a_hint(
     strict_tls12_node: RabbitTlsNode, anyio_backend: str
 ) -> None:

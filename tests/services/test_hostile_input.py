@@ -88,6 +88,7 @@ async def _get(port: int) -> bytes:
                     return answer
 
 
+@pytest.mark.scenario  # slow (5 s): make scenarios
 @pytest.mark.anyio
 async def test_a_body_dripped_inside_the_read_timeout_is_still_cut_off(
     monkeypatch: pytest.MonkeyPatch,

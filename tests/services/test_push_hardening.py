@@ -165,6 +165,7 @@ JOB = PushJob("push-1", "device-1", "hi", "there", {})
 # --- item 1: an auth outage never costs a push an attempt -------------------------------
 
 
+@pytest.mark.scenario  # slow (5-9 s): make scenarios
 @pytest.mark.parametrize("mode", ["no_token", "http500", "garbage", "soon", "list", "numbers"])
 async def test_a_failing_token_endpoint_asks_for_a_retry_that_costs_no_attempt(
     endpoint: TokenEndpoint, tmp_path: Path, mode: str
@@ -248,6 +249,7 @@ async def test_pushes_outlive_a_token_endpoint_outage_and_none_is_dead_lettered(
 # --- item 5: garbage from the endpoint, and credentials that are not an RSA account -----
 
 
+@pytest.mark.scenario  # slow (5-9 s): make scenarios
 @pytest.mark.broker
 @pytest.mark.parametrize("mode", ["garbage", "soon"])
 async def test_garbage_from_the_token_endpoint_does_not_crash_the_sender(
@@ -291,6 +293,7 @@ def _ec_key_file(tmp: Path) -> Path:
     return path
 
 
+@pytest.mark.scenario  # slow (5-9 s): make scenarios
 @pytest.mark.parametrize("content", ["ec", "list", "string", "bad_token_uri", "no_email"])
 def test_credentials_that_cannot_mint_tokens_exit_2_naming_the_setting(
     tmp_path: Path, content: str
@@ -510,6 +513,7 @@ def _run(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("api", "WARREN_PUSH_QUEUE", "amq.reserved"),
     ],
 )
+@pytest.mark.scenario  # slow (5-9 s): make scenarios
 def test_a_queue_name_amqp_cannot_carry_exits_2_naming_the_setting(
     broker_url: str, tmp_path: Path, service: str, setting: str, value: str
 ) -> None:

@@ -293,6 +293,7 @@ async def test_fcm_dead_tokens_become_events(broker_url: str, broker: Broker) ->
         s.cleanup(broker)
 
 
+@pytest.mark.scenario  # slow (5 s): make scenarios
 async def test_a_throttling_provider_slows_the_whole_sender(stack: Stack) -> None:
     """One 429 with Retry-After: 2 pauses every push, not only the refused one: the pushes
     posted meanwhile wait instead of hitting the provider (and its quota) again."""
@@ -314,6 +315,7 @@ async def test_a_throttling_provider_slows_the_whole_sender(stack: Stack) -> Non
     assert events == 1 and waited is not None and waited >= 1.0
 
 
+@pytest.mark.scenario  # slow (5 s): make scenarios
 async def test_retry_after_is_honoured(stack: Stack) -> None:
     async with all_three(stack), httpx.AsyncClient() as client:
         await stack.faults(fail_first=1, retry_after=1)

@@ -115,7 +115,7 @@ class Books(RuleBasedStateMachine):
         assert tracker.oldest_sent_at() == oldest
 
 
-Books.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+Books.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_confirm_books = Books.TestCase
 
 

@@ -206,5 +206,5 @@ class Books(RuleBasedStateMachine):
 
 
 # 200 runs of up to 50 steps: thousands of steps, a few seconds
-Books.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+Books.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)
 test_books_balance_after_every_step = Books.TestCase

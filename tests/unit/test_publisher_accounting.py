@@ -55,7 +55,7 @@ def balanced(s: PublisherStatistics) -> None:
     assert 0 <= s.buffer_depth <= CAPACITY
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     actions=ACTIONS,
     overflow=st.sampled_from(["drop-oldest", "drop-newest"]),

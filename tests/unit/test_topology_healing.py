@@ -186,6 +186,9 @@ async def test_a_connection_lost_while_declaring_resends_after_reconnecting() ->
         assert pub.statistics().confirmed == 1
 
 
+@pytest.mark.parametrize(
+    "anyio_backend", ["asyncio", pytest.param("trio", marks=pytest.mark.scenario)]
+)  # trio in make scenarios: slow
 async def test_a_message_nothing_can_settle_is_rejected_and_the_worker_goes_on() -> None:
     """Its dead letter keeps coming back unroutable (past three re-declarations), and so
     does the bare one that follows: the delivery is rejected without requeue (counted), the
