@@ -61,8 +61,8 @@ test: sysdeps redis lint typecheck unit
 # The slow end-to-end scenarios (tests marked scenario, and all of tests/chaos/): partitions
 # through the fault proxy, broker restarts and memory alarms on a throwaway node, kernel-level
 # cuts (root), the services through partitions and stops, the partition script, kill -9,
-# token-endpoint outages, fresh-venv installs. About 6 minutes, so apart from make test (which
-# stays under 8); .ci/run runs both.
+# token-endpoint outages, fresh-venv installs, and slow tests moved out of make test. About 10
+# minutes, so apart from make test (which stays under 8); .ci/run runs both.
 scenarios: sysdeps redis $(STAMP)
 	$(BIN)/python -m pytest -m "scenario and not cluster and not container" $(PYTEST_ARGS)
 
