@@ -13,12 +13,11 @@ import select
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import threading
 import time
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -338,31 +337,53 @@ def test_reading_goes_on_while_our_own_bytes_wait(serve: Callable[..., Server], 
     server.join()
 
 
-def test_the_last_bytes_before_a_reset_are_read_first(
+class SendingFails:
+    """A socket whose sending side is gone (a peer that reset it, a broken pipe) while
+    what already arrived can still be read: ``full`` first, then ``broken``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.mode = "open"
+
+    def send(self, data: Any) -> int:
+        if self.mode == "full":
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        if self.mode == "broken":
+            raise BrokenPipeError(32, "Broken pipe")
+        return self._sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_failed_send_does_not_hide_what_the_broker_said(
     serve: Callable[..., Server], ca: TestCA
 ) -> None:
-    """The broker's last frame, then a reset, while our bytes wait: the frame comes first,
-    then the error (the failed send of ours hid both)."""
-    stalled, gone = threading.Event(), threading.Event()
+    """The broker's last frame arrived, and our bytes wait on a socket whose sending side
+    is gone: the frame is read first, then the end (the send's error hid both)."""
+    spoke = threading.Event()
 
     def body(tls: ssl.SSLSocket) -> None:
-        assert stalled.wait(10)
         tls.sendall(b"bye")
-        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        tls.close()  # unread bytes and a zero linger: a reset
-        gone.set()
+        spoke.set()  # then the TCP stream ends (no close_notify)
 
     server = serve(body)
-    server.client_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    sock = client(server, ca)
+    wrapped = SendingFails(server.client_end)
+    sock = TlsStream(
+        cast("socket.socket", wrapped), ssl.create_default_context(cafile=str(ca.cert)),
+        "localhost",
+    )  # fmt: skip
     handshake(sock)
-    fill_the_send_path(sock)
-    stalled.set()
-    assert gone.wait(10)
+    wrapped.mode = "full"
+    assert sock.send(b"ack") == 2  # encrypted, not sent: its last byte held back
+    wrapped.mode = "broken"
+    assert spoke.wait(10)
     server.join()
     assert recv(sock) == b"bye"
-    with pytest.raises((ConnectionResetError, ssl.SSLEOFError)):
+    with pytest.raises(ssl.SSLEOFError):
         recv(sock)
+    with pytest.raises(BrokenPipeError):
+        sock.send(b"k")  # the send side reports its own failure
 
 
 def test_one_send_encrypts_a_bounded_slice(serve: Callable[..., Server], ca: TestCA) -> None:
