@@ -237,7 +237,6 @@ async def test_a_truncated_outbox_gives_up_every_job_before_the_cut(
     assert "truncated" in report
 
 
-@pytest.mark.scenario  # slow (5-7 s): make scenarios
 @pytest.mark.parametrize("where", ["leaf", "overflow", "root"])
 async def test_one_garbage_page_loses_only_what_it_held(
     where: str,
@@ -317,7 +316,6 @@ async def test_jobs_already_sent_do_not_come_back(
 # -- a write-ahead log beside it ------------------------------------------------------------
 
 
-@pytest.mark.scenario  # slow (5-7 s): make scenarios
 @pytest.mark.parametrize("torn", [False, True])
 async def test_the_jobs_still_in_the_write_ahead_log_are_salvaged(
     torn: bool, anyio_backend: str, broker_url: str, broker: Broker, queue_name: str,

@@ -47,7 +47,6 @@ SHORT = ("--duration", "10", "--partition-at", "2", "--partition-seconds", "5", 
          "--heartbeat", "1")  # fmt: skip
 
 
-@pytest.mark.scenario  # 13 s: the demo end to end (make scenarios; CI runs it)
 @pytest.mark.timeout(180)
 def test_the_short_demo_loses_nothing_through_a_partition(
     broker_url: str, broker: Broker, tmp_path: Path
